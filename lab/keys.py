@@ -1,0 +1,28 @@
+"""The shapes of public identifiers (DESIGN §1), checked at every way in."""
+
+import re
+import unicodedata
+
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+_KEY = re.compile(KEY_PATTERN)
+
+
+def is_valid_key(value: str) -> bool:
+    return bool(_KEY.fullmatch(value))
+
+
+def unit_key_problem(value: str) -> str | None:
+    """Why `value` is not a unit key, or None when it is one.
+
+    A unit key is 1-128 characters of any Unicode except control characters, white
+    space at either end, and "/" (so it is always one URL path segment).
+    """
+    if not 1 <= len(value) <= 128:
+        return "a unit key has 1 to 128 characters"
+    if value != value.strip():
+        return "a unit key may not start or end with white space"
+    if "/" in value:
+        return 'a unit key may not contain "/"'
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        return "a unit key may not contain control characters"
+    return None

@@ -1,0 +1,286 @@
+"""Lab's domain: products made of units, experiments on them, and what was measured.
+
+The database enforces every rule it can (unique keys, status values, limits order,
+weight and coverage ranges, one control per experiment); services turn the
+resulting IntegrityError into a 409 or 400 with a useful message.
+"""
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Status(models.TextChoices):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    REMOVED = "removed"
+
+
+class AssignmentSource(models.TextChoices):
+    HASH = "hash"
+    FORCED = "forced"
+    REBUCKETED = "rebucketed"
+
+
+KEY_MAX_LENGTH = 64
+UNIT_KEY_MAX_LENGTH = 128
+NAME_MAX_LENGTH = 200
+
+
+def new_salt() -> str:
+    return secrets.token_hex(16)
+
+
+def _status_check(model_name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=Q(status__in=Status.values),
+        name=f"{model_name}_status_valid",
+        violation_error_message="status must be enabled, disabled or removed",
+    )
+
+
+class Product(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    key = models.CharField(max_length=KEY_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    # Bumped in the same transaction as every write that changes what decide answers;
+    # the database is the authority, Redis and worker memory only cache it.
+    config_version = models.BigIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="product_key_unique_per_user"),
+            _status_check("product"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Unit(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="units")
+    key = models.CharField(max_length=UNIT_KEY_MAX_LENGTH)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "key"], name="unit_key_unique_per_product"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Step(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="steps")
+    key = models.CharField(max_length=KEY_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    position = models.IntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "key"], name="step_key_unique_per_product"),
+            _status_check("step"),
+        ]
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Experiment(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="experiments")
+    key = models.CharField(max_length=KEY_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT)
+    coverage = models.FloatField(default=1.0)
+    # Random at creation and never changed: it is what makes the bucketing of one
+    # experiment independent of every other one (DESIGN §2).
+    salt = models.CharField(max_length=64, default=new_salt, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "key"], name="experiment_key_unique_per_product"
+            ),
+            _status_check("experiment"),
+            models.CheckConstraint(
+                condition=Q(coverage__gte=0) & Q(coverage__lte=1),
+                name="experiment_coverage_in_unit_interval",
+                violation_error_message="coverage must be between 0 and 1",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Variant(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="variants")
+    key = models.CharField(max_length=KEY_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    weight = models.FloatField(default=1.0)
+    is_control = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "key"], name="variant_key_unique_per_experiment"
+            ),
+            models.UniqueConstraint(
+                fields=["experiment"],
+                condition=Q(is_control=True),
+                name="variant_one_control_per_experiment",
+                violation_error_message="the experiment has a control variant already",
+            ),
+            _status_check("variant"),
+            models.CheckConstraint(
+                condition=Q(weight__gte=0),
+                name="variant_weight_non_negative",
+                violation_error_message="weight must be 0 or more",
+            ),
+        ]
+        # Creation order is the bucketing order (DESIGN §2): ids grow with creation.
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Assignment(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="assignments")
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="assignments")
+    variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="assignments")
+    source = models.CharField(max_length=16, choices=AssignmentSource.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "unit"], name="assignment_unique_per_experiment_unit"
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=AssignmentSource.values), name="assignment_source_valid"
+            ),
+        ]
+        indexes = [
+            # The hot path reads a unit's assignments across experiments.
+            models.Index(fields=["unit", "experiment"], name="assignment_unit_experiment"),
+            models.Index(fields=["experiment", "variant"], name="assignment_experiment_variant"),
+        ]
+
+
+class Metric(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="metrics")
+    key = models.CharField(max_length=KEY_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT)
+    lower_limit = models.FloatField(null=True, blank=True)
+    nominal = models.FloatField(null=True, blank=True)
+    upper_limit = models.FloatField(null=True, blank=True)
+    unit_of_measure = models.CharField(max_length=32, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "key"], name="metric_key_unique_per_product"
+            ),
+            _status_check("metric"),
+            models.CheckConstraint(
+                condition=Q(lower_limit__isnull=True)
+                | Q(upper_limit__isnull=True)
+                | Q(lower_limit__lte=F("upper_limit")),
+                name="metric_lower_le_upper",
+                violation_error_message="lower_limit must not exceed upper_limit",
+            ),
+            models.CheckConstraint(
+                condition=Q(lower_limit__isnull=True)
+                | Q(nominal__isnull=True)
+                | Q(lower_limit__lte=F("nominal")),
+                name="metric_lower_le_nominal",
+                violation_error_message="lower_limit must not exceed nominal",
+            ),
+            models.CheckConstraint(
+                condition=Q(nominal__isnull=True)
+                | Q(upper_limit__isnull=True)
+                | Q(nominal__lte=F("upper_limit")),
+                name="metric_nominal_le_upper",
+                violation_error_message="nominal must not exceed upper_limit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Measurement(models.Model):
+    metric = models.ForeignKey(Metric, on_delete=models.PROTECT, related_name="measurements")
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="measurements")
+    value = models.FloatField()
+    measured_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["metric", "unit"], name="measurement_unique_per_metric_unit"
+            ),
+        ]
+        indexes = [models.Index(fields=["unit"], name="measurement_unit")]
+
+
+class ApiToken(models.Model):
+    """An admin API token. Only a SHA-256 of the secret is stored; the prefix finds the row."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+class ClientKey(models.Model):
+    """A decide API key: belongs to one product and can only decide for it."""
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="client_keys")
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+class AuditEvent(models.Model):
+    """Who changed what, when: every status change and every re-bucketing."""
+
+    class Action(models.TextChoices):
+        STATUS_CHANGED = "status_changed"
+        REBUCKETED = "rebucketed"
+        FORCED = "forced"
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="audit_events")
+    actor = models.CharField(max_length=NAME_MAX_LENGTH)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    object_type = models.CharField(max_length=32)
+    object_key = models.CharField(max_length=400)
+    from_value = models.CharField(max_length=UNIT_KEY_MAX_LENGTH, blank=True, default="")
+    to_value = models.CharField(max_length=UNIT_KEY_MAX_LENGTH, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["product", "-id"], name="audit_product_recent")]
+        ordering = ["-id"]

@@ -1,0 +1,36 @@
+"""Strict input types shared by the APIs: hostile input is refused at the edge."""
+
+from typing import Annotated
+
+from ninja import Schema
+from pydantic import AfterValidator, ConfigDict, Field, Strict
+
+from lab.keys import KEY_PATTERN, unit_key_problem
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text may not contain NUL characters")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("text may not contain unpaired surrogates")
+    return value
+
+
+def _unit_key(value: str) -> str:
+    problem = unit_key_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Key = Annotated[str, Strict(), Field(pattern=KEY_PATTERN, max_length=64)]
+UnitKey = Annotated[str, Strict(), AfterValidator(_unit_key)]
+Name = Annotated[str, Strict(), Field(max_length=200), AfterValidator(_no_nul)]
+Text = Annotated[str, Strict(), Field(max_length=10_000), AfterValidator(_no_nul)]
+FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
+class InputSchema(Schema):
+    """Base of every request body: unknown fields and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
