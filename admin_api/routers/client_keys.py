@@ -3,9 +3,8 @@ from datetime import datetime
 from ninja import Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
-from lab import selectors
-from lab.models import ClientKey
 from lab.schema_types import InputSchema, Name
+from lab.selectors import products as selectors
 from lab.services import credentials
 
 router = Router(tags=["client keys"])
@@ -31,7 +30,7 @@ class ClientKeyCreated(ClientKeyOut):
 @paginate(LimitOffsetPagination)
 def list_client_keys(request, product: str):
     product_obj = selectors.product_get(user=request.auth, key=product)
-    return ClientKey.objects.filter(product=product_obj, revoked_at__isnull=True).order_by("id")
+    return selectors.client_key_list(product=product_obj)
 
 
 @router.post(

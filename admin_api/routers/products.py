@@ -4,8 +4,8 @@ from ninja import Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from admin_api.schemas import StatusFilter, StatusValue
-from lab import selectors
 from lab.schema_types import InputSchema, Key, Name
+from lab.selectors import products as selectors
 from lab.services import products as services
 
 router = Router(tags=["products"])

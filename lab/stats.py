@@ -1,0 +1,271 @@
+"""Statistics for the experiment results report.
+
+Pure functions over aggregates: the database computes counts, means, variances, extremes and
+in-spec counts per (metric, variant); this module turns them into the report's numbers. It
+never sees individual measurements and imports nothing from Django.
+
+Every value returned is a plain Python ``float``/``int`` or ``None``. A statistic that is
+undefined for the data at hand (too few units, zero spread, missing limits) is ``None`` —
+never NaN or infinity, which JSON cannot carry and which no reader should have to decode.
+The definitions, and how to read them, are in ``docs/results-statistics.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from scipy import stats as _scipy
+
+__all__ = [
+    "Summary",
+    "describe",
+    "srm",
+    "two_proportion",
+    "vs_control",
+    "welch",
+]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Aggregates of one metric's measurements on one variant.
+
+    ``variance`` is the sample variance (n − 1 denominator); the database gives ``None`` for it
+    when ``n < 2``. ``in_spec`` counts values with lower ≤ value ≤ upper (a missing limit is
+    unbounded) and is ``None`` when the metric has no limit at all.
+    """
+
+    n: int
+    mean: float | None = None
+    variance: float | None = None
+    min: float | None = None
+    max: float | None = None
+    in_spec: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError(f"n must be >= 0, got {self.n}")
+        if self.in_spec is not None and not 0 <= self.in_spec <= self.n:
+            raise ValueError(f"in_spec must be within [0, n={self.n}], got {self.in_spec}")
+
+
+def _finite(x: float | None) -> float | None:
+    """``x`` as a plain float, or ``None`` when it is missing, NaN or infinite."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _std(summary: Summary) -> float | None:
+    """Sample standard deviation, ``None`` below two values.
+
+    Aggregates computed from sums of squares can come back a hair below zero through
+    floating-point cancellation; that is a variance of zero, not an error.
+    """
+    if summary.n < 2 or summary.variance is None or summary.mean is None:
+        return None
+    variance = _finite(summary.variance)
+    if variance is None:
+        return None
+    return math.sqrt(max(variance, 0.0))
+
+
+def _capability(
+    mean: float | None, std: float | None, lower: float | None, upper: float | None
+) -> tuple[float | None, float | None]:
+    """(Cp, Cpk). Cpk is one-sided when only one limit exists."""
+    if mean is None or std is None or std <= 0.0:
+        return None, None
+    cp = (upper - lower) / (6.0 * std) if lower is not None and upper is not None else None
+    sides = []
+    if upper is not None:
+        sides.append((upper - mean) / (3.0 * std))
+    if lower is not None:
+        sides.append((mean - lower) / (3.0 * std))
+    cpk = min(sides) if sides else None
+    return _finite(cp), _finite(cpk)
+
+
+def describe(summary: Summary, lower: float | None, upper: float | None) -> dict:
+    """Per-variant description of one metric: n, mean, std, min, max, yield, cp, cpk."""
+    has_limits = lower is not None or upper is not None
+    mean = _finite(summary.mean) if summary.n > 0 else None
+    std = _std(summary)
+    yield_ = None
+    if has_limits and summary.n > 0 and summary.in_spec is not None:
+        yield_ = summary.in_spec / summary.n
+    cp, cpk = _capability(mean, std, lower, upper)
+    return {
+        "n": int(summary.n),
+        "mean": mean,
+        "std": _finite(std),
+        "min": _finite(summary.min) if summary.n > 0 else None,
+        "max": _finite(summary.max) if summary.n > 0 else None,
+        "yield": _finite(yield_),
+        "cp": cp,
+        "cpk": cpk,
+    }
+
+
+_WELCH_KEYS = ("diff", "t", "df", "p_value", "ci_low", "ci_high")
+
+
+def welch(control: Summary, treatment: Summary, confidence: float = 0.95) -> dict:
+    """Welch's unequal-variance t-test of treatment mean − control mean.
+
+    Returns diff, t, the Welch–Satterthwaite df, the two-sided p_value and the
+    ``confidence`` interval of the difference (ci_low, ci_high). All ``None`` when the test
+    is undefined: fewer than two values on either side, or no spread on both sides.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    undefined = dict.fromkeys(_WELCH_KEYS)
+    std_c, std_t = _std(control), _std(treatment)
+    mean_c, mean_t = _finite(control.mean), _finite(treatment.mean)
+    if std_c is None or std_t is None or mean_c is None or mean_t is None:
+        return undefined
+
+    share_c = std_c**2 / control.n
+    share_t = std_t**2 / treatment.n
+    se = math.sqrt(share_c + share_t)
+    diff = mean_t - mean_c
+    if not (math.isfinite(se) and se > 0.0 and math.isfinite(diff)):
+        return undefined
+    # Welch–Satterthwaite written with each side's share of the squared standard error, so
+    # tiny or huge variances neither underflow nor overflow.
+    frac_c = share_c / (share_c + share_t)
+    frac_t = share_t / (share_c + share_t)
+    df = 1.0 / (frac_c**2 / (control.n - 1) + frac_t**2 / (treatment.n - 1))
+
+    result = _scipy.ttest_ind_from_stats(
+        mean1=mean_t,
+        std1=std_t,
+        nobs1=treatment.n,
+        mean2=mean_c,
+        std2=std_c,
+        nobs2=control.n,
+        equal_var=False,
+    )
+    margin = float(_scipy.t.ppf(0.5 + confidence / 2.0, df)) * se
+    return {
+        "diff": _finite(diff),
+        "t": _finite(result.statistic),
+        "df": _finite(df),
+        "p_value": _finite(result.pvalue),
+        "ci_low": _finite(diff - margin),
+        "ci_high": _finite(diff + margin),
+    }
+
+
+_PROPORTION_KEYS = ("yield_diff", "yield_ci_low", "yield_ci_high", "yield_p_value")
+
+
+def two_proportion(
+    control_n: int,
+    control_k: int,
+    treatment_n: int,
+    treatment_k: int,
+    confidence: float = 0.95,
+) -> dict:
+    """Compare two yields: treatment share in spec − control share in spec.
+
+    ``yield_p_value`` is the two-sided pooled two-proportion z-test without continuity
+    correction; ``yield_ci_low``/``yield_ci_high`` the unpooled (Wald) interval.
+
+    Undefined parts are ``None``: everything when either side has no units; the p-value when
+    the pooled proportion is 0 or 1 (every unit in spec, or none — nothing to test); the
+    interval when both observed yields are 0 or 1, where the Wald interval would collapse
+    to a single point and claim a certainty the data cannot give. The difference itself is
+    reported whenever both sides have units.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    for name, n, k in (("control", control_n, control_k), ("treatment", treatment_n, treatment_k)):
+        if n < 0 or not 0 <= k <= n:
+            raise ValueError(f"{name}: need 0 <= k <= n, got n={n}, k={k}")
+    result = dict.fromkeys(_PROPORTION_KEYS)
+    if control_n == 0 or treatment_n == 0:
+        return result
+
+    p_c = control_k / control_n
+    p_t = treatment_k / treatment_n
+    diff = p_t - p_c
+    result["yield_diff"] = _finite(diff)
+
+    se_unpooled = math.sqrt(p_c * (1.0 - p_c) / control_n + p_t * (1.0 - p_t) / treatment_n)
+    if se_unpooled > 0.0:
+        margin = float(_scipy.norm.ppf(0.5 + confidence / 2.0)) * se_unpooled
+        result["yield_ci_low"] = _finite(diff - margin)
+        result["yield_ci_high"] = _finite(diff + margin)
+
+    pooled = (control_k + treatment_k) / (control_n + treatment_n)
+    if 0.0 < pooled < 1.0:
+        se_pooled = math.sqrt(pooled * (1.0 - pooled) * (1.0 / control_n + 1.0 / treatment_n))
+        z = diff / se_pooled
+        result["yield_p_value"] = _finite(2.0 * float(_scipy.norm.sf(abs(z))))
+    return result
+
+
+def vs_control(control: Summary, treatment: Summary, *, has_limits: bool) -> dict:
+    """The report's ``vs_control`` block: Welch on the means, and on the yields when the
+    metric has limits (otherwise the yield keys are ``None``)."""
+    block = welch(control, treatment)
+    if has_limits and control.in_spec is not None and treatment.in_spec is not None:
+        block.update(two_proportion(control.n, control.in_spec, treatment.n, treatment.in_spec))
+    else:
+        block.update(dict.fromkeys(_PROPORTION_KEYS))
+    return block
+
+
+def srm(counts: Mapping[str, int], weights: Mapping[str, float]) -> dict:
+    """Sample-ratio-mismatch check: Pearson chi-square goodness of fit of the assignment
+    counts against the variants' weights.
+
+    ``weights`` names the variants taken into account (the ones not removed); a variant
+    missing from ``counts`` has a count of 0. Only variants with a positive weight take part
+    in the test: a zero-weight variant never receives units by hashing, so units found on it
+    (forced, or assigned before its weight was set to 0) say nothing about the split. Its
+    expected count is reported as 0.0 and its observed count as it is.
+
+    The expected count of a tested variant is (units on tested variants) × (its weight / sum
+    of tested weights); ``df`` = tested variants − 1. ``chi2``, ``df`` and ``p_value`` are
+    ``None`` when fewer than two variants have a positive weight or when they have no units.
+    """
+    unknown = set(counts) - set(weights)
+    if unknown:
+        raise ValueError(f"counts for variants without a weight: {sorted(unknown)}")
+    for key, weight in weights.items():
+        if not (math.isfinite(weight) and weight >= 0.0):
+            raise ValueError(f"weight of {key!r} must be finite and >= 0, got {weight}")
+    observed = {key: int(counts.get(key, 0)) for key in weights}
+    for key, count in observed.items():
+        if count < 0:
+            raise ValueError(f"count of {key!r} must be >= 0, got {count}")
+
+    tested = [key for key, weight in weights.items() if weight > 0.0]
+    tested_total = sum(observed[key] for key in tested)
+    weight_total = math.fsum(weights[key] for key in tested)
+    expected = dict.fromkeys(weights, 0.0)
+    for key in tested:
+        expected[key] = tested_total * (weights[key] / weight_total)
+
+    chi2 = df = p_value = None
+    if len(tested) >= 2 and tested_total > 0:
+        result = _scipy.chisquare(
+            [observed[key] for key in tested], [expected[key] for key in tested]
+        )
+        chi2, p_value = _finite(result.statistic), _finite(result.pvalue)
+        if chi2 is not None and p_value is not None:
+            df = len(tested) - 1
+        else:
+            chi2 = p_value = None
+    return {
+        "chi2": chi2,
+        "df": df,
+        "p_value": p_value,
+        "counts": observed,
+        "expected": {key: float(value) for key, value in expected.items()},
+    }
