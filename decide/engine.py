@@ -1,0 +1,239 @@
+"""Pure bucketing: which variant of an experiment a unit gets.
+
+This module is the public contract a client SDK may reproduce (see docs/decide.md):
+
+1. ``h = murmur3_32(utf8(f"{salt}:{unit_key}"), seed=0)`` read as an unsigned integer,
+   ``x = h / 2**32`` (in [0, 1)).
+2. The eligible variants (enabled, weight > 0) in ascending creation order, weights
+   normalised to sum 1: variant i owns ``[c_i, c_i + coverage * w_i)`` where ``c_i`` is the
+   sum of the earlier normalised weights. Starts do not depend on coverage, so raising
+   coverage only adds units to a variant; it never moves one.
+3. ``x`` inside a range gives that variant; ``x`` in no range means the unit is outside
+   coverage and gets no variant.
+
+Stickiness (an already stored assignment wins unless its variant was removed) is applied by
+:func:`decide_one`. Everything here is plain Python over frozen dataclasses: no Django, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from types import MappingProxyType
+from typing import Literal, NamedTuple
+
+import mmh3
+
+__all__ = [
+    "STATUS_DISABLED",
+    "STATUS_ENABLED",
+    "STATUS_REMOVED",
+    "CompiledExperiment",
+    "Decision",
+    "Source",
+    "VariantRange",
+    "bucket_position",
+    "choose",
+    "compile_experiment",
+    "compile_ranges",
+    "decide_one",
+]
+
+STATUS_ENABLED = "enabled"
+STATUS_DISABLED = "disabled"
+STATUS_REMOVED = "removed"
+
+_TWO_POW_32 = 2**32
+
+Source = Literal["stored", "hash", "rebucketed"]
+"""How a decision was reached.
+
+``stored``: an existing assignment was kept (sticky; nothing to write).
+``hash``: the unit had no assignment and was bucketed.
+``rebucketed``: the stored variant was removed (or is unknown) and the unit was bucketed again.
+"""
+
+
+def bucket_position(salt: str, unit_key: str) -> float:
+    """Return the unit's position ``x`` in [0, 1) for an experiment's salt.
+
+    The hashed string is ``f"{salt}:{unit_key}"`` encoded as UTF-8. A string that is not valid
+    Unicode (a lone surrogate) cannot be encoded and raises ``UnicodeEncodeError``, a
+    ``ValueError``.
+    """
+    h = mmh3.hash(f"{salt}:{unit_key}".encode(), 0, False)
+    # h < 2**32, so the quotient is exact in a double and strictly below 1.
+    return h / _TWO_POW_32
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRange:
+    """Variant ``id`` owns the half-open interval ``[start, end)`` of bucket positions."""
+
+    id: int
+    key: str
+    start: float
+    end: float
+
+
+def compile_ranges(
+    variants: Sequence[tuple[int, str, float]], coverage: float
+) -> tuple[VariantRange, ...]:
+    """Build the bucket ranges of the eligible variants.
+
+    ``variants`` are the eligible variants as ``(id, key, weight)`` in ascending creation
+    order. Variant i gets ``[c_i, c_i + coverage * w_i)`` with normalised weights ``w_i``.
+
+    Floating point: with raw weights ``W_i`` as doubles, their running sum ``S_i`` (plain
+    double additions, left to right, ``S_0 = 0``) and total ``T = S_n``, the bounds are
+    ``start = S_i / T`` and ``end = (S_i + coverage * W_i) / T``. At coverage 1 each ``end``
+    is then bit-identical to the next ``start`` and the last ``end`` is exactly 1.0 (no gap
+    from rounding); at any coverage the ranges never overlap and an ``end`` never shrinks as
+    coverage grows, because every step is a correctly rounded, monotonic IEEE-754 operation.
+
+    Variants whose range is empty (weight 0, or coverage 0) are omitted, so the result is
+    sorted by strictly increasing ``start``. No eligible variant, or a total weight of 0,
+    gives an empty tuple.
+
+    Raises ``ValueError`` for a coverage outside [0, 1] or a weight that is negative or not
+    finite.
+    """
+    coverage = float(coverage)
+    if not 0.0 <= coverage <= 1.0:  # also refuses NaN
+        raise ValueError(f"coverage must be in [0, 1], got {coverage!r}")
+    weighted = [(variant_id, key, float(weight)) for variant_id, key, weight in variants]
+    # Plain left-to-right additions (not math.fsum or sum(), which may compensate): the last
+    # running sum must be bit-identical to the total for the last end to be exactly 1.0.
+    total = 0.0
+    for _id, key, weight in weighted:
+        if not (weight >= 0.0 and math.isfinite(weight)):
+            raise ValueError(f"weight of variant {key!r} must be finite and >= 0, got {weight!r}")
+        total += weight
+    if not math.isfinite(total):
+        raise ValueError("the sum of the weights is not finite")
+    if total == 0.0:
+        return ()
+
+    ranges: list[VariantRange] = []
+    running = 0.0
+    for variant_id, key, weight in weighted:
+        start = running / total
+        end = (running + coverage * weight) / total
+        if end > start:
+            ranges.append(VariantRange(variant_id, key, start, end))
+        running += weight
+    return tuple(ranges)
+
+
+_range_start = attrgetter("start")
+
+
+def choose(ranges: Sequence[VariantRange], x: float) -> VariantRange | None:
+    """Return the range containing ``x`` (``start <= x < end``), or None if none does.
+
+    ``ranges`` must be sorted by start and non-overlapping, as :func:`compile_ranges` returns.
+    """
+    i = bisect_right(ranges, x, key=_range_start) - 1
+    if i >= 0 and x < ranges[i].end:
+        return ranges[i]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledExperiment:
+    """An enabled experiment, ready to decide.
+
+    ``ranges`` are the eligible variants' bucket ranges (from :func:`compile_ranges`).
+    ``variant_keys_by_id`` holds every variant, whatever its status, so a stored assignment
+    can always be turned into a key (and an audit trail can name a removed variant).
+    ``removed_variant_ids`` are the variants no unit may be served any more.
+
+    Instances are immutable and hashable: the mapping is wrapped read-only and left out of
+    the hash (it is still compared by ``==``).
+    """
+
+    id: int
+    key: str
+    salt: str
+    coverage: float
+    step_key: str | None
+    ranges: tuple[VariantRange, ...]
+    variant_keys_by_id: Mapping[int, str] = field(hash=False)
+    removed_variant_ids: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.variant_keys_by_id, MappingProxyType):
+            proxy = MappingProxyType(dict(self.variant_keys_by_id))
+            object.__setattr__(self, "variant_keys_by_id", proxy)
+        if not isinstance(self.removed_variant_ids, frozenset):
+            object.__setattr__(self, "removed_variant_ids", frozenset(self.removed_variant_ids))
+        if not isinstance(self.ranges, tuple):
+            object.__setattr__(self, "ranges", tuple(self.ranges))
+
+
+def compile_experiment(
+    *,
+    id: int,
+    key: str,
+    salt: str,
+    coverage: float,
+    step_key: str | None = None,
+    variants: Iterable[tuple[int, str, str, float]],
+) -> CompiledExperiment:
+    """Compile an experiment from all its variants as ``(id, key, status, weight)``.
+
+    ``variants`` must be in ascending creation order. Eligibility (status enabled and
+    weight > 0) and the removed set are derived here, so callers only pass what they stored.
+    """
+    variants = tuple(variants)
+    eligible = [
+        (variant_id, variant_key, weight)
+        for variant_id, variant_key, status, weight in variants
+        if status == STATUS_ENABLED and weight > 0
+    ]
+    return CompiledExperiment(
+        id=id,
+        key=key,
+        salt=salt,
+        coverage=coverage,
+        step_key=step_key,
+        ranges=compile_ranges(eligible, coverage),
+        variant_keys_by_id={variant_id: variant_key for variant_id, variant_key, _, _ in variants},
+        removed_variant_ids=frozenset(
+            variant_id for variant_id, _, status, _ in variants if status == STATUS_REMOVED
+        ),
+    )
+
+
+class Decision(NamedTuple):
+    """The answer for one (experiment, unit): a variant id (None = no variant) and its source.
+
+    A caller persists the decision when ``variant_id is not None and source != "stored"``.
+    """
+
+    variant_id: int | None
+    source: Source
+
+
+def decide_one(
+    experiment: CompiledExperiment, unit_key: str, stored_variant_id: int | None
+) -> Decision:
+    """Decide one unit: sticky if stored and not removed, otherwise hash into the ranges.
+
+    A stored variant that is disabled, has weight 0 or lies outside coverage stays sticky; only
+    a removed variant (or an id the experiment does not know) sends the unit back to the hash.
+    """
+    if stored_variant_id is not None:
+        if (
+            stored_variant_id in experiment.variant_keys_by_id
+            and stored_variant_id not in experiment.removed_variant_ids
+        ):
+            return Decision(stored_variant_id, "stored")
+        source: Source = "rebucketed"
+    else:
+        source = "hash"
+    chosen = choose(experiment.ranges, bucket_position(experiment.salt, unit_key))
+    return Decision(chosen.id if chosen is not None else None, source)
