@@ -10,6 +10,7 @@ from admin_api.routers import (
     measurements,
     metrics,
     products,
+    results,
     steps,
     units,
     variants,
@@ -44,6 +45,7 @@ api.add_router(PRODUCT + "/metrics", metrics.router)
 api.add_router(PRODUCT + "/experiments", experiments.router)
 api.add_router(EXPERIMENT + "/variants", variants.router)
 api.add_router(EXPERIMENT + "/assignments", assignments.router)
+api.add_router(EXPERIMENT + "/results", results.router)
 api.add_router(PRODUCT + "/units", units.router)
 api.add_router(PRODUCT + "/measurements", measurements.router)
 api.add_router(PRODUCT + "/audit", audit.router)
