@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.urls import path
 
 from admin_api.api import api as admin_api
@@ -12,3 +13,8 @@ urlpatterns = [
     # The decide API serves /api/v1/... and /ofrep/v1/... (see decide/api.py).
     path("", decide_api.urls),
 ]
+
+if settings.LAB_BENCHMARK_ENDPOINTS:
+    from lab.bench import api as bench_api
+
+    urlpatterns.insert(0, path("bench/", bench_api.urls))
