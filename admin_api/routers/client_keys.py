@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from ninja import Router, Schema, Status
+from ninja import Path, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from lab.schema_types import InputSchema, Name
@@ -28,7 +28,7 @@ class ClientKeyCreated(ClientKeyOut):
 
 @router.get("", response=list[ClientKeyOut])
 @paginate(LimitOffsetPagination)
-def list_client_keys(request, product: str):
+def list_client_keys(request, product: Path[str]):
     product_obj = selectors.product_get(user=request.auth, key=product)
     return selectors.client_key_list(product=product_obj)
 
@@ -36,7 +36,7 @@ def list_client_keys(request, product: str):
 @router.post(
     "", response={201: ClientKeyCreated}, summary="Create a client key (secret shown once)"
 )
-def create_client_key(request, product: str, body: ClientKeyIn | None = None):
+def create_client_key(request, product: Path[str], body: ClientKeyIn | None = None):
     product_obj = selectors.product_get(user=request.auth, key=product)
     issued = credentials.client_key_create(product=product_obj, name=body.name if body else "")
     key = issued.row
@@ -54,7 +54,7 @@ def create_client_key(request, product: str, body: ClientKeyIn | None = None):
 
 
 @router.delete("/{key_id}", response={204: None})
-def revoke_client_key(request, product: str, key_id: int):
+def revoke_client_key(request, product: Path[str], key_id: int):
     product_obj = selectors.product_get(user=request.auth, key=product)
     credentials.client_key_revoke(product=product_obj, key_id=key_id)
     return Status(204, None)

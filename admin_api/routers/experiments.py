@@ -1,3 +1,129 @@
-from ninja import Router
+from datetime import datetime
+from typing import Annotated, Literal
+
+from ninja import Path, Query, Router, Schema, Status
+from ninja.pagination import LimitOffsetPagination, paginate
+from pydantic import Field
+
+from admin_api.routers.variants import VariantIn
+from admin_api.schemas import StatusFilter, StatusValue
+from lab.schema_types import FiniteFloat, InputSchema, Key, Name, Text
+from lab.selectors import experiments as selectors
+from lab.selectors import products as product_selectors
+from lab.services import experiments as services
 
 router = Router(tags=["experiments"])
+
+MAX_VARIANTS_PER_CALL = 100
+
+Coverage = Annotated[
+    FiniteFloat,
+    Field(
+        ge=0,
+        le=1,
+        description="Share of units in the experiment (0-1); raising it never moves one.",
+    ),
+]
+STEP_HELP = "Key of the process step the experiment changes (null for none)."
+
+
+class ExperimentIn(InputSchema):
+    key: Key
+    name: Name = ""
+    description: Text = ""
+    status: Literal["enabled", "disabled"] = "enabled"
+    step: Key | None = Field(default=None, description=STEP_HELP)
+    coverage: Coverage = 1.0
+    variants: list[VariantIn] = Field(
+        default_factory=list,
+        max_length=MAX_VARIANTS_PER_CALL,
+        description="Variants created with the experiment, in bucketing order (all or nothing).",
+    )
+
+
+class ExperimentPatch(InputSchema):
+    name: Name = None
+    description: Text = None
+    status: StatusValue = None
+    step: Key | None = Field(default=None, description=STEP_HELP)
+    coverage: Coverage = None
+
+
+class VariantSummary(Schema):
+    key: str
+    name: str
+    status: StatusValue
+    weight: float
+    is_control: bool
+
+
+class ExperimentOut(Schema):
+    key: str
+    name: str
+    description: str
+    status: StatusValue
+    step: str | None
+    coverage: float
+    salt: str = Field(description="Immutable; with a unit key it decides the unit's bucket.")
+    created_at: datetime
+    variants: list[VariantSummary] = Field(
+        description="The variants that are not removed, in creation (bucketing) order."
+    )
+    control: str | None = Field(
+        description=(
+            "Key of the control: the variant marked is_control unless it is removed, "
+            "else the oldest variant not removed."
+        )
+    )
+
+    @staticmethod
+    def resolve_step(obj) -> str | None:
+        return obj.step.key if obj.step_id else None
+
+    @staticmethod
+    def resolve_variants(obj):
+        return selectors.experiment_live_variants(obj)
+
+    @staticmethod
+    def resolve_control(obj) -> str | None:
+        control = selectors.experiment_control(obj)
+        return control.key if control else None
+
+
+@router.get("", response=list[ExperimentOut])
+@paginate(LimitOffsetPagination)
+def list_experiments(request, product: Path[str], filters: Query[StatusFilter]):
+    product_obj = product_selectors.product_get(user=request.auth, key=product)
+    return selectors.experiment_list(product=product_obj, status=filters.status)
+
+
+@router.post("", response={201: ExperimentOut})
+def create_experiment(request, product: Path[str], body: ExperimentIn):
+    product_obj = product_selectors.product_get(user=request.auth, key=product)
+    return Status(201, services.experiment_create(product=product_obj, **body.dict()))
+
+
+@router.get("/{experiment}", response=ExperimentOut)
+def get_experiment(request, product: Path[str], experiment: Path[str]):
+    return _experiment(request, product, experiment)
+
+
+@router.patch("/{experiment}", response=ExperimentOut)
+def update_experiment(request, product: Path[str], experiment: Path[str], body: ExperimentPatch):
+    return services.experiment_update(
+        experiment=_experiment(request, product, experiment),
+        actor=request.auth.username,
+        changes=body.dict(exclude_unset=True),
+    )
+
+
+@router.delete("/{experiment}", response=ExperimentOut)
+def remove_experiment(request, product: Path[str], experiment: Path[str]):
+    return services.experiment_remove(
+        experiment=_experiment(request, product, experiment), actor=request.auth.username
+    )
+
+
+def _experiment(request, product: str, experiment: str):
+    product_obj = product_selectors.product_get(user=request.auth, key=product)
+    return selectors.experiment_get(product=product_obj, key=experiment)

@@ -1,6 +1,7 @@
 from django.db.models import QuerySet
 
 from lab.errors import NotFound
+from lab.keys import is_valid_key
 from lab.models import ClientKey, Product
 from lab.selectors.common import visible
 
@@ -10,7 +11,7 @@ def product_list(*, user, status: str | None = None) -> QuerySet[Product]:
 
 
 def product_get(*, user, key: str) -> Product:
-    product = Product.objects.filter(user=user, key=key).first()
+    product = Product.objects.filter(user=user, key=key).first() if is_valid_key(key) else None
     if product is None:
         raise NotFound(f"no product {key!r}")
     return product

@@ -83,3 +83,33 @@ def test_products__no_or_bad_token__401(client, db):
     response = client.get("/api/admin/v1/products", HTTP_AUTHORIZATION="Bearer lab_nope_x")
     assert response.status_code == 401
     assert response.json()["detail"]
+
+
+def test_client_keys__create_list_revoke(tenant, product):
+    # When
+    created = tenant.post("/products/widget/client-keys", {"name": "line 1"})
+    # Then the secret is shown once, and only the prefix afterwards
+    assert created.status_code == 201
+    secret = created.json()["secret"]
+    assert secret.startswith("lck_")
+    listed = tenant.get("/products/widget/client-keys").json()
+    assert listed["count"] == 1
+    assert "secret" not in listed["items"][0]
+    # And revoking hides it
+    key_id = created.json()["id"]
+    assert tenant.delete(f"/products/widget/client-keys/{key_id}").status_code == 204
+    assert tenant.get("/products/widget/client-keys").json()["count"] == 0
+    assert tenant.delete(f"/products/widget/client-keys/{key_id}").status_code == 404
+
+
+def test_client_keys__another_tenant__404(other_tenant, tenant, product):
+    key_id = tenant.post("/products/widget/client-keys", {}).json()["id"]
+    assert other_tenant.get("/products/widget/client-keys").status_code == 404
+    assert other_tenant.post("/products/widget/client-keys", {}).status_code == 404
+    assert other_tenant.delete(f"/products/widget/client-keys/{key_id}").status_code == 404
+
+
+def test_products__nul_or_malformed_key_in_path__404(tenant, product):
+    assert tenant.get("/products/a%00b").status_code == 404
+    assert tenant.get("/products/a%00b/client-keys").status_code == 404
+    assert tenant.get("/products/" + "x" * 300).status_code == 404
