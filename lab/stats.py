@@ -7,7 +7,7 @@ never sees individual measurements and imports nothing from Django.
 Every value returned is a plain Python ``float``/``int`` or ``None``. A statistic that is
 undefined for the data at hand (too few units, zero spread, missing limits) is ``None`` —
 never NaN or infinity, which JSON cannot carry and which no reader should have to decode.
-The definitions, and how to read them, are in ``docs/results-statistics.md``.
+The definitions, and how to read them, are in ``docs/results.md``.
 """
 
 from __future__ import annotations

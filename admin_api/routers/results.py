@@ -1,3 +1,79 @@
-from ninja import Router
+"""The characterization report of an experiment (DESIGN §3; docs/results.md explains it)."""
+
+from typing import Literal
+
+from ninja import Path, Router, Schema
+from pydantic import Field
+
+from lab.selectors import experiments as experiment_selectors
+from lab.selectors import products as product_selectors
+from lab.selectors import results as selectors
 
 router = Router(tags=["results"])
+
+
+class SrmOut(Schema):
+    chi2: float | None
+    df: int | None
+    p_value: float | None
+    counts: dict[str, int]
+    expected: dict[str, float]
+
+
+class VsControlOut(Schema):
+    diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    t: float | None
+    df: float | None
+    p_value: float | None
+    yield_diff: float | None
+    yield_ci_low: float | None
+    yield_ci_high: float | None
+    yield_p_value: float | None
+
+
+class VariantResultOut(Schema):
+    n: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    yield_: float | None = Field(alias="yield")
+    cp: float | None
+    cpk: float | None
+    # Absent on the control itself: it is what the others are compared with.
+    vs_control: VsControlOut | None = None
+
+
+class MetricResultOut(Schema):
+    metric: str
+    lower_limit: float | None
+    nominal: float | None
+    upper_limit: float | None
+    unit_of_measure: str
+    variants: dict[str, VariantResultOut]
+
+
+class ResultsOut(Schema):
+    experiment: str
+    control: str | None
+    control_reason: Literal["is_control", "oldest"] | None = Field(
+        description="`is_control`: the variant marked as control; `oldest`: none is marked "
+        "(or the marked one is removed), so the oldest variant that is not removed is the control"
+    )
+    srm: SrmOut
+    metrics: list[MetricResultOut]
+
+
+@router.get(
+    "",
+    response=ResultsOut,
+    by_alias=True,
+    exclude_unset=True,
+    summary="Per-variant statistics of every measured metric against its spec limits",
+)
+def get_results(request, product: Path[str], experiment: Path[str]):
+    product_obj = product_selectors.product_get(user=request.auth, key=product)
+    experiment_obj = experiment_selectors.experiment_get(product=product_obj, key=experiment)
+    return selectors.experiment_results(experiment=experiment_obj)

@@ -1,0 +1,374 @@
+"""Benchmark of the results report (DESIGN §5: 10^6 measurements in under 2 s).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/lab \\
+        python load_tests/results_benchmark.py --measurements 1000000
+
+Seeds its own PostgreSQL database (`lab_bench_results` by default, created and migrated by
+the script, dropped at the end unless `--keep`): one experiment with 3 variants, 5 metrics
+with spec limits, `measurements / 5` units each assigned and measured on every metric. The
+seed is set-based SQL (INSERT ... SELECT generate_series), a few seconds for 10^6 rows;
+`--reuse` keeps a database seeded earlier with the same size.
+
+It then calls the report through the whole Django stack (middleware, auth, router,
+renderer) with Django's test client, `--runs` times after one warm-up call, and prints
+min / median / max, the peak RSS of this process before and after the calls (flat memory:
+compare a run at 10^5 with one at 10^6), the Python allocation peak of one report, and the
+EXPLAIN ANALYZE plan of the aggregate query. With `--import-rows N` it also times
+`manage.py import_measurements` on a generated N-row CSV (into a second product), twice:
+once creating every measurement, once updating them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from io import StringIO
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = [
+    # key, lower, nominal, upper, standard deviation of the seeded process
+    ("thickness", 0.9, 1.0, 1.1, 0.04),
+    ("width", 9.5, 10.0, 10.5, 0.2),
+    ("resistance", None, 50.0, 55.0, 2.0),
+    ("flatness", 0.0, None, None, 0.01),
+    ("weight", 95.0, 100.0, 105.0, 1.5),
+]
+VARIANTS = [("a", 0.0), ("b", 0.01), ("c", -0.005)]  # key, shift of the mean in SDs × 10
+PRODUCT = "bench"
+NOISE = "other-tenant"  # another tenant's data in the same tables, which the report skips
+EXPERIMENT = "etch"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--measurements", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--database", default="lab_bench_results")
+    parser.add_argument("--reuse", action="store_true", help="keep an earlier seed of this size")
+    parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
+    parser.add_argument("--import-rows", type=int, default=0, help="also time a CSV import")
+    parser.add_argument(
+        "--other-tenants",
+        type=int,
+        default=0,
+        help="measurements of another tenant's product in the same tables",
+    )
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE")
+    args = parser.parse_args()
+
+    base_url = os.environ.get("DATABASE_URL", "")
+    if not base_url.startswith(("postgres://", "postgresql://")):
+        sys.exit("set DATABASE_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1/lab")
+    _create_database(base_url, args.database, reuse=args.reuse)
+    os.environ["DATABASE_URL"] = _with_database(base_url, args.database)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
+    os.environ.setdefault("ACCESS_LOG_LEVEL", "WARNING")
+    sys.path.insert(0, str(ROOT))
+
+    import django
+
+    django.setup()
+    try:
+        _run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep:
+            _drop_database(base_url, args.database)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    for product, measurements in ((PRODUCT, args.measurements), (NOISE, args.other_tenants)):
+        units = measurements // len(METRICS)
+        if _seeded_size(product) == units * len(METRICS):
+            if units:
+                print(f"{product}: reusing the seed of {units * len(METRICS):,} measurements")
+            continue
+        started = time.perf_counter()
+        _seed(product, units)
+        print(
+            f"{product}: seeded {units * len(METRICS):,} measurements "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+
+    _time_report(args)
+    if args.explain:
+        _explain()
+    if args.import_rows:
+        _time_import(args.import_rows)
+
+
+# --- database ------------------------------------------------------------------------------
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _admin_connection(url: str):
+    import psycopg
+
+    return psycopg.connect(_with_database(url, "postgres"), autocommit=True)
+
+
+def _create_database(url: str, name: str, *, reuse: bool) -> None:
+    from psycopg import sql
+
+    with _admin_connection(url) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists and reuse:
+            return
+        if exists:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _drop_database(url: str, name: str) -> None:
+    from psycopg import sql
+
+    with _admin_connection(url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def _seeded_size(product: str) -> int:
+    from lab.models import Measurement
+
+    return Measurement.objects.filter(metric__product__key=product).count()
+
+
+def _seed(product_key: str, units: int) -> None:
+    """One product's dataset, with set-based SQL: seconds for 10^6 measurements."""
+    from django.db import connection, transaction
+
+    from lab.models import Experiment, Metric, Product, Variant
+    from lab.services.credentials import api_token_create
+
+    user = api_token_create(username=product_key).row.user
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        stale = Product.objects.filter(key=product_key).values_list("id", flat=True).first()
+        for table, column in (
+            ("lab_measurement", "metric_id IN (SELECT id FROM lab_metric WHERE product_id = %s)"),
+            (
+                "lab_assignment",
+                "variant_id IN (SELECT v.id FROM lab_variant v "
+                "JOIN lab_experiment e ON e.id = v.experiment_id WHERE e.product_id = %s)",
+            ),
+            (
+                "lab_variant",
+                "experiment_id IN (SELECT id FROM lab_experiment WHERE product_id = %s)",
+            ),
+            ("lab_experiment", "product_id = %s"),
+            ("lab_metric", "product_id = %s"),
+            ("lab_unit", "product_id = %s"),
+            ("lab_product", "id = %s"),
+        ):
+            cursor.execute(f"DELETE FROM {table} WHERE {column}", [stale or 0])
+        if not units:
+            return
+
+        product = Product.objects.create(user=user, key=product_key)
+        experiment = Experiment.objects.create(product=product, key=EXPERIMENT)
+        variant_ids = [
+            Variant.objects.create(experiment=experiment, key=key, is_control=(key == "a")).id
+            for key, _ in VARIANTS
+        ]
+        for key, lower, nominal, upper, _ in METRICS:
+            Metric.objects.create(
+                product=product,
+                key=key,
+                lower_limit=lower,
+                nominal=nominal,
+                upper_limit=upper,
+                unit_of_measure="mm",
+            )
+        cursor.execute("SELECT setseed(%s)", [0.42 if product_key == PRODUCT else 0.17])
+        cursor.execute(
+            """
+            INSERT INTO lab_unit (product_id, key, created_at)
+            SELECT %s, %s || lpad(g::text, 8, '0'), now() FROM generate_series(1, %s) g
+            """,
+            [product.id, f"{product_key}-SN-", units],
+        )
+        cursor.execute(
+            """
+            INSERT INTO lab_assignment (experiment_id, unit_id, variant_id, source,
+                                        created_at, updated_at)
+            SELECT %s, u.id, (%s::bigint[])[1 + floor(random() * 3)::int], 'hash', now(), now()
+            FROM lab_unit u WHERE u.product_id = %s
+            """,
+            [experiment.id, variant_ids, product.id],
+        )
+        # Normal values by Box–Muller: nominal (or a limit) + shift + sd · z.
+        shifts = ", ".join(
+            f"({variant_id}, {shift})"
+            for variant_id, (_, shift) in zip(variant_ids, VARIANTS, strict=True)
+        )
+        spreads = ", ".join(
+            f"('{key}', {nominal if nominal is not None else lower}, {sd})"
+            for key, lower, nominal, _, sd in METRICS
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO lab_measurement (metric_id, unit_id, value, measured_at)
+            SELECT m.id, a.unit_id,
+                   spec.centre + spec.sd * (10 * s.shift
+                       + sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())),
+                   now()
+            FROM lab_assignment a
+            JOIN (VALUES {shifts}) AS s(variant_id, shift) ON s.variant_id = a.variant_id
+            CROSS JOIN lab_metric m
+            JOIN (VALUES {spreads}) AS spec(key, centre, sd) ON spec.key = m.key
+            WHERE a.experiment_id = %s AND m.product_id = %s
+            """,
+            [experiment.id, product.id],
+        )
+    # Fresh statistics and visibility map, as autovacuum would leave them on a live server.
+    with connection.cursor() as cursor:
+        for table in ("lab_unit", "lab_assignment", "lab_measurement", "lab_metric"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def _time_report(args: argparse.Namespace) -> None:
+    from django.test import Client
+
+    from lab.services.credentials import api_token_create
+
+    token = api_token_create(username="bench").secret
+    client = Client()
+    url = f"/api/admin/v1/products/{PRODUCT}/experiments/{EXPERIMENT}/results"
+
+    def call():
+        response = client.get(url, HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert response.status_code == 200, response.content[:500]
+        return response
+
+    call()  # warm-up: imports, connection, PostgreSQL caches
+    rss_before = _max_rss_mb()
+    durations = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        response = call()
+        durations.append(time.perf_counter() - started)
+    rss_after = _max_rss_mb()
+    tracemalloc.start()
+    call()
+    _, python_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    report = response.json()
+    counted = sum(v["n"] for m in report["metrics"] for v in m["variants"].values())
+    print(f"report over {counted:,} measurements, {len(report['metrics'])} metrics")
+    print(
+        f"results: {args.runs} runs  min {min(durations) * 1000:.0f} ms  "
+        f"median {statistics.median(durations) * 1000:.0f} ms  max {max(durations) * 1000:.0f} ms"
+    )
+    print(
+        f"peak RSS: {rss_before:.1f} MB before the runs, {rss_after:.1f} MB after; "
+        f"Python allocations during one report: {python_peak / 1024:.0f} KiB"
+    )
+    print(f"srm: {report['srm']}")
+
+
+def _explain() -> None:
+    from django.db import connection
+
+    from lab.models import Experiment
+    from lab.selectors.results import experiment_results
+
+    experiment = Experiment.objects.get(product__key=PRODUCT, key=EXPERIMENT)
+    with connection.execute_wrapper(_explaining):
+        experiment_results(experiment=experiment)
+
+
+def _explaining(execute, sql, params, many, context):
+    if sql.lstrip().upper().startswith("SELECT"):
+        execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params, many, context)
+        rows = context["cursor"].fetchall()
+        print(f"\n{sql}\n" + "\n".join(row[0] for row in rows))
+        return execute(sql, params, many, context)
+    return execute(sql, params, many, context)
+
+
+def _time_import(rows: int) -> None:
+    from django.core.management import call_command
+
+    from lab.models import Measurement, Metric, Product, Unit
+
+    product, _ = Product.objects.get_or_create(
+        user=Product.objects.get(key=PRODUCT).user, key="bench-import"
+    )
+    # The first import creates every measurement, the second updates them all.
+    Measurement.objects.filter(metric__product=product).delete()
+    Unit.objects.filter(product=product).delete()
+    metric_keys = []
+    for key, lower, nominal, upper, _ in METRICS:
+        Metric.objects.get_or_create(
+            product=product,
+            key=key,
+            defaults={"lower_limit": lower, "nominal": nominal, "upper_limit": upper},
+        )
+        metric_keys.append(key)
+    rng = random.Random(7)
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", newline="", delete=False) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["unit", "metric", "value", "measured_at"])
+        for i in range(rows):
+            writer.writerow(
+                [
+                    f"LOT7-{i // len(metric_keys):07d}",
+                    metric_keys[i % len(metric_keys)],
+                    repr(rng.gauss(1.0, 0.05)),
+                    "2025-03-01T08:00:00Z",
+                ]
+            )
+        path = handle.name
+    try:
+        for label in ("create", "update"):
+            output = StringIO()
+            started = time.perf_counter()
+            call_command(
+                "import_measurements",
+                path,
+                "--product",
+                product.key,
+                "--user",
+                "bench",
+                "--no-progress",
+                stdout=output,
+            )
+            elapsed = time.perf_counter() - started
+            print(
+                f"import {rows:,} rows ({label}): {elapsed:.1f} s, "
+                f"peak RSS {_max_rss_mb():.1f} MB — {output.getvalue().strip()}"
+            )
+    finally:
+        os.unlink(path)
+
+
+if __name__ == "__main__":
+    main()
