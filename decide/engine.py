@@ -116,6 +116,13 @@ def compile_ranges(
         raise ValueError("the sum of the weights is not finite")
     if total == 0.0:
         return ()
+    # Scale by a power of two (exact) so the largest weight lies in [0.5, 1): tiny weights
+    # would otherwise make `coverage * weight` underflow into subnormals and lose coverage.
+    _, exponent = math.frexp(max(weight for _, _, weight in weighted))
+    weighted = [(variant_id, key, math.ldexp(w, -exponent)) for variant_id, key, w in weighted]
+    total = 0.0
+    for _, _, weight in weighted:
+        total += weight
 
     ranges: list[VariantRange] = []
     running = 0.0

@@ -1,0 +1,48 @@
+"""Client-key authentication for the decide API.
+
+`ClientKeyAuth` only checks the shape of the bearer credential (`lck_<prefix>_<secret>`): a
+malformed one is refused without touching the database. The lookup itself (the key's digest,
+revocation, its product's status and config version) happens in the same SQL statement that
+reads the unit's stored assignments (decide.store.read_units), so a warm decision costs one
+round trip. A key that fails there answers 401 like a malformed one.
+"""
+
+from typing import NamedTuple
+
+from ninja.errors import AuthenticationError
+from ninja.security import APIKeyHeader, HttpBearer
+
+from lab.services.credentials import CLIENT_KEY_KIND, matches, split_prefix
+
+
+class ClientCredential(NamedTuple):
+    """A well-formed client key, not yet checked against the database."""
+
+    prefix: str
+    secret: str
+
+    def check(self, row_digest: str | None) -> None:
+        """Raise AuthenticationError (401) unless `row_digest` is this key's digest."""
+        if row_digest is None or not matches(row_digest, self.secret):
+            raise AuthenticationError()
+
+
+def parse_client_key(token: str) -> ClientCredential | None:
+    prefix = split_prefix(token, CLIENT_KEY_KIND)
+    return ClientCredential(prefix, token) if prefix else None
+
+
+class ClientKeyAuth(HttpBearer):
+    """`Authorization: Bearer lck_<prefix>_<secret>`."""
+
+    def authenticate(self, request, token: str) -> ClientCredential | None:
+        return parse_client_key(token)
+
+
+class ClientKeyHeader(APIKeyHeader):
+    """`X-API-Key: lck_<prefix>_<secret>`, the other scheme OFREP providers send."""
+
+    param_name = "X-API-Key"
+
+    def authenticate(self, request, key: str | None) -> ClientCredential | None:
+        return parse_client_key(key) if key else None

@@ -1,0 +1,123 @@
+"""Request and response shapes of the decide API and of OFREP (for validation and OpenAPI).
+
+The hot path renders its answers straight to JSON; these response schemas document them.
+"""
+
+from typing import Annotated, Any, Literal
+
+from ninja import Schema
+from pydantic import Field, field_validator
+
+from lab.errors import PayloadTooLarge
+from lab.schema_types import InputSchema, Key, UnitKey
+
+MAX_BATCH_UNITS = 1000
+MAX_EXPERIMENTS_PER_REQUEST = 1000
+
+
+class DecideFilters(InputSchema):
+    experiments: list[Key] | None = Field(
+        None,
+        max_length=MAX_EXPERIMENTS_PER_REQUEST,
+        description=(
+            "Experiment keys to decide, answered in this order. A key that is unknown, paused "
+            "(disabled or removed) or not at `step` answers null. Omitted: every enabled "
+            "experiment of the product."
+        ),
+    )
+    step: Key | None = Field(
+        None, description="Only the experiments of this process step (an unknown step: none)."
+    )
+
+
+# The unit key rules (lab.keys.unit_key_problem enforces them) spelled out for OpenAPI, so
+# clients and fuzzers know them: 1-128 characters, no control characters, no "/", no white
+# space at either end.
+UNIT_KEY_JSON_PATTERN = r"^(?!\s)(?!.*\s$)[^/\x00-\x1f\x7f-\x9f]{1,128}$"
+UNIT_KEY_DESCRIPTION = (
+    'A unit key: 1-128 characters, no control characters, no "/", no white space at either '
+    "end. Case-sensitive."
+)
+DocumentedUnitKey = Annotated[
+    UnitKey,
+    Field(
+        min_length=1,
+        max_length=128,
+        description=UNIT_KEY_DESCRIPTION,
+        json_schema_extra={"pattern": UNIT_KEY_JSON_PATTERN},
+    ),
+]
+
+
+class DecideIn(DecideFilters):
+    unit: DocumentedUnitKey
+
+
+class BatchIn(DecideFilters):
+    units: list[DocumentedUnitKey] = Field(
+        description=f"Up to {MAX_BATCH_UNITS} unit keys (more: 413); duplicates are answered "
+        "at each of their positions.",
+    )
+
+    @field_validator("units", mode="before")
+    @classmethod
+    def _at_most_max_batch_units(cls, value: Any) -> Any:
+        # Refused before validating each key; PayloadTooLarge answers 413 (not a 422).
+        if isinstance(value, list) and len(value) > MAX_BATCH_UNITS:
+            raise PayloadTooLarge(
+                f"a batch holds at most {MAX_BATCH_UNITS} units, got {len(value)}; "
+                "split it into several calls"
+            )
+        return value
+
+
+class DecideOut(Schema):
+    unit: str
+    variants: dict[str, str | None] = Field(
+        description="Experiment key -> variant key, or null when the unit gets no variant."
+    )
+
+
+class BatchOut(Schema):
+    decisions: list[DecideOut]
+
+
+class ErrorOut(Schema):
+    detail: Any = Field(description="What is wrong: a message, or a list of field errors.")
+
+
+ERRORS = {400: ErrorOut, 401: ErrorOut, 422: ErrorOut, 503: ErrorOut}
+
+
+# --- OFREP (https://openfeature.dev/, service/openapi.yaml of open-feature/protocol)
+
+OfrepReason = Literal["STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "DEFAULT", "UNKNOWN"]
+
+
+class OfrepEvaluation(Schema):
+    key: str
+    value: str | None = Field(
+        None,
+        description="The variant key. Absent when the SDK must use its code default "
+        "(paused experiment, disabled product, unit outside coverage).",
+    )
+    reason: OfrepReason
+    variant: str
+    metadata: dict[str, bool | str | float] | None = None
+
+
+class OfrepEvaluationFailure(Schema):
+    key: str
+    errorCode: Literal[
+        "PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "GENERAL", "FLAG_NOT_FOUND"
+    ]
+    errorDetails: str
+
+
+class OfrepBulkEvaluation(Schema):
+    flags: list[OfrepEvaluation]
+
+
+class OfrepBulkFailure(Schema):
+    errorCode: Literal["PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "GENERAL"]
+    errorDetails: str

@@ -1,0 +1,351 @@
+"""The SQL of the hot path: one statement to read, one to write.
+
+`read_units` folds the client-key check (digest, revocation, the product's status and config
+version) and the stored assignments of the asked units into ONE statement, so a warm decision
+costs one round trip and the config version is read in the same snapshot as the assignments.
+`insert_assignments` creates the missing units and inserts the new assignments in ONE
+statement on PostgreSQL (a data-modifying CTE; two statements on SQLite); rows another
+worker stored first are left alone (ON CONFLICT DO NOTHING) and read back with
+`read_assignments`, so concurrent first decisions store exactly one row and agree on it.
+
+Plain tuples, raw SQL over the ORM's table and column names: no model instances per request.
+Portable to PostgreSQL and SQLite (3.35+, for RETURNING).
+"""
+
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import NamedTuple
+
+from django.db import connection
+from django.utils import timezone
+from ninja.errors import AuthenticationError
+
+from decide.auth import ClientCredential
+from lab.models import Assignment, ClientKey, Product, Status, Unit
+
+# SQLite allows 32766 bound parameters per statement; stay well below it.
+_SQLITE_ROWS_PER_INSERT = 2000
+
+
+class ProductState(NamedTuple):
+    product_id: int
+    status: str
+    config_version: int
+
+
+class Stored(NamedTuple):
+    """A stored assignment as decide needs it."""
+
+    variant_id: int
+    source: str
+
+
+class UnitRow(NamedTuple):
+    unit_id: int
+    assignments: dict[int, Stored]  # experiment id -> stored assignment
+
+
+class NewAssignment(NamedTuple):
+    unit_key: str
+    experiment_id: int
+    variant_id: int
+
+
+class Rebucketing(NamedTuple):
+    unit_id: int
+    experiment_id: int
+    old_variant_id: int
+    new_variant_id: int
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+class _Names:
+    """Quoted table and column names, from the models (never spelled out by hand)."""
+
+    def __init__(self) -> None:
+        def table(model) -> str:
+            return _q(model._meta.db_table)
+
+        def column(model, field: str) -> str:
+            return _q(model._meta.get_field(field).column)
+
+        self.client_key = table(ClientKey)
+        self.product = table(Product)
+        self.unit = table(Unit)
+        self.assignment = table(Assignment)
+        self.ck_prefix = column(ClientKey, "prefix")
+        self.ck_digest = column(ClientKey, "digest")
+        self.ck_product = column(ClientKey, "product")
+        self.ck_revoked = column(ClientKey, "revoked_at")
+        self.p_id = column(Product, "id")
+        self.p_status = column(Product, "status")
+        self.p_version = column(Product, "config_version")
+        self.u_id = column(Unit, "id")
+        self.u_product = column(Unit, "product")
+        self.u_key = column(Unit, "key")
+        self.u_created = column(Unit, "created_at")
+        self.a_experiment = column(Assignment, "experiment")
+        self.a_unit = column(Assignment, "unit")
+        self.a_variant = column(Assignment, "variant")
+        self.a_source = column(Assignment, "source")
+        self.a_created = column(Assignment, "created_at")
+        self.a_updated = column(Assignment, "updated_at")
+
+
+@cache
+def _names() -> _Names:
+    return _Names()
+
+
+def _is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+# --- Read: the key, its product and the units' assignments, in one statement.
+
+
+@cache
+def _read_sql(postgres: bool, unit_count: int) -> str:
+    n = _names()
+    if unit_count == 0:
+        unit_join = assignment_join = ""
+        unit_cols = "NULL, NULL"
+        assignment_cols = "NULL, NULL, NULL"
+    else:
+        if unit_count == 1:
+            key_match = f"u.{n.u_key} = %s"
+        elif postgres:
+            key_match = f"u.{n.u_key} = ANY(%s::text[])"
+        else:
+            key_match = f"u.{n.u_key} IN ({_placeholders(unit_count)})"
+        unit_join = f"LEFT JOIN {n.unit} u ON u.{n.u_product} = p.{n.p_id} AND {key_match}"
+        unit_cols = f"u.{n.u_key}, u.{n.u_id}"
+        assignment_join = f"LEFT JOIN {n.assignment} a ON a.{n.a_unit} = u.{n.u_id}"
+        assignment_cols = f"a.{n.a_experiment}, a.{n.a_variant}, a.{n.a_source}"
+    return (
+        f"SELECT k.{n.ck_digest}, p.{n.p_id}, p.{n.p_status}, p.{n.p_version}, "
+        f"{unit_cols}, {assignment_cols} "
+        f"FROM {n.client_key} k "
+        f"JOIN {n.product} p ON p.{n.p_id} = k.{n.ck_product} "
+        f"{unit_join} {assignment_join} "
+        f"WHERE k.{n.ck_prefix} = %s AND k.{n.ck_revoked} IS NULL"
+    )
+
+
+def read_units(
+    credential: ClientCredential, unit_keys: Sequence[str]
+) -> tuple[ProductState, dict[str, UnitRow]]:
+    """Check the client key and read the stored assignments of `unit_keys` (distinct).
+
+    Raises AuthenticationError (401) for an unknown, revoked or wrong key and for a key
+    whose product is removed. Units that do not exist yet are absent from the result.
+    """
+    postgres = _is_postgres()
+    count = len(unit_keys)
+    if count == 1:
+        params: list = [unit_keys[0]]
+    elif count and postgres:
+        params = [list(unit_keys)]
+    else:
+        params = list(unit_keys)
+    params.append(credential.prefix)
+    with connection.cursor() as cursor:
+        cursor.execute(_read_sql(postgres, count), params)
+        rows = cursor.fetchall()
+    if not rows:
+        raise AuthenticationError()
+    digest, product_id, status, version = rows[0][:4]
+    credential.check(digest)
+    if status == Status.REMOVED:
+        raise AuthenticationError()
+    units: dict[str, UnitRow] = {}
+    for *_, unit_key, unit_id, experiment_id, variant_id, source in rows:
+        if unit_id is None:
+            continue
+        unit = units.get(unit_key)
+        if unit is None:
+            unit = units[unit_key] = UnitRow(unit_id, {})
+        if experiment_id is not None:
+            unit.assignments[experiment_id] = Stored(variant_id, source)
+    return ProductState(product_id, status, version), units
+
+
+def verify_key(credential: ClientCredential) -> ProductState:
+    """The key check alone (for requests refused before any unit is read)."""
+    state, _ = read_units(credential, ())
+    return state
+
+
+# --- Write: new units and their first assignments.
+
+
+@cache
+def _insert_sql_postgres() -> str:
+    n = _names()
+    return f"""
+        WITH new_units AS (
+            INSERT INTO {n.unit} ({n.u_product}, {n.u_key}, {n.u_created})
+            SELECT %s, k, %s FROM unnest(%s::text[]) AS k
+            ON CONFLICT ({n.u_product}, {n.u_key}) DO UPDATE SET {n.u_key} = EXCLUDED.{n.u_key}
+            RETURNING {n.u_id}, {n.u_key}
+        ), units AS (
+            SELECT {n.u_id} AS id, {n.u_key} AS ukey FROM new_units
+            UNION ALL
+            SELECT id, ukey FROM unnest(%s::bigint[], %s::text[]) AS known(id, ukey)
+        ), inserted AS (
+            INSERT INTO {n.assignment}
+                ({n.a_experiment}, {n.a_unit}, {n.a_variant}, {n.a_source},
+                 {n.a_created}, {n.a_updated})
+            SELECT d.experiment_id, units.id, d.variant_id, 'hash', %s, %s
+            FROM unnest(%s::text[], %s::bigint[], %s::bigint[])
+                AS d(ukey, experiment_id, variant_id)
+            JOIN units ON units.ukey = d.ukey
+            ORDER BY units.id, d.experiment_id
+            ON CONFLICT ({n.a_experiment}, {n.a_unit}) DO NOTHING
+            RETURNING {n.a_unit}, {n.a_experiment}
+        )
+        SELECT {n.u_id}, {n.u_key}, NULL FROM new_units
+        UNION ALL
+        SELECT {n.a_unit}, NULL, {n.a_experiment} FROM inserted
+    """
+
+
+def insert_assignments(
+    *, product_id: int, known_units: dict[str, int], new: Sequence[NewAssignment]
+) -> tuple[dict[str, int], set[tuple[int, int]]]:
+    """Store first assignments (source `hash`), creating the units they need.
+
+    `known_units` maps the unit keys that exist already to their ids. Returns the ids of
+    every unit involved and the (unit id, experiment id) pairs actually inserted; a pair
+    missing from them was stored first by a concurrent request (read it back).
+    """
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    missing = sorted({a.unit_key for a in new if a.unit_key not in known_units})
+    ordered = sorted(new)
+    unit_ids = {key: known_units[key] for key in {a.unit_key for a in new} if key in known_units}
+    inserted: set[tuple[int, int]] = set()
+    if _is_postgres():
+        known = [(key, unit_id) for key, unit_id in unit_ids.items()]
+        params = [
+            product_id,
+            now,
+            missing,
+            [unit_id for _, unit_id in known],
+            [key for key, _ in known],
+            now,
+            now,
+            [a.unit_key for a in ordered],
+            [a.experiment_id for a in ordered],
+            [a.variant_id for a in ordered],
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(_insert_sql_postgres(), params)
+            for unit_id, unit_key, experiment_id in cursor.fetchall():
+                if unit_key is not None:
+                    unit_ids[unit_key] = unit_id
+                else:
+                    inserted.add((unit_id, experiment_id))
+        return unit_ids, inserted
+
+    n = _names()
+    with connection.cursor() as cursor:
+        for chunk in _chunks(missing, _SQLITE_ROWS_PER_INSERT):
+            cursor.execute(
+                f"INSERT INTO {n.unit} ({n.u_product}, {n.u_key}, {n.u_created}) "
+                f"VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))} "
+                f"ON CONFLICT ({n.u_product}, {n.u_key}) "
+                f"DO UPDATE SET {n.u_key} = excluded.{n.u_key} "
+                f"RETURNING {n.u_id}, {n.u_key}",
+                [value for key in chunk for value in (product_id, key, now)],
+            )
+            unit_ids.update((key, unit_id) for unit_id, key in cursor.fetchall())
+        rows = [(a.experiment_id, unit_ids[a.unit_key], a.variant_id) for a in ordered]
+        row_sql = "(%s, %s, %s, 'hash', %s, %s)"
+        for chunk in _chunks(rows, _SQLITE_ROWS_PER_INSERT):
+            cursor.execute(
+                f"INSERT INTO {n.assignment} ({n.a_experiment}, {n.a_unit}, {n.a_variant}, "
+                f"{n.a_source}, {n.a_created}, {n.a_updated}) "
+                f"VALUES {', '.join([row_sql] * len(chunk))} "
+                f"ON CONFLICT ({n.a_experiment}, {n.a_unit}) DO NOTHING "
+                f"RETURNING {n.a_unit}, {n.a_experiment}",
+                [value for row in chunk for value in (*row, now, now)],
+            )
+            inserted.update(cursor.fetchall())
+    return unit_ids, inserted
+
+
+def rebucket_assignments(moves: Sequence[Rebucketing]) -> set[tuple[int, int]]:
+    """Move assignments off removed variants (source `rebucketed`), in one statement.
+
+    An assignment is only moved if it still holds the old variant, so when two requests
+    race, one moves it and the other reads the result back. Returns the (unit id,
+    experiment id) pairs this call moved.
+    """
+    if not moves:
+        return set()
+    n = _names()
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    if _is_postgres():
+        source = "unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])"
+        source += " AS d(unit_id, experiment_id, old_variant, new_variant)"
+        columns = ("d.unit_id", "d.experiment_id", "d.old_variant", "d.new_variant")
+        params = [now, *(list(column) for column in zip(*moves, strict=True))]
+    else:
+        source = f"(VALUES {', '.join(['(%s, %s, %s, %s)'] * len(moves))}) AS d"
+        columns = ("d.column1", "d.column2", "d.column3", "d.column4")
+        params = [now, *(value for move in moves for value in move)]
+    unit_id, experiment_id, old_variant, new_variant = columns
+    sql = (
+        f"UPDATE {n.assignment} SET {n.a_variant} = {new_variant}, "
+        f"{n.a_source} = 'rebucketed', {n.a_updated} = %s "
+        f"FROM {source} "
+        f"WHERE {n.assignment}.{n.a_unit} = {unit_id} "
+        f"AND {n.assignment}.{n.a_experiment} = {experiment_id} "
+        f"AND {n.assignment}.{n.a_variant} = {old_variant} "
+        f"RETURNING {n.assignment}.{n.a_unit}, {n.assignment}.{n.a_experiment}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return set(cursor.fetchall())
+
+
+def read_assignments(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Stored]:
+    """The stored assignments of (unit id, experiment id) pairs: what a racer stored."""
+    pairs = set(pairs)
+    if not pairs:
+        return {}
+    n = _names()
+    unit_ids = sorted({unit_id for unit_id, _ in pairs})
+    experiment_ids = sorted({experiment_id for _, experiment_id in pairs})
+    if _is_postgres():
+        where = f"{n.a_unit} = ANY(%s::bigint[]) AND {n.a_experiment} = ANY(%s::bigint[])"
+        params = [unit_ids, experiment_ids]
+    else:
+        where = (
+            f"{n.a_unit} IN ({_placeholders(len(unit_ids))}) "
+            f"AND {n.a_experiment} IN ({_placeholders(len(experiment_ids))})"
+        )
+        params = [*unit_ids, *experiment_ids]
+    sql = (
+        f"SELECT {n.a_unit}, {n.a_experiment}, {n.a_variant}, {n.a_source} "
+        f"FROM {n.assignment} WHERE {where}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {
+            (unit_id, experiment_id): Stored(variant_id, source)
+            for unit_id, experiment_id, variant_id, source in cursor.fetchall()
+            if (unit_id, experiment_id) in pairs
+        }
+
+
+def _chunks(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,67 @@
+"""Production gunicorn settings: `gunicorn -c gunicorn.conf.py lab.wsgi:application`.
+
+Command-line flags (`-b`, `-w`, ...) and GUNICORN_CMD_ARGS override everything here.
+Environment:
+  GUNICORN_BIND      address to listen on (default 127.0.0.1:8000; several: comma-separated)
+  GUNICORN_WORKERS   sync worker processes (or WEB_CONCURRENCY; default 2 * CPUs + 1, at
+                     most 12)
+  GUNICORN_TIMEOUT   seconds before a silent worker is restarted (default 30)
+  PROMETHEUS_MULTIPROC_DIR  where workers write metric values; a fresh temporary directory
+                     when unset. Emptied at start either way, as prometheus_client requires.
+"""
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+MAX_DEFAULT_WORKERS = 12
+
+bind = [
+    address.strip()
+    for address in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
+    if address.strip()
+]
+workers = int(
+    os.environ.get("GUNICORN_WORKERS")
+    or os.environ.get("WEB_CONCURRENCY")
+    or min(2 * multiprocessing.cpu_count() + 1, MAX_DEFAULT_WORKERS)
+)
+# Sync workers: decide is short, CPU-light and holds one persistent database connection per
+# worker (CONN_MAX_AGE); no thread or event-loop safety to reason about.
+worker_class = "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 30
+keepalive = 5
+# Logs are JSON lines from Django (one per request, with its id); gunicorn's own access log
+# would duplicate them.
+accesslog = None
+errorlog = "-"
+
+# --- Prometheus multiprocess mode (prometheus_client docs, "Multiprocess Mode").
+# Set before any worker imports prometheus_client, so every worker writes its values there
+# and /metrics (lab/ops.py) sums them.
+_created_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _created_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lab-prometheus-")
+_metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def on_starting(server):
+    """Once, in the master, before any worker: start from an empty metrics directory."""
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+    for entry in _metrics_dir.iterdir():
+        if entry.is_file() and entry.suffix == ".db":
+            entry.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _created_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -1,0 +1,228 @@
+"""OFREP: the shapes, reasons and error codes of the OpenFeature Remote Evaluation Protocol.
+
+(tests/e2e/test_e2e_openfeature.py drives these endpoints with the OpenFeature Python SDK.)
+"""
+
+import orjson
+import pytest
+import requests
+from openfeature import api as openfeature
+from openfeature.contrib.provider.ofrep import OFREPProvider
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.flag_evaluation import ErrorCode, Reason
+
+from lab.models import Assignment, Unit
+from tests.decide.conftest import expected_variant, make_experiment, unit_for, variant
+from tests.factories import AssignmentFactory, UnitFactory
+
+FLAG = "/ofrep/v1/evaluate/flags/{}"
+BULK = "/ofrep/v1/evaluate/flags"
+
+
+def test_ofrep__assigned_unit__value_and_variant_are_the_variant_key(decider):
+    # Given
+    etch = make_experiment(decider.product, "etch", [("short", 1), ("long", 1)])
+    # When
+    response = decider.flag("etch", "SN-1")
+    # Then
+    assert response.status_code == 200
+    expected = expected_variant(etch, "SN-1")
+    assert response.json() == {
+        "key": "etch",
+        "value": expected,
+        "variant": expected,
+        "reason": "SPLIT",
+    }
+    # And it is the same stored assignment the decide API answers
+    assert Assignment.objects.get().variant.key == expected
+    assert decider.decide("SN-1") == {"etch": expected}
+    assert decider.flag("etch", "SN-1").json()["reason"] == "SPLIT"
+
+
+def test_ofrep__forced_assignment__targeting_match(decider):
+    etch = make_experiment(decider.product, "etch")
+    unit = UnitFactory(product=decider.product, key=unit_for(etch, "a"))
+    AssignmentFactory(experiment=etch, unit=unit, variant=variant(etch, "b"), source="forced")
+    body = decider.flag("etch", unit.key).json()
+    assert (body["value"], body["variant"], body["reason"]) == ("b", "b", "TARGETING_MATCH")
+
+
+def test_ofrep__paused_experiment__disabled_without_value(decider):
+    # Given a unit assigned, then the experiment paused
+    etch = make_experiment(decider.product, "etch")
+    decider.flag("etch", "SN-1")
+    decider.change(etch, status="disabled")
+    # Then the SDK is told to use its code default: no value, reason DISABLED
+    body = decider.flag("etch", "SN-1").json()
+    assert body == {"key": "etch", "reason": "DISABLED", "variant": "SdkDefault"}
+
+
+def test_ofrep__product_disabled__disabled_without_value(decider):
+    make_experiment(decider.product, "etch")
+    decider.change(decider.product, status="disabled")
+    body = decider.flag("etch", "SN-1").json()
+    assert body == {"key": "etch", "reason": "DISABLED", "variant": "SdkDefault"}
+    assert not Unit.objects.exists()
+    # An unknown flag is still unknown
+    assert decider.flag("nope", "SN-1").status_code == 404
+
+
+def test_ofrep__outside_coverage__default_without_value(decider):
+    etch = make_experiment(decider.product, "etch", coverage=0.3)
+    body = decider.flag("etch", unit_for(etch, None)).json()
+    assert body == {"key": "etch", "reason": "DEFAULT", "variant": "SdkDefault"}
+    assert not Assignment.objects.exists()
+
+
+@pytest.mark.parametrize("key", ["nope", "Not-A-Key", "x" * 65, "gone"])
+def test_ofrep__unknown_or_removed_flag__404_flag_not_found(decider, key):
+    make_experiment(decider.product, "gone", status="removed")
+    response = decider.flag(key, "SN-1")
+    assert response.status_code == 404
+    body = response.json()
+    assert (body["key"], body["errorCode"]) == (key, "FLAG_NOT_FOUND")
+    assert body["errorDetails"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{not json", "PARSE_ERROR"),
+        (b"[]", "PARSE_ERROR"),
+        (b'"context"', "PARSE_ERROR"),
+        (b"", "TARGETING_KEY_MISSING"),
+        (b"{}", "TARGETING_KEY_MISSING"),
+        (b'{"context": {}}', "TARGETING_KEY_MISSING"),
+        (b'{"context": {"targetingKey": ""}}', "TARGETING_KEY_MISSING"),
+        (b'{"context": {"targetingKey": null, "plan": "pro"}}', "TARGETING_KEY_MISSING"),
+        (b'{"context": "SN-1"}', "INVALID_CONTEXT"),
+        (b'{"context": {"targetingKey": 12}}', "INVALID_CONTEXT"),
+        (b'{"context": {"targetingKey": "lot/1"}}', "INVALID_CONTEXT"),
+        (b'{"context": {"targetingKey": " SN-1"}}', "INVALID_CONTEXT"),
+    ],
+)
+def test_ofrep__bad_request__400_with_error_code(decider, raw, code):
+    make_experiment(decider.product, "etch")
+    single = decider.post(FLAG.format("etch"), raw=raw)
+    assert single.status_code == 400
+    assert single.json()["key"] == "etch"
+    assert single.json()["errorCode"] == code
+    assert single.json()["errorDetails"]
+    bulk = decider.post(BULK, raw=raw)
+    assert bulk.status_code == 400
+    assert bulk.json()["errorCode"] == code
+    assert bulk.json()["errorDetails"]
+    assert not Unit.objects.exists()
+
+
+def test_ofrep__other_context_attributes__ignored(decider):
+    make_experiment(decider.product, "etch")
+    body = {"context": {"targetingKey": "SN-1", "plan": "pro", "nested": {"a": [1, 2]}}}
+    assert decider.post(FLAG.format("etch"), body).status_code == 200
+
+
+@pytest.mark.parametrize("path", [FLAG.format("etch"), BULK])
+def test_ofrep__bad_key__401_even_with_a_bad_body(decider, path):
+    make_experiment(decider.product, "etch")
+    body = {"context": {"targetingKey": "SN-1"}}
+    assert decider.post(path, body, key="").status_code == 401
+    assert decider.post(path, body, key="lck_0123456789ab_nope").status_code == 401
+    assert decider.post(path, raw=b"{not json", key="lck_0123456789ab_nope").status_code == 401
+    assert decider.post(FLAG.format("nope"), body, key="lck_0123456789ab_nope").status_code == 401
+
+
+def test_ofrep__x_api_key_header__accepted(decider):
+    make_experiment(decider.product, "etch")
+    response = decider.post(
+        FLAG.format("etch"),
+        {"context": {"targetingKey": "SN-1"}},
+        key="",
+        HTTP_X_API_KEY=decider.secret,
+    )
+    assert response.status_code == 200
+
+
+def test_ofrep_bulk__every_enabled_and_paused_flag(decider):
+    # Given
+    etch = make_experiment(decider.product, "etch")
+    make_experiment(decider.product, "anneal", coverage=0.0)
+    make_experiment(decider.product, "paused", status="disabled")
+    make_experiment(decider.product, "gone", status="removed")
+    # When
+    response = decider.post(BULK, {"context": {"targetingKey": "SN-1"}})
+    # Then
+    assert response.status_code == 200
+    expected = expected_variant(etch, "SN-1")
+    assert response.json() == {
+        "flags": [
+            {"key": "etch", "value": expected, "variant": expected, "reason": "SPLIT"},
+            {"key": "anneal", "variant": "SdkDefault", "reason": "DEFAULT"},
+            {"key": "paused", "variant": "SdkDefault", "reason": "DISABLED"},
+        ]
+    }
+    assert response["ETag"]
+
+
+def test_ofrep_bulk__if_none_match__304_until_something_changes(decider):
+    # Given
+    etch = make_experiment(decider.product, "etch", [("a", 1)])
+    body = {"context": {"targetingKey": "SN-1"}}
+    etag = decider.post(BULK, body)["ETag"]
+    # Then the same evaluation is not sent again
+    unchanged = decider.post(BULK, body, HTTP_IF_NONE_MATCH=f'W/"nope", {etag}')
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    # And a change gives a new body and tag
+    decider.change(etch, status="disabled")
+    changed = decider.post(BULK, body, HTTP_IF_NONE_MATCH=etag)
+    assert changed.status_code == 200
+    assert changed["ETag"] != etag
+
+
+def test_ofrep__openfeature_sdk_in_process(decider, monkeypatch):
+    # Given the OFREP provider of the OpenFeature Python SDK, over the test client
+    etch = make_experiment(decider.product, "etch", [("short", 1), ("long", 1)])
+    make_experiment(decider.product, "paused", status="disabled")
+    provider = OFREPProvider(
+        "http://testserver", headers_factory=lambda: {"Authorization": f"Bearer {decider.secret}"}
+    )
+    provider.session = _TestClientSession(decider.client)
+    openfeature.set_provider(provider, domain="lab-in-process")
+    client = openfeature.get_client("lab-in-process")
+    context = EvaluationContext(targeting_key="SN-1")
+    # Then a running experiment gives the unit's variant
+    details = client.get_string_details("etch", "fallback", context)
+    assert (details.value, details.variant, details.reason) == (
+        expected_variant(etch, "SN-1"),
+        expected_variant(etch, "SN-1"),
+        Reason.SPLIT,
+    )
+    # A paused one gives the code default, without an error
+    paused = client.get_string_details("paused", "fallback", context)
+    assert (paused.value, paused.reason, paused.error_code) == ("fallback", Reason.DISABLED, None)
+    # An unknown one gives the default with FLAG_NOT_FOUND
+    missing = client.get_string_details("nope", "fallback", context)
+    assert (missing.value, missing.error_code) == ("fallback", ErrorCode.FLAG_NOT_FOUND)
+    # No targeting key: TARGETING_KEY_MISSING
+    anonymous = client.get_string_details("etch", "fallback", EvaluationContext())
+    assert anonymous.error_code == ErrorCode.TARGETING_KEY_MISSING
+
+
+class _TestClientSession:
+    """Enough of requests.Session for the OFREP provider, over Django's test client."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def post(self, url, json=None, timeout=None, headers=None):
+        path = url.removeprefix("http://testserver")
+        extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in (headers or {}).items()}
+        response = self.client.post(
+            path, data=orjson.dumps(json or {}), content_type="application/json", **extra
+        )
+        result = requests.Response()
+        result.status_code = response.status_code
+        result._content = response.content
+        result.headers.update(dict(response.items()))
+        result.url = url
+        return result

@@ -1,0 +1,220 @@
+"""End-to-end fixtures: a real multi-worker gunicorn over a fresh, migrated database.
+
+The server runs `gunicorn -c gunicorn.conf.py lab.wsgi:application` (the production command)
+on a free port. Its database is its own: with DATABASE_URL set (PostgreSQL), a database
+`lab_e2e_<pid>` created here and dropped afterwards; otherwise a temporary SQLite file. It
+uses REDIS_URL when set (the test session's Redis db: every test flushes it first, see
+tests/conftest.py, and only the server writes to it during an e2e test).
+
+Objects are created in the server's database by `Server.orm(...)`, which runs
+tests/e2e/seed.py in a process configured like the server.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = 3
+START_TIMEOUT_SECONDS = 60
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    base_url: str
+    env: dict[str, str]
+    log_path: Path
+    workers: int = WORKERS
+    vendor: str = "sqlite"
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def post(self, path: str, body, key: str | None = None, **headers) -> requests.Response:
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        # A new connection per call: the sync workers close it after each response anyway,
+        # and each call may land on another worker.
+        return requests.post(self.url(path), json=body, headers=headers, timeout=30)
+
+    def get(self, path: str, **headers) -> requests.Response:
+        return requests.get(self.url(path), headers=headers, timeout=30)
+
+    def decide(self, key: str, unit: str, **filters) -> dict:
+        response = self.post("/api/v1/decide", {"unit": unit, **filters}, key)
+        assert response.status_code == 200, response.text
+        return response.json()["variants"]
+
+    def orm(self, action: str, **arguments) -> dict:
+        """Run an action of tests/e2e/seed.py against the server's database."""
+        completed = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "e2e" / "seed.py"),
+                action,
+                json.dumps(arguments),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return json.loads(completed.stdout.strip().splitlines()[-1])
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """One scrape of /metrics: {(sample name, sorted labels): value}."""
+        response = self.get("/metrics")
+        assert response.status_code == 200
+        samples = {}
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return samples
+
+    def in_parallel(self, calls, threads: int = 16) -> list:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(lambda call: call(), calls))
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _postgres_database() -> Iterator[tuple[str, str]]:
+    import psycopg
+
+    base = os.environ["DATABASE_URL"]
+    name = f"lab_e2e_{os.getpid()}"
+    parts = urlsplit(base)
+    admin_url = urlunsplit(parts._replace(path="/postgres", scheme="postgresql"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}")), "postgresql"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _sqlite_database(folder: Path) -> Iterator[tuple[str, str]]:
+    yield f"sqlite:///{folder / 'e2e.sqlite3'}", "sqlite"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    folder = Path(tempfile.mkdtemp(prefix="lab-e2e-"))
+    postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+    databases = _postgres_database() if postgres else _sqlite_database(folder)
+    database_url, vendor = next(databases)
+    try:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key
+            not in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "DJANGO_SETTINGS_MODULE")
+        }
+        env.update(
+            DATABASE_URL=database_url,
+            DJANGO_SETTINGS_MODULE="lab.settings",
+            PYTHONPATH=str(ROOT),
+            LOG_LEVEL="WARNING",
+            ACCESS_LOG_LEVEL="WARNING",
+        )
+        migrate = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert migrate.returncode == 0, migrate.stderr[-3000:]
+
+        port = _free_port()
+        log_path = folder / "gunicorn.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    "gunicorn.conf.py",
+                    "-b",
+                    f"127.0.0.1:{port}",
+                    "-w",
+                    str(WORKERS),
+                    "lab.wsgi:application",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        running = Server(f"http://127.0.0.1:{port}", env, log_path, vendor=vendor)
+        try:
+            _wait_until_up(running, process)
+            yield running
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    finally:
+        databases.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_until_up(server: Server, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited ({process.returncode}):\n{server.log_tail()}")
+        try:
+            if server.get("/healthz").status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"gunicorn did not answer /healthz:\n{server.log_tail()}")
+
+
+@pytest.fixture
+def seeded(server) -> dict:
+    """A fresh product (own tenant, client key, admin token) with three experiments."""
+    suffix = f"{os.getpid()}-{time.monotonic_ns()}"
+    return server.orm(
+        "seed",
+        username=f"e2e-{suffix}",
+        product=f"p-{suffix}"[:64],
+        experiments=[
+            {"key": "etch", "variants": [["short", 1], ["long", 1]]},
+            {"key": "anneal", "variants": [["a", 1], ["b", 1], ["c", 1]]},
+            {"key": "litho", "variants": [["x", 1], ["y", 3]], "coverage": 0.5},
+        ],
+    )
