@@ -10,5 +10,10 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        request_id = request_id_var.get()
+        if request_id is None:
+            # Django logs 4xx/5xx responses (django.request) after the middleware has
+            # returned; those records carry the request itself.
+            request_id = getattr(getattr(record, "request", None), "request_id", None)
+        record.request_id = request_id
         return True

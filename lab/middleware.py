@@ -8,7 +8,7 @@ from lab.logging import request_id_var
 access_log = logging.getLogger("lab.access")
 
 # A caller may pass its own id to correlate logs; anything else gets a fresh one.
-_CALLER_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class RequestIdMiddleware:
@@ -19,7 +19,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request):
         supplied = request.headers.get("X-Request-ID", "")
-        request_id = supplied if _CALLER_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if _CALLER_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         request.request_id = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()

@@ -1,0 +1,39 @@
+# Lab: the service image. Build: docker build -t lab .
+# Run:   docker run --rm -p 8000:8000 -v lab-data:/data lab
+# (see docs/operations.md: migrate first, then point DATABASE_URL/REDIS_URL at real servers)
+
+FROM python:3.11-slim AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY lab/ lab/
+COPY decide/ decide/
+COPY admin_api/ admin_api/
+# Lab and every dependency as wheels: the runtime stage needs no compiler and no index.
+RUN pip wheel --wheel-dir /wheels .
+
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DATABASE_URL=sqlite:////data/lab.sqlite3 \
+    DEBUG=false \
+    LOG_LEVEL=INFO \
+    GUNICORN_BIND=0.0.0.0:8000
+RUN groupadd --system --gid 10001 lab \
+    && useradd --system --uid 10001 --gid lab --home-dir /app --no-create-home lab \
+    && mkdir -p /app /data \
+    && chown lab:lab /data
+COPY --from=builder /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels lab \
+    && rm -rf /wheels
+WORKDIR /app
+COPY manage.py gunicorn.conf.py ./
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "lab.wsgi:application"]
