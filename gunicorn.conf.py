@@ -38,6 +38,9 @@ keepalive = 5
 # would duplicate them.
 accesslog = None
 errorlog = "-"
+# gunicorn's runtime control socket is not used; without this every server on a host would
+# share ~/.gunicorn/gunicorn.ctl (and a read-only home only gets a warning).
+control_socket_disable = True
 
 # --- Prometheus multiprocess mode (prometheus_client docs, "Multiprocess Mode").
 # Set before any worker imports prometheus_client, so every worker writes its values there

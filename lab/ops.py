@@ -58,3 +58,18 @@ def metrics(request):
     else:
         registry = REGISTRY
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def not_found(request, exception=None):
+    """Unknown URLs answer JSON like every other error (DESIGN §3: all JSON)."""
+    return JsonResponse({"detail": f"no route for {request.path!r}"}, status=404)
+
+
+def server_error(request):
+    return JsonResponse(
+        {"detail": "internal error", "request_id": _request_id(request)}, status=500
+    )
+
+
+def _request_id(request) -> str | None:
+    return getattr(request, "request_id", None)

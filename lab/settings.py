@@ -67,6 +67,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # "default" serves general use; "decide" holds compiled product configs for the hot path.
 REDIS_URL = env.str("REDIS_URL", default="")
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.05)
+# Separates deployments (or databases) that share one Redis database: cached configs are
+# keyed by product id, which is only unique within one database.
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="lab")
 
 
 def _cache(prefix: str) -> dict:
@@ -74,12 +77,12 @@ def _cache(prefix: str) -> dict:
         return {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "LOCATION": f"lab-{prefix}",
-            "KEY_PREFIX": prefix,
+            "KEY_PREFIX": f"{CACHE_KEY_PREFIX}:{prefix}",
         }
     return {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": prefix,
+        "KEY_PREFIX": f"{CACHE_KEY_PREFIX}:{prefix}",
         "TIMEOUT": None,
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",

@@ -5,6 +5,9 @@ from admin_api.api import api as admin_api
 from decide.api import api as decide_api
 from lab import ops
 
+handler404 = "lab.ops.not_found"
+handler500 = "lab.ops.server_error"
+
 urlpatterns = [
     path("healthz", ops.healthz),
     path("readyz", ops.readyz),

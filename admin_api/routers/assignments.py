@@ -1,9 +1,10 @@
 from datetime import datetime
 
 from ninja import Path, Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import field_validator
 
+from admin_api.pagination import Pagination
 from lab.schema_types import InputSchema, Key, UnitKey
 from lab.selectors import assignments as selectors
 from lab.selectors.experiments import experiment_get
@@ -65,7 +66,7 @@ def _experiment(request, product: str, experiment: str):
 
 
 @router.get("", response=list[AssignmentOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_assignments(
     request, product: Path[str], experiment: Path[str], filters: Query[AssignmentFilter]
 ):

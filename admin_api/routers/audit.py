@@ -1,8 +1,9 @@
 from typing import Literal
 
 from ninja import Path, Query, Router, Schema
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 
+from admin_api.pagination import Pagination
 from admin_api.schemas import AuditEventOut
 from lab.schema_types import Key, Text
 from lab.selectors import audit as selectors
@@ -25,7 +26,7 @@ class AuditFilter(Schema):
     response=list[AuditEventOut],
     summary="The audit trail, newest first: status changes, forced assignments, re-bucketings",
 )
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_audit_events(request, product: Path[str], filters: Query[AuditFilter]):
     return selectors.audit_list(
         product=product_get(user=request.auth, key=product),

@@ -1,8 +1,9 @@
 from datetime import datetime
 
 from ninja import Path, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 
+from admin_api.pagination import Pagination
 from lab.schema_types import InputSchema, Name
 from lab.selectors import products as selectors
 from lab.services import credentials
@@ -27,7 +28,7 @@ class ClientKeyCreated(ClientKeyOut):
 
 
 @router.get("", response=list[ClientKeyOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_client_keys(request, product: Path[str]):
     product_obj = selectors.product_get(user=request.auth, key=product)
     return selectors.client_key_list(product=product_obj)

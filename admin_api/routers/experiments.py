@@ -2,9 +2,10 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from ninja import Path, Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import Field
 
+from admin_api.pagination import Pagination
 from admin_api.routers.variants import VariantIn
 from admin_api.schemas import StatusFilter, StatusValue
 from lab.schema_types import FiniteFloat, InputSchema, Key, Name, Text
@@ -91,7 +92,7 @@ class ExperimentOut(Schema):
 
 
 @router.get("", response=list[ExperimentOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_experiments(request, product: Path[str], filters: Query[StatusFilter]):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     return selectors.experiment_list(product=product_obj, status=filters.status)

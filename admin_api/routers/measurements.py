@@ -1,9 +1,10 @@
 from datetime import datetime
 
 from ninja import Path, Query, Router, Schema
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import AwareDatetime, field_validator
 
+from admin_api.pagination import Pagination
 from lab.schema_types import FiniteFloat, InputSchema, Key, UnitKey
 from lab.selectors import measurements as selectors
 from lab.selectors.products import product_get
@@ -59,7 +60,7 @@ class MeasurementFilter(Schema):
 
 
 @router.get("", response=list[MeasurementOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_measurements(request, product: Path[str], filters: Query[MeasurementFilter]):
     return selectors.measurement_list(
         product=product_get(user=request.auth, key=product),

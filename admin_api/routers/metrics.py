@@ -2,9 +2,10 @@ from datetime import datetime
 from typing import Annotated
 
 from ninja import Path, Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import Field
 
+from admin_api.pagination import Pagination
 from admin_api.schemas import StatusFilter, StatusValue
 from lab.schema_types import FiniteFloat, InputSchema, Key, Name
 from lab.selectors import metrics as selectors
@@ -57,7 +58,7 @@ class MetricOut(Schema):
 
 
 @router.get("", response=list[MetricOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_metrics(request, product: Path[str], filters: Query[StatusFilter]):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     return selectors.metric_list(product=product_obj, status=filters.status)

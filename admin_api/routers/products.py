@@ -1,8 +1,9 @@
 from datetime import datetime
 
 from ninja import Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 
+from admin_api.pagination import Pagination
 from admin_api.schemas import StatusFilter, StatusValue
 from lab.schema_types import InputSchema, Key, Name
 from lab.selectors import products as selectors
@@ -29,7 +30,7 @@ class ProductOut(Schema):
 
 
 @router.get("", response=list[ProductOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_products(request, filters: Query[StatusFilter]):
     return selectors.product_list(user=request.auth, status=filters.status)
 

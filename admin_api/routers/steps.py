@@ -2,9 +2,10 @@ from datetime import datetime
 from typing import Annotated
 
 from ninja import Path, Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import Field, StrictInt
 
+from admin_api.pagination import Pagination
 from admin_api.schemas import StatusFilter, StatusValue
 from lab.schema_types import InputSchema, Key, Name
 from lab.selectors import products as product_selectors
@@ -39,7 +40,7 @@ class StepOut(Schema):
 
 
 @router.get("", response=list[StepOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_steps(request, product: Path[str], filters: Query[StatusFilter]):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     return selectors.step_list(product=product_obj, status=filters.status)

@@ -1,9 +1,10 @@
 from datetime import datetime
 
 from ninja import Path, Router, Schema
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import field_validator
 
+from admin_api.pagination import Pagination
 from lab.schema_types import InputSchema, UnitKey
 from lab.selectors import units as selectors
 from lab.selectors.products import product_get
@@ -75,7 +76,7 @@ class UnitDetailOut(UnitOut):
 
 
 @router.get("", response=list[UnitOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_units(request, product: Path[str]):
     return selectors.unit_list(product=product_get(user=request.auth, key=product))
 

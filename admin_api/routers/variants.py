@@ -2,9 +2,10 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from ninja import Path, Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import Field, StrictBool
 
+from admin_api.pagination import Pagination
 from admin_api.schemas import StatusFilter, StatusValue
 from lab.schema_types import FiniteFloat, InputSchema, Key, Name
 from lab.selectors import experiments as experiment_selectors
@@ -53,7 +54,7 @@ class VariantOut(Schema):
 
 
 @router.get("", response=list[VariantOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_variants(request, product: Path[str], experiment: Path[str], filters: Query[StatusFilter]):
     experiment_obj = _experiment(request, product, experiment)
     return selectors.variant_list(experiment=experiment_obj, status=filters.status)

@@ -113,3 +113,10 @@ def test_products__nul_or_malformed_key_in_path__404(tenant, product):
     assert tenant.get("/products/a%00b").status_code == 404
     assert tenant.get("/products/a%00b/client-keys").status_code == 404
     assert tenant.get("/products/" + "x" * 300).status_code == 404
+
+
+def test_products__absurd_pagination__422_not_500(tenant, product):
+    response = tenant.get("/products", offset=10**40)
+    assert response.status_code == 422
+    assert tenant.get("/products", limit=0).status_code == 422
+    assert tenant.get("/products", limit=10**6).status_code == 422

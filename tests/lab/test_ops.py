@@ -186,3 +186,10 @@ def test_logs__every_stdout_line_is_one_json_object_with_a_request_id(tmp_path):
         ("/readyz", 503),
         ("/api/admin/v1/products", 401),
     }
+
+
+def test_unknown_url__json_404(client, db):
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json")
+    assert "/no/such/route" in response.json()["detail"]
