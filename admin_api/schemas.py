@@ -26,3 +26,10 @@ class AuditEventOut(Schema):
     from_value: str
     to_value: str
     created_at: datetime
+
+
+class UpsertedOut(Schema):
+    """The answer of a bulk upsert: how many rows it created and how many it replaced."""
+
+    created: int
+    updated: int

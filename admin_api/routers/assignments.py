@@ -5,6 +5,7 @@ from ninja.pagination import paginate
 from pydantic import field_validator
 
 from admin_api.pagination import Pagination
+from admin_api.schemas import UpsertedOut
 from lab.schema_types import InputSchema, Key, UnitKey
 from lab.selectors import assignments as selectors
 from lab.selectors.experiments import experiment_get
@@ -34,11 +35,6 @@ class AssignmentsIn(InputSchema):
 
 class AssignmentIn(InputSchema):
     variant: Key
-
-
-class UpsertedOut(Schema):
-    created: int
-    updated: int
 
 
 class AssignmentOut(Schema):

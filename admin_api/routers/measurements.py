@@ -5,6 +5,7 @@ from ninja.pagination import paginate
 from pydantic import AwareDatetime, field_validator
 
 from admin_api.pagination import Pagination
+from admin_api.schemas import UpsertedOut
 from lab.schema_types import FiniteFloat, InputSchema, Key, UnitKey
 from lab.selectors import measurements as selectors
 from lab.selectors.products import product_get
@@ -31,11 +32,6 @@ class MeasurementsIn(InputSchema):
         if isinstance(value, list):
             check_batch_size(count=len(value), what="measurements")
         return value
-
-
-class UpsertedOut(Schema):
-    created: int
-    updated: int
 
 
 class MeasurementOut(Schema):
