@@ -18,7 +18,47 @@ from admin_api.routers import (
 from lab.auth import ApiTokenAuth
 from lab.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 
-api = NinjaAPI(
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"description": "What is wrong: a message, or a list of field errors."}
+    },
+    "required": ["detail"],
+}
+ERROR_STATUSES = {
+    "400": "Bad input: the body is not JSON, or breaks a rule of the stored data",
+    "401": "Missing or invalid bearer token",
+    "404": "No such object, or it belongs to another tenant",
+    "409": "Duplicate key, or a rule on another object (one control per experiment)",
+    "413": "The batch or body is too large",
+    "422": "The request does not match the schema",
+    "503": "The database is unavailable or too slow; retry",
+}
+
+
+class AdminAPI(NinjaAPI):
+    """Documents the `{"detail": ...}` error answers every admin operation may give, so that
+    generated clients know them (ninja only documents the success responses declared)."""
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schema["components"].setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        reference = {"$ref": "#/components/schemas/Error"}
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in ERROR_STATUSES.items():
+                    responses.setdefault(
+                        status,
+                        {
+                            "description": description,
+                            "content": {"application/json": {"schema": reference}},
+                        },
+                    )
+        return schema
+
+
+api = AdminAPI(
     title="Lab admin API",
     version="1",
     description=(
