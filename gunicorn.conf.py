@@ -59,6 +59,15 @@ def on_starting(server):
             entry.unlink()
 
 
+def post_worker_init(worker):
+    """Load the URLconf, and with it every API module (admin, results, SciPy), before the
+    worker takes its first request: otherwise that request pays for the imports (0.7 s
+    measured, load_tests/RESULTS.md), once per worker after every start or restart."""
+    from django.urls import get_resolver
+
+    get_resolver().resolve("/healthz")
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

@@ -1,0 +1,12 @@
+-- Decide for an already-assigned unit (a random seeded one): every experiment is a read.
+package.path = debug.getinfo(1, "S").source:match("^@?(.*/)") .. "?.lua;" .. package.path
+local common = require("common")
+
+setup = common.setup
+init = common.init
+done = common.done
+
+function request()
+  return wrk.format("POST", "/api/v1/decide", common.headers,
+    '{"unit":"' .. common.known_unit() .. '"}')
+end
