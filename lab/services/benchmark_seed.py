@@ -14,15 +14,13 @@ take seconds on PostgreSQL. Their variants are spread round-robin and recorded w
 import math
 from dataclasses import dataclass
 
-from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
 from lab.errors import BadRequest
 from lab.models import Assignment, AssignmentSource, Experiment, Product, Status, Unit, Variant
 from lab.services.credentials import api_token_create, client_key_create
-from lab.services.experiments import experiment_create
-from lab.services.products import product_create
+from lab.services.seeding import product_seed
 
 BENCHMARK_USER = "bench"
 BENCHMARK_PRODUCT = "bench"
@@ -95,15 +93,13 @@ def benchmark_seed(
     if not 0 <= assignments <= ASSIGNMENTS_MAX:
         raise BadRequest(f"assignments must be between 0 and {ASSIGNMENTS_MAX}")
     with transaction.atomic():
-        user, _ = get_user_model().objects.get_or_create(username=username)
-        product = Product.objects.filter(user=user, key=product_key).first()
-        created = product is None
-        if created:
-            product = product_create(user=user, key=product_key, name="Benchmark")
-        existing = set(Experiment.objects.filter(product=product).values_list("key", flat=True))
-        for experiment in BENCHMARK_EXPERIMENTS:
-            if experiment["key"] not in existing:
-                experiment_create(product=product, **experiment)
+        seeded = product_seed(
+            username=username,
+            key=product_key,
+            name="Benchmark",
+            experiments=BENCHMARK_EXPERIMENTS,
+        )
+        product, created = seeded.product, seeded.created
         client_key = client_key_create(product=product, name="benchmark").secret
     admin_token = api_token_create(username=username, name="benchmark").secret
 

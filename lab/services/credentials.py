@@ -80,12 +80,10 @@ def client_key_create(*, product: Product, name: str = "") -> IssuedSecret:
 
 
 def client_key_revoke(*, product: Product, key_id: int) -> None:
-    from lab.services.config_version import product_config_changed
-
-    with transaction.atomic():
-        updated = ClientKey.objects.filter(
-            product=product, id=key_id, revoked_at__isnull=True
-        ).update(revoked_at=timezone.now())
-        if not updated:
-            raise NotFound(f"no client key {key_id} in product {product.key!r}")
-        product_config_changed(product)
+    """Revoke a key: decide checks keys in the statement that reads assignments, so the
+    very next request with it answers 401 (no cache to invalidate)."""
+    updated = ClientKey.objects.filter(product=product, id=key_id, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    if not updated:
+        raise NotFound(f"no client key {key_id} in product {product.key!r}")

@@ -8,16 +8,11 @@ working until they are revoked.
 
 from dataclasses import dataclass
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from lab.models import Experiment, Metric, Product, Step
-from lab.services.config_version import product_config_changed
+from lab.models import Product
 from lab.services.credentials import client_key_create
-from lab.services.experiments import experiment_create
-from lab.services.metrics import metric_create
-from lab.services.products import product_create
-from lab.services.steps import step_create
+from lab.services.seeding import product_seed
 
 DEMO_PRODUCT = "demo-widget"
 DEMO_UNIT = "SN-0001"
@@ -84,28 +79,15 @@ class DemoSeed:
 @transaction.atomic
 def demo_seed(*, username: str = "demo") -> DemoSeed:
     """Create what is missing of the demo product of `username` and issue a client key."""
-    user, _ = get_user_model().objects.get_or_create(username=username)
-    product = Product.objects.filter(user=user, key=DEMO_PRODUCT).first()
-    created = product is None
-    if created:
-        product = product_create(user=user, key=DEMO_PRODUCT, name="Demo widget")
-
-    existing_steps = set(Step.objects.filter(product=product).values_list("key", flat=True))
-    for step in DEMO_STEPS:
-        if step["key"] not in existing_steps:
-            step_create(product=product, **step)
-
-    existing = set(Experiment.objects.filter(product=product).values_list("key", flat=True))
-    for experiment in DEMO_EXPERIMENTS:
-        if experiment["key"] not in existing:
-            experiment_create(product=product, **experiment)
-
-    existing = set(Metric.objects.filter(product=product).values_list("key", flat=True))
-    for metric in DEMO_METRICS:
-        if metric["key"] not in existing:
-            metric_create(product=product, **metric)
+    seeded = product_seed(
+        username=username,
+        key=DEMO_PRODUCT,
+        name="Demo widget",
+        steps=DEMO_STEPS,
+        experiments=DEMO_EXPERIMENTS,
+        metrics=DEMO_METRICS,
+    )
+    product, created = seeded.product, seeded.created
 
     issued = client_key_create(product=product, name="demo")
-    product_config_changed(product)
-    product.refresh_from_db()
     return DemoSeed(product=product, client_key=issued.secret, created=created)

@@ -18,23 +18,9 @@ DECIDE_FIELDS = frozenset({"status", "weight"})
 
 
 @transaction.atomic
-def variant_create(
-    *,
-    experiment: Experiment,
-    key: str,
-    name: str = "",
-    status: str = Status.ENABLED,
-    weight: float = 1.0,
-    is_control: bool = False,
-) -> Variant:
-    variant = variant_create_unbumped(
-        experiment=experiment,
-        key=key,
-        name=name,
-        status=status,
-        weight=weight,
-        is_control=is_control,
-    )
+def variant_create(*, experiment: Experiment, **fields) -> Variant:
+    """Create a variant (`fields` as for `variant_create_unbumped`) and bump the config."""
+    variant = variant_create_unbumped(experiment=experiment, **fields)
     product_config_changed(experiment.product)
     return variant
 

@@ -118,7 +118,6 @@ def test_demo__seeds_running_experiments_on_an_enabled_product():
 def test_demo__run_twice__reuses_the_product_and_issues_a_second_working_key():
     # Given
     first = client_key_of(run("demo"))
-    version = Product.objects.get(key="demo-widget").config_version
     # When
     lines = run("demo")
     # Then nothing is duplicated, and both keys work
@@ -130,8 +129,6 @@ def test_demo__run_twice__reuses_the_product_and_issues_a_second_working_key():
     assert first != second
     live_client_key(first)
     live_client_key(second)
-    # And decide workers are told that the product's keys changed
-    assert Product.objects.get(key="demo-widget").config_version > version
 
 
 @pytest.mark.django_db
