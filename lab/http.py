@@ -67,7 +67,11 @@ def install_error_handlers(api: NinjaAPI) -> None:
 
     @api.exception_handler(HttpError)
     def http_error(request, exc: HttpError):
-        return api.create_response(request, {"detail": exc.message}, status=exc.status_code)
+        # ninja wraps any parser error in a bare "Cannot parse request body"; the parser's
+        # own message says what is wrong, so pass it on.
+        cause = exc.__cause__
+        detail = cause.detail if isinstance(cause, MalformedBody) else exc.message
+        return api.create_response(request, {"detail": detail}, status=exc.status_code)
 
     @api.exception_handler(OperationalError)
     def database_unavailable(request, exc: OperationalError):

@@ -120,3 +120,10 @@ def test_products__absurd_pagination__422_not_500(tenant, product):
     assert response.status_code == 422
     assert tenant.get("/products", limit=0).status_code == 422
     assert tenant.get("/products", limit=10**6).status_code == 422
+
+
+def test_products__body_not_json__400_says_why(tenant):
+    for raw in (b"{not json", b'{"key": "ok", "name": NaN}', b'{"key": "\\ud800"}'):
+        response = tenant.post("/products", raw=raw)
+        assert response.status_code == 400, raw
+        assert response.json()["detail"].startswith("the body is not valid JSON: "), raw
