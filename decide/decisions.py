@@ -143,11 +143,12 @@ def _persist(
     written: set[tuple[int, int]] = set()
 
     if new:
-        unit_ids, inserted = store.insert_assignments(
+        new_unit_ids, inserted = store.insert_assignments(
             product_id=product_id,
             known_units=known_units,
             new=[store.NewAssignment(p.unit_key, p.experiment.id, p.variant_id) for p in new],
         )
+        unit_ids.update(new_unit_ids)
         written |= inserted
         metrics.assignments_created.inc(len(inserted))
     if moves:

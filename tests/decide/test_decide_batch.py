@@ -122,3 +122,19 @@ def test_batch__unit_for_helper_agrees_with_server(decider):
     picks = {key: unit_for(etch, key) for key in ("a", "b", None)}
     decisions = decider.batch(list(picks.values()))
     assert [d["variants"]["etch"] for d in decisions] == list(picks)
+
+
+def test_batch__new_unit_beside_a_rebucketed_one__both_answered(decider):
+    # Given a unit whose variant is then removed
+    etch = make_experiment(decider.product, "etch", [("a", 1), ("b", 1)])
+    old = decider.batch(["SN-old"])[0]["variants"]["etch"]
+    decider.change(variant(etch, old), status="removed")
+    # When one batch holds a brand-new unit and the unit to re-bucket
+    response = decider.post("/api/v1/decide/batch", {"units": ["SN-new", "SN-old"]})
+    # Then both are answered and stored
+    assert response.status_code == 200, response.content
+    answers = {d["unit"]: d["variants"]["etch"] for d in response.json()["decisions"]}
+    assert answers["SN-old"] != old
+    assert answers["SN-new"] == expected_variant(etch, "SN-new")
+    stored = dict(Assignment.objects.values_list("unit__key", "source"))
+    assert stored == {"SN-new": "hash", "SN-old": "rebucketed"}
