@@ -1,9 +1,10 @@
 """Strict input types shared by the APIs: hostile input is refused at the edge."""
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from ninja import Schema
-from pydantic import AfterValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, Strict
 
 from lab.keys import KEY_PATTERN, unit_key_problem
 
@@ -23,11 +24,28 @@ def _unit_key(value: str) -> str:
     return value
 
 
+def utc_problem(moment: datetime) -> str | None:
+    """Why an aware `moment` cannot be stored, or None: in UTC it must fall in years 1-9999."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return "the time is out of range once converted to UTC (years 1 to 9999)"
+    return None
+
+
+def _storable(moment: datetime) -> datetime:
+    problem = utc_problem(moment)
+    if problem:
+        raise ValueError(problem)
+    return moment
+
+
 Key = Annotated[str, Strict(), Field(pattern=KEY_PATTERN, max_length=64)]
 UnitKey = Annotated[str, Strict(), AfterValidator(_unit_key)]
 Name = Annotated[str, Strict(), Field(max_length=200), AfterValidator(_no_nul)]
 Text = Annotated[str, Strict(), Field(max_length=10_000), AfterValidator(_no_nul)]
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(_storable)]
 
 
 class InputSchema(Schema):

@@ -2,11 +2,11 @@ from datetime import datetime
 
 from ninja import Path, Query, Router, Schema
 from ninja.pagination import paginate
-from pydantic import AwareDatetime, field_validator
+from pydantic import field_validator
 
 from admin_api.pagination import Pagination
 from admin_api.schemas import UpsertedOut
-from lab.schema_types import FiniteFloat, InputSchema, Key, UnitKey
+from lab.schema_types import FiniteFloat, InputSchema, Key, Timestamp, UnitKey
 from lab.selectors import measurements as selectors
 from lab.selectors.products import product_get
 from lab.services import measurements as services
@@ -19,7 +19,7 @@ class MeasurementRowIn(InputSchema):
     metric: Key
     unit: UnitKey
     value: FiniteFloat
-    measured_at: AwareDatetime | None = None
+    measured_at: Timestamp | None = None
 
 
 class MeasurementsIn(InputSchema):

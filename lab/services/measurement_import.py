@@ -33,6 +33,7 @@ from django.utils import timezone
 from lab.errors import ApplicationError, BadRequest, NotFound
 from lab.keys import unit_key_problem
 from lab.models import Metric, Product, Status
+from lab.schema_types import utc_problem
 from lab.services.measurements import MeasurementRow, measurements_record
 from lab.services.units import MAX_BATCH_ROWS, Upserted
 
@@ -244,6 +245,8 @@ def _parse(
             return None, (
                 f"measured_at {raw_time!r} has no time-zone offset (add Z or +01:00, say)"
             )
+        if problem := utc_problem(measured_at):
+            return None, f"measured_at {raw_time!r}: {problem}"
     row = MeasurementRow(metric=metric.key, unit=unit, value=value, measured_at=measured_at)
     return _Row(metric_id=metric.id, row=row), None
 

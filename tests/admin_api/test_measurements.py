@@ -248,3 +248,14 @@ def test_measurements__list_bad_filter__422(tenant, thickness):
         response = tenant.get(MEASUREMENTS, **query)
         assert response.status_code == 422, (query, response.content)
         assert response.json()["detail"]
+
+
+def test_measurements__measured_at_outside_utc_years__422_and_nothing_stored(tenant, thickness):
+    for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        body = rows("thickness", {"SN-1": 1.0})
+        body["measurements"][0]["measured_at"] = moment
+        response = tenant.post(MEASUREMENTS, body)
+        assert response.status_code == 422, response.content
+        assert "out of range" in str(response.json()["detail"])
+    assert stored() == {}
+    assert tenant.get("/products/widget/measurements").status_code == 200

@@ -174,6 +174,10 @@ def test_import__a_later_chunk_fails__earlier_chunks_rolled_back(widget, write_c
         ("SN-9,width,1.0,yesterday", "line 4: measured_at 'yesterday' is not an ISO 8601"),
         ("SN-9,width,1.0,2025-02-30T00:00:00Z", "line 4: measured_at '2025-02-30T00:00:00Z'"),
         ("SN-9,width,1.0,2025-03-01T08:00:00", "line 4: measured_at '2025-03-01T08:00:00' has no"),
+        (
+            "SN-9,width,1.0,0001-01-01T00:00:00+01:00",
+            "line 4: measured_at '0001-01-01T00:00:00+01:00': the time is out of range",
+        ),
         (",width,1.0,", "line 4: unit '': a unit key has 1 to 128 characters"),
         (" SN-9,width,1.0,", "line 4: unit ' SN-9': a unit key may not start or end"),
         ("SN/9,width,1.0,", "line 4: unit 'SN/9': a unit key may not contain \"/\""),
