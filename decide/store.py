@@ -21,6 +21,7 @@ from django.utils import timezone
 from ninja.errors import AuthenticationError
 
 from decide.auth import ClientCredential
+from lab.db import retry_on_deadlock
 from lab.models import Assignment, ClientKey, Product, Status, Unit
 
 # SQLite allows 32766 bound parameters per statement; stay well below it.
@@ -240,6 +241,15 @@ def _insert_sql_postgres() -> str:
     """
 
 
+@retry_on_deadlock
+def _run_insert_postgres(params: list) -> list[tuple]:
+    """One statement: idempotent (units upserted, assignments `ON CONFLICT DO NOTHING`), so
+    it is simply run again when it loses a deadlock against a bulk forced assignment."""
+    with _cursor() as cursor:
+        cursor.execute(_insert_sql_postgres(), params)
+        return cursor.fetchall()
+
+
 def insert_assignments(
     *, product_id: int, known_units: dict[str, int], new: Sequence[NewAssignment]
 ) -> tuple[dict[str, int], set[tuple[int, int]]]:
@@ -268,13 +278,11 @@ def insert_assignments(
             [a.experiment_id for a in ordered],
             [a.variant_id for a in ordered],
         ]
-        with _cursor() as cursor:
-            cursor.execute(_insert_sql_postgres(), params)
-            for unit_id, unit_key, experiment_id in cursor.fetchall():
-                if unit_key is not None:
-                    unit_ids[unit_key] = unit_id
-                else:
-                    inserted.add((unit_id, experiment_id))
+        for unit_id, unit_key, experiment_id in _run_insert_postgres(params):
+            if unit_key is not None:
+                unit_ids[unit_key] = unit_id
+            else:
+                inserted.add((unit_id, experiment_id))
         return unit_ids, inserted
 
     n = _names()

@@ -15,11 +15,13 @@ from collections.abc import Iterable, Sequence
 
 from django.db import transaction
 
+from lab.db import retry_on_deadlock
 from lab.errors import BadRequest
 from lab.models import Assignment, AssignmentSource, AuditEvent, Experiment, Status, Variant
 from lab.services.units import BatchProblems, Upserted, check_batch_size, units_ensure
 
 
+@retry_on_deadlock
 @transaction.atomic
 def assignments_force(
     *, experiment: Experiment, rows: Sequence[tuple[str, str]], actor: str
@@ -55,6 +57,7 @@ def assignments_force(
     return _force(experiment=experiment, targets=targets, variants=variants.values(), actor=actor)
 
 
+@retry_on_deadlock
 @transaction.atomic
 def assignment_force(
     *, experiment: Experiment, unit_key: str, variant_key: str, actor: str
