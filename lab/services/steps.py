@@ -6,7 +6,6 @@ from django.db.models import Max
 from lab.errors import BadRequest
 from lab.models import Product, Status, Step
 from lab.services.common import apply_changes, conflict_on_duplicate
-from lab.services.config_version import product_config_changed
 
 POSITION_MAX = 2**31 - 1  # the column is a 32-bit integer on every backend
 
@@ -27,7 +26,7 @@ def step_create(*, product: Product, key: str, name: str = "", position: int | N
 def step_update(*, step: Step, actor: str, changes: dict) -> Step:
     if "position" in changes:
         _check_position(changes["position"])
-    changed = apply_changes(
+    apply_changes(
         obj=step,
         changes=changes,
         product=step.product,
@@ -35,9 +34,8 @@ def step_update(*, step: Step, actor: str, changes: dict) -> Step:
         object_type="step",
         object_key=step.key,
     )
-    # Decide filters experiments by step; a step's status is part of what it compiles.
-    if "status" in changed:
-        product_config_changed(step.product)
+    # A step's status is bookkeeping (hidden from lists, not newly referenced): experiments
+    # keep their step and decide filters by the step's immutable key, so nothing to bump.
     return step
 
 

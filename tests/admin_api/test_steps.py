@@ -75,7 +75,7 @@ def test_steps__patch_key__422_key_is_not_changeable(tenant, product):
     assert Step.objects.get().key == "etch"
 
 
-def test_steps__delete__removes_hides_audits_and_bumps_config(tenant, product):
+def test_steps__delete__removes_hides_and_audits(tenant, product):
     # Given
     tenant.post(STEPS, {"key": "etch"})
     before = config_version()
@@ -90,17 +90,18 @@ def test_steps__delete__removes_hides_audits_and_bumps_config(tenant, product):
     event = AuditEvent.objects.get()
     assert (event.actor, event.object_type, event.object_key) == ("alice", "step", "etch")
     assert (event.from_value, event.to_value) == ("enabled", "removed")
-    assert config_version() == before + 1
+    # A step's status is bookkeeping: experiments keep their step, so decide is unchanged
+    assert config_version() == before
     # And the key stays taken until it is restored with PATCH
     assert tenant.post(STEPS, {"key": "etch"}).status_code == 409
     assert tenant.patch(f"{STEPS}/etch", {"status": "enabled"}).json()["status"] == "enabled"
 
 
-def test_steps__status_change__audited_and_bumps_config(tenant, product):
+def test_steps__status_change__audited_and_leaves_decide_alone(tenant, product):
     tenant.post(STEPS, {"key": "etch"})
     before = config_version()
     tenant.patch(f"{STEPS}/etch", {"status": "disabled"})
-    assert config_version() == before + 1
+    assert config_version() == before
     assert AuditEvent.objects.get().to_value == "disabled"
 
 
