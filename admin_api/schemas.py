@@ -1,9 +1,12 @@
 """Schemas shared by several admin routers. Each router keeps its own In/Patch/Out."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from ninja import Schema
+from pydantic import BeforeValidator
+
+from lab.services.units import check_batch_size
 
 StatusValue = Literal["enabled", "disabled", "removed"]
 
@@ -33,3 +36,15 @@ class UpsertedOut(Schema):
 
     created: int
     updated: int
+
+
+def Batch(item, what: str):
+    """A list of at most 10,000 `item`s, counted before any row is validated, so an
+    oversized batch answers 413 (not a 422 per row)."""
+
+    def at_most_a_batch(value):
+        if isinstance(value, list):
+            check_batch_size(count=len(value), what=what)
+        return value
+
+    return Annotated[list[item], BeforeValidator(at_most_a_batch)]

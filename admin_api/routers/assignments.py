@@ -2,16 +2,14 @@ from datetime import datetime
 
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
-from pydantic import field_validator
 
 from admin_api.pagination import Pagination
-from admin_api.schemas import UpsertedOut
+from admin_api.schemas import Batch, UpsertedOut
 from lab.schema_types import InputSchema, Key, UnitKey
 from lab.selectors import assignments as selectors
 from lab.selectors.experiments import experiment_get
 from lab.selectors.products import product_get
 from lab.services import assignments as services
-from lab.services.units import check_batch_size
 
 router = Router(tags=["assignments"])
 
@@ -22,15 +20,7 @@ class AssignmentRowIn(InputSchema):
 
 
 class AssignmentsIn(InputSchema):
-    assignments: list[AssignmentRowIn]
-
-    @field_validator("assignments", mode="before")
-    @classmethod
-    def _at_most_a_batch(cls, value):
-        # Counted before the rows are validated: an oversized batch answers 413, not 422.
-        if isinstance(value, list):
-            check_batch_size(count=len(value), what="assignments")
-        return value
+    assignments: Batch(AssignmentRowIn, "assignments")
 
 
 class AssignmentIn(InputSchema):

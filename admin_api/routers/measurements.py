@@ -2,15 +2,13 @@ from datetime import datetime
 
 from ninja import Path, Query, Router, Schema
 from ninja.pagination import paginate
-from pydantic import field_validator
 
 from admin_api.pagination import Pagination
-from admin_api.schemas import UpsertedOut
+from admin_api.schemas import Batch, UpsertedOut
 from lab.schema_types import FiniteFloat, InputSchema, Key, Timestamp, UnitKey
 from lab.selectors import measurements as selectors
 from lab.selectors.products import product_get
 from lab.services import measurements as services
-from lab.services.units import check_batch_size
 
 router = Router(tags=["measurements"])
 
@@ -23,15 +21,7 @@ class MeasurementRowIn(InputSchema):
 
 
 class MeasurementsIn(InputSchema):
-    measurements: list[MeasurementRowIn]
-
-    @field_validator("measurements", mode="before")
-    @classmethod
-    def _at_most_a_batch(cls, value):
-        # Counted before the rows are validated: an oversized batch answers 413, not 422.
-        if isinstance(value, list):
-            check_batch_size(count=len(value), what="measurements")
-        return value
+    measurements: Batch(MeasurementRowIn, "measurements")
 
 
 class MeasurementOut(Schema):

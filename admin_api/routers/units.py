@@ -2,9 +2,9 @@ from datetime import datetime
 
 from ninja import Path, Router, Schema
 from ninja.pagination import paginate
-from pydantic import field_validator
 
 from admin_api.pagination import Pagination
+from admin_api.schemas import Batch
 from lab.schema_types import InputSchema, UnitKey
 from lab.selectors import units as selectors
 from lab.selectors.products import product_get
@@ -14,15 +14,7 @@ router = Router(tags=["units"])
 
 
 class UnitsIn(InputSchema):
-    units: list[UnitKey]
-
-    @field_validator("units", mode="before")
-    @classmethod
-    def _at_most_a_batch(cls, value):
-        # Counted before the rows are validated: an oversized batch answers 413, not 422.
-        if isinstance(value, list):
-            services.check_batch_size(count=len(value), what="units")
-        return value
+    units: Batch(UnitKey, "units")
 
 
 class UnitsCreatedOut(Schema):
