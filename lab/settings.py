@@ -49,9 +49,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "options", f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}"
     )
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(
-        "TEST_DATABASE_NAME", default="test_lab"
-    )
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets decide read while an admin bulk write is in progress.
     DATABASES["default"].setdefault("OPTIONS", {})

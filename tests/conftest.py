@@ -46,16 +46,32 @@ def requires_redis():
         pytest.skip(f"Redis unreachable: {exc}")
 
 
-@pytest.fixture(autouse=True)
-def _clear_caches():
-    """Each test starts with empty caches (Redis keys of earlier tests would leak state)."""
+def clear_test_caches() -> None:
+    """Delete the cache keys of this test run, and nothing else.
+
+    Redis keys are deleted by the run's own prefix (tests/settings.py), never with
+    FLUSHDB: the Redis that REDIS_URL names may hold a user's data.
+    """
     from django.core.cache import caches
 
     for alias in settings.CACHES:
+        cache = caches[alias]
         try:
-            caches[alias].clear()
+            if hasattr(cache, "delete_pattern"):
+                cache.delete_pattern("*")
+            else:
+                cache.clear()  # in-process: this process's own memory
         except Exception:
             pass
+    from decide import config
+
+    config.clear_memory()
+
+
+@pytest.fixture(autouse=True)
+def _clear_caches():
+    """Each test starts with empty caches (Redis keys of earlier tests would leak state)."""
+    clear_test_caches()
     yield
 
 

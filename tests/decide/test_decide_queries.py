@@ -2,11 +2,9 @@
 statement to store a new one, extra statements only on a config cache miss."""
 
 import pytest
-from django.core.cache import caches
 
-from decide import config
 from lab.models import Assignment
-from tests.conftest import requires_postgres
+from tests.conftest import clear_test_caches, requires_postgres
 from tests.decide.conftest import make_experiment
 
 
@@ -63,8 +61,7 @@ def test_queries__config_cache_miss__one_more_statement(
 ):
     decider = three_experiments
     decider.decide("SN-1")
-    config.clear_memory()
-    caches["decide"].clear()
+    clear_test_caches()
     with django_assert_num_queries(2):
         decider.decide("SN-1")
 

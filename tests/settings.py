@@ -1,0 +1,28 @@
+"""Settings for the test suite: lab.settings, moved into a space of the suite's own.
+
+Whatever DATABASE_URL and REDIS_URL point at, the suite never touches data it did not
+create: PostgreSQL tests run in a database of their own (pytest-django creates and drops
+it; see TEST NAME below), and every cache key the suite or the servers it starts write is
+under a prefix unique to this test run, which is all the suite ever deletes.
+"""
+
+import os
+import uuid
+
+# Set before lab.settings is read, so that the gunicorns and management commands the
+# tests start (they inherit this environment) write under the same prefix.
+TEST_CACHE_KEY_PREFIX = os.environ.setdefault(
+    "CACHE_KEY_PREFIX", f"labtest-{uuid.uuid4().hex[:12]}"
+)
+
+from lab.settings import *  # noqa: E402, F403
+from lab.settings import BASE_DIR, DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A name no user database has: one per checkout, so two checkouts never share one.
+    import hashlib
+
+    _checkout = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:8]
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
+        "TEST_DATABASE_NAME", f"lab_test_{_checkout}"
+    )
