@@ -42,7 +42,9 @@ def _status_check(model_name: str) -> models.CheckConstraint:
 
 
 class Product(models.Model):
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    # No index of its own on the foreign keys below that a composite unique index already
+    # leads with: it would be a write cost, and the plan a never-analyzed database picks.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, db_index=False)
     key = models.CharField(max_length=KEY_MAX_LENGTH)
     name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
@@ -62,7 +64,9 @@ class Product(models.Model):
 
 
 class Unit(models.Model):
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="units")
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, related_name="units", db_index=False
+    )
     key = models.CharField(max_length=UNIT_KEY_MAX_LENGTH)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -76,7 +80,9 @@ class Unit(models.Model):
 
 
 class Step(models.Model):
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="steps")
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, related_name="steps", db_index=False
+    )
     key = models.CharField(max_length=KEY_MAX_LENGTH)
     name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
     position = models.IntegerField(default=0)
@@ -95,7 +101,9 @@ class Step(models.Model):
 
 
 class Experiment(models.Model):
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="experiments")
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, related_name="experiments", db_index=False
+    )
     key = models.CharField(max_length=KEY_MAX_LENGTH)
     name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
     description = models.TextField(blank=True, default="")
@@ -125,7 +133,9 @@ class Experiment(models.Model):
 
 
 class Variant(models.Model):
-    experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="variants")
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.PROTECT, related_name="variants", db_index=False
+    )
     key = models.CharField(max_length=KEY_MAX_LENGTH)
     name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
@@ -159,8 +169,12 @@ class Variant(models.Model):
 
 
 class Assignment(models.Model):
-    experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="assignments")
-    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="assignments")
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.PROTECT, related_name="assignments", db_index=False
+    )
+    unit = models.ForeignKey(
+        Unit, on_delete=models.PROTECT, related_name="assignments", db_index=False
+    )
     variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="assignments")
     source = models.CharField(max_length=16, choices=AssignmentSource.choices)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -183,7 +197,9 @@ class Assignment(models.Model):
 
 
 class Metric(models.Model):
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="metrics")
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, related_name="metrics", db_index=False
+    )
     key = models.CharField(max_length=KEY_MAX_LENGTH)
     name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT)
@@ -228,8 +244,13 @@ class Metric(models.Model):
 
 
 class Measurement(models.Model):
-    metric = models.ForeignKey(Metric, on_delete=models.PROTECT, related_name="measurements")
-    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="measurements")
+    metric = models.ForeignKey(
+        Metric, on_delete=models.PROTECT, related_name="measurements", db_index=False
+    )
+    # Indexed once, by the named index below.
+    unit = models.ForeignKey(
+        Unit, on_delete=models.PROTECT, related_name="measurements", db_index=False
+    )
     value = models.FloatField()
     measured_at = models.DateTimeField()
 
@@ -272,7 +293,9 @@ class AuditEvent(models.Model):
         REBUCKETED = "rebucketed"
         FORCED = "forced"
 
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="audit_events")
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, related_name="audit_events", db_index=False
+    )
     actor = models.CharField(max_length=NAME_MAX_LENGTH)
     action = models.CharField(max_length=32, choices=Action.choices)
     object_type = models.CharField(max_length=32)

@@ -98,3 +98,29 @@ def test_migrations__reversible__down_to_zero_and_up_again():
         call_command("migrate", "lab", leaves[0][1], verbosity=0)
     with connection.cursor() as cursor:
         assert "lab_assignment" in connection.introspection.table_names(cursor)
+
+
+@pytest.mark.django_db
+def test_migrations__no_index_that_a_composite_index_already_leads_with():
+    # Given every index of the lab tables, as the migrated database has them
+    with connection.cursor() as cursor:
+        tables = [t for t in connection.introspection.table_names(cursor) if t.startswith("lab_")]
+        indexes = {
+            (table, name): (tuple(info["columns"]), bool(info.get("unique")), info)
+            for table in tables
+            for name, info in connection.introspection.get_constraints(cursor, table).items()
+            if info["index"] or info["unique"]
+        }
+    # Then no plain single-column index duplicates the first column of a composite one: it
+    # would be a write cost, and the plan an unanalyzed database picks for the hot path
+    redundant = [
+        (table, name)
+        for (table, name), (columns, unique, _) in indexes.items()
+        if len(columns) == 1
+        and not unique
+        and any(
+            other_table == table and len(other[0]) > 1 and other[0][0] == columns[0]
+            for (other_table, _), other in indexes.items()
+        )
+    ]
+    assert redundant == []
