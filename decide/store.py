@@ -146,10 +146,21 @@ def _read_sql(postgres: bool, unit_count: int) -> str:
         if unit_count == 1:
             key_match = f"u.{n.u_key} = %s"
         elif postgres:
-            key_match = f"u.{n.u_key} = ANY(%s::text[])"
+            key_match = None
         else:
             key_match = f"u.{n.u_key} IN ({_placeholders(unit_count)})"
-        unit_join = f"LEFT JOIN {n.unit} u ON u.{n.u_product} = p.{n.p_id} AND {key_match}"
+        if key_match:
+            unit_join = f"LEFT JOIN {n.unit} u ON u.{n.u_product} = p.{n.p_id} AND {key_match}"
+        else:
+            # One probe of the (product, key) unique index per key. With `key = ANY(...)` a
+            # database without statistics reads every unit of the product and filters them;
+            # LIMIT 1 keeps the planner from flattening the probe into that scan.
+            unit_join = (
+                f"LEFT JOIN LATERAL (SELECT found.* FROM unnest(%s::text[]) AS asked(k) "
+                f"CROSS JOIN LATERAL (SELECT x.{n.u_key}, x.{n.u_id} FROM {n.unit} x "
+                f"WHERE x.{n.u_product} = p.{n.p_id} AND x.{n.u_key} = asked.k LIMIT 1) found"
+                f") u ON true"
+            )
         unit_cols = f"u.{n.u_key}, u.{n.u_id}"
         assignment_join = f"LEFT JOIN {n.assignment} a ON a.{n.a_unit} = u.{n.u_id}"
         assignment_cols = f"a.{n.a_experiment}, a.{n.a_variant}, a.{n.a_source}"

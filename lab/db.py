@@ -2,8 +2,9 @@
 
 import functools
 import logging
+from collections.abc import Iterable
 
-from django.db import OperationalError, connection
+from django.db import DatabaseError, OperationalError, connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -33,3 +34,35 @@ def retry_on_deadlock(func):
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+# A bulk write of at least this many rows may leave the planner's statistics behind.
+ANALYZE_AFTER_ROWS = 1_000
+
+
+def refresh_statistics_after_commit(*, tables: Iterable[str], changed_rows: int) -> None:
+    """After a bulk write commits, ANALYZE the tables it changed whose statistics are out of
+    date: never analyzed, or the write is at least a tenth of the rows the planner thinks they
+    hold. PostgreSQL's autovacuum does this eventually, or never where it is off; the plans
+    are chosen so that they stay fast without it (docs/operations.md, "Query plans"), and
+    this keeps the estimates honest for everything else."""
+    if changed_rows < ANALYZE_AFTER_ROWS or connection.vendor != "postgresql":
+        return
+    tables = tuple(tables)
+    transaction.on_commit(lambda: _analyze_if_stale(tables, changed_rows))
+
+
+def _analyze_if_stale(tables: tuple[str, ...], changed_rows: int) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s)", [list(tables)]
+            )
+            estimated = dict(cursor.fetchall())
+            for table in tables:
+                rows = estimated.get(table, -1)
+                if rows < 0 or changed_rows * 10 >= rows:
+                    cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+    except DatabaseError:
+        # The write has committed; fresher statistics are a nicety, not part of it.
+        logger.warning("ANALYZE after a bulk write failed", exc_info=True)

@@ -15,9 +15,17 @@ from collections.abc import Iterable, Sequence
 
 from django.db import transaction
 
-from lab.db import retry_on_deadlock
+from lab.db import refresh_statistics_after_commit, retry_on_deadlock
 from lab.errors import BadRequest
-from lab.models import Assignment, AssignmentSource, AuditEvent, Experiment, Status, Variant
+from lab.models import (
+    Assignment,
+    AssignmentSource,
+    AuditEvent,
+    Experiment,
+    Status,
+    Unit,
+    Variant,
+)
 from lab.services.units import BatchProblems, Upserted, check_batch_size, units_ensure
 
 
@@ -130,6 +138,9 @@ def _force(
             for unit_id, unit_key, variant in by_unit_id
             if previous.get(unit_id) != variant.id
         ]
+    )
+    refresh_statistics_after_commit(
+        tables=(Unit._meta.db_table, Assignment._meta.db_table), changed_rows=len(by_unit_id)
     )
     return Upserted(created=len(by_unit_id) - len(previous), updated=len(previous))
 

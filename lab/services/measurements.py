@@ -11,7 +11,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from lab.models import Measurement, Metric, Product, Status
+from lab.db import refresh_statistics_after_commit
+from lab.models import Measurement, Metric, Product, Status, Unit
 from lab.services.units import BatchProblems, Upserted, check_batch_size, units_ensure
 
 
@@ -97,6 +98,9 @@ def measurements_record(*, product: Product, rows: Sequence[MeasurementRow]) -> 
         update_conflicts=True,
         unique_fields=["metric", "unit"],
         update_fields=["value", "measured_at"],
+    )
+    refresh_statistics_after_commit(
+        tables=(Unit._meta.db_table, Measurement._meta.db_table), changed_rows=len(measurements)
     )
     return Upserted(created=len(measurements) - existing, updated=existing)
 
