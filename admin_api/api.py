@@ -12,6 +12,7 @@ from admin_api.routers import (
     products,
     results,
     steps,
+    tokens,
     units,
     variants,
 )
@@ -79,6 +80,7 @@ PRODUCT = "/products/{product}"
 EXPERIMENT = PRODUCT + "/experiments/{experiment}"
 
 api.add_router("/products", products.router)
+api.add_router("/tokens", tokens.router)
 api.add_router(PRODUCT + "/client-keys", client_keys.router)
 api.add_router(PRODUCT + "/steps", steps.router)
 api.add_router(PRODUCT + "/metrics", metrics.router)

@@ -1,5 +1,6 @@
 """What every Lab API shares: errors as `{"detail": ...}`, fast JSON, no 500 for bad input."""
 
+import json
 import logging
 
 import orjson
@@ -29,14 +30,54 @@ class StrictJSONParser(Parser):
     """Parses bodies with orjson: faster, and it refuses NaN/Infinity literals outright."""
 
     def parse_body(self, request: HttpRequest):
-        try:
-            return orjson.loads(request.body or b"null")
-        except orjson.JSONDecodeError as exc:
-            raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
+        return parse_json_body(request)
+
+
+def parse_json_body(request: HttpRequest, empty=None):
+    """The request's JSON body, or `empty` when it has none.
+
+    Refused: a body whose Content-Type is not JSON (415), a body that is not JSON, and an
+    object with the same key twice (400: which of the two was meant is not ours to guess).
+    """
+    body = request.body
+    if not body:
+        return empty
+    if not _is_json(request.content_type):
+        raise UnsupportedMediaType(
+            f"the body must be JSON (Content-Type: application/json), not {request.content_type!r}"
+        )
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
+    if isinstance(data, dict | list):
+        # orjson keeps the last of two equal keys silently; the standard parser can say so.
+        json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    return data
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = set()
+    for key, _ in pairs:
+        if key in keys:
+            raise MalformedBody(f"the body has the key {key!r} twice in one object")
+        keys.add(key)
+    return {}
 
 
 class MalformedBody(ApplicationError):
     status_code = 400
+
+
+class UnsupportedMediaType(ApplicationError):
+    status_code = 415
 
 
 def install_error_handlers(api: NinjaAPI) -> None:
@@ -70,8 +111,9 @@ def install_error_handlers(api: NinjaAPI) -> None:
         # ninja wraps any parser error in a bare "Cannot parse request body"; the parser's
         # own message says what is wrong, so pass it on.
         cause = exc.__cause__
-        detail = cause.detail if isinstance(cause, MalformedBody) else exc.message
-        return api.create_response(request, {"detail": detail}, status=exc.status_code)
+        if isinstance(cause, ApplicationError):
+            return application_error(request, cause)
+        return api.create_response(request, {"detail": exc.message}, status=exc.status_code)
 
     @api.exception_handler(OperationalError)
     def database_unavailable(request, exc: OperationalError):
@@ -93,5 +135,9 @@ def _clean(errors: list) -> list:
     cleaned = []
     for error in errors:
         item = {k: v for k, v in error.items() if k in ("type", "loc", "msg")}
+        loc = list(item.get("loc", ()))
+        if loc[:2] == ["body", "body"]:
+            # ninja names the source and then the parameter, which is called `body` too.
+            item["loc"] = ["body", *loc[2:]]
         cleaned.append(item)
     return cleaned

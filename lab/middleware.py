@@ -3,6 +3,9 @@ import re
 import time
 import uuid
 
+from django.core.exceptions import DisallowedHost
+from django.http import JsonResponse
+
 from lab.logging import request_id_var
 
 access_log = logging.getLogger("lab.access")
@@ -39,3 +42,36 @@ class RequestIdMiddleware:
             return response
         finally:
             request_id_var.reset(token)
+
+
+class HttpContractMiddleware:
+    """What every route answers the same way, before and after the route itself:
+
+    - a Host header that is not in ALLOWED_HOSTS is a 400 (Django checks it only when
+      something asks for the host, which nothing in Lab's APIs does);
+    - a 405 from any route is JSON like every other error, and keeps its `Allow` header.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return JsonResponse(
+                {"detail": "the Host header names a host this server does not serve"}, status=400
+            )
+        response = self.get_response(request)
+        if response.status_code == 405 and not response.get("Content-Type", "").startswith(
+            "application/json"
+        ):
+            allowed = response.get("Allow", "")
+            detail = f"method {request.method} is not allowed here"
+            if allowed:
+                detail += f"; allowed: {allowed}"
+            replacement = JsonResponse({"detail": detail}, status=405)
+            if allowed:
+                replacement["Allow"] = allowed
+            return replacement
+        return response

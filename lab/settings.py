@@ -21,6 +21,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "lab.middleware.RequestIdMiddleware",
+    "lab.middleware.HttpContractMiddleware",
     "django.middleware.security.SecurityMiddleware",
 ]
 

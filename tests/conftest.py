@@ -84,8 +84,9 @@ class ApiClient:
     prefix: str = "/api/admin/v1"
 
     def _call(self, method: str, path: str, body=None, raw: bytes | None = None, **query):
-        url = path if path.startswith("/") and not path.startswith("/products") else None
-        url = url or f"{self.prefix}{path}"
+        # Admin paths are relative to the admin API; other APIs and ops paths are given whole.
+        outside = ("/api/", "/ofrep/", "/healthz", "/readyz", "/metrics")
+        url = path if path.startswith(outside) else f"{self.prefix}{path}"
         kwargs = {"HTTP_AUTHORIZATION": f"Bearer {self.token}"}
         if method == "get":
             return self.client.get(url, query, **kwargs)

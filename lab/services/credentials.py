@@ -58,6 +58,33 @@ def api_token_create(*, username: str, name: str = "") -> IssuedSecret:
     return IssuedSecret(row=token, secret=secret)
 
 
+def api_token_revoke(*, user, prefix: str) -> ApiToken:
+    """Revoke one of `user`'s tokens: the very next request with it answers 401.
+
+    Another user's token, an unknown prefix and a token revoked already are all a 404 (a
+    token's existence is nobody else's business)."""
+    now = timezone.now()
+    updated = ApiToken.objects.filter(user=user, prefix=prefix, revoked_at__isnull=True).update(
+        revoked_at=now
+    )
+    if not updated:
+        raise NotFound(f"no live API token {prefix!r}")
+    return ApiToken.objects.get(user=user, prefix=prefix)
+
+
+def api_tokens_revoke(*, prefix: str | None = None, username: str | None = None) -> list[ApiToken]:
+    """Revoke the live token with `prefix`, or every live token of `username` (operators)."""
+    tokens = ApiToken.objects.filter(revoked_at__isnull=True).select_related("user")
+    if prefix is not None:
+        tokens = tokens.filter(prefix=prefix)
+    if username is not None:
+        tokens = tokens.filter(user__username=username)
+    with transaction.atomic():
+        revoked = list(tokens.select_for_update(of=("self",)))
+        ApiToken.objects.filter(id__in=[t.id for t in revoked]).update(revoked_at=timezone.now())
+    return revoked
+
+
 def api_token_user(secret: str):
     """The user a token belongs to, or None for anything that is not a live token."""
     prefix = split_prefix(secret, API_TOKEN_KIND)

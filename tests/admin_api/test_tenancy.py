@@ -8,6 +8,7 @@ import pytest
 
 from admin_api.api import api
 from lab import models
+from lab.services.credentials import API_TOKEN_KIND, split_prefix
 
 VALID_PATH = {
     "product": "widget",
@@ -43,7 +44,8 @@ BODIES = {
     },
 }
 
-UNSCOPED = {("GET", "/products"), ("POST", "/products")}
+# Lists of the caller's own objects: nothing of another tenant's to find there.
+UNSCOPED = {("GET", "/products"), ("POST", "/products"), ("GET", "/tokens")}
 
 
 def _operations():
@@ -77,7 +79,7 @@ def populated(tenant, product):
         response = tenant.post(path, body)
         assert response.status_code in (200, 201), (path, response.content)
     key = tenant.post("/products/widget/client-keys", {"name": "line"}).json()
-    return {"key_id": key["id"]}
+    return {"key_id": key["id"], "prefix": split_prefix(tenant.token, API_TOKEN_KIND)}
 
 
 def _snapshot():
@@ -94,6 +96,7 @@ def _snapshot():
             models.Measurement,
             models.ClientKey,
             models.AuditEvent,
+            models.ApiToken,
         )
     }
 
@@ -105,7 +108,7 @@ def test_tenancy__every_route__another_tenants_objects_are_404(populated, other_
     for method, template in _operations():
         if (method, template) in UNSCOPED:
             continue
-        path = template.format(**VALID_PATH, key_id=populated["key_id"])
+        path = template.format(**VALID_PATH, **populated)
         body = BODIES.get((method, template))
         if method in ("POST", "PUT", "PATCH"):
             assert body is not None, f"add a valid body for {method} {template} to BODIES"
