@@ -66,3 +66,25 @@ def test_write_config__nginx_accepts_it(tmp_path):
 
     assert checked.returncode == 0, checked.stderr
     assert str(tmp_path / "run" / "nginx.pid") in config.read_text()
+
+
+def test_compose__nginx_renders_the_same_site_as_make_serve_production():
+    """deploy/compose.yaml feeds the same template to the nginx image's envsubst."""
+    import yaml
+
+    compose = yaml.safe_load((front.TEMPLATES.parent / "compose.yaml").read_text())
+    nginx = compose["services"]["nginx"]
+    mounted = {volume.split(":")[0]: volume.split(":")[1] for volume in nginx["volumes"]}
+    assert mounted["./nginx/lab.conf.template"].startswith("/etc/nginx/templates/")
+    env = nginx["environment"]
+
+    by_envsubst = front.render(front.SITE_TEMPLATE, env)
+
+    assert by_envsubst == front.render_site(
+        listen=env["LAB_LISTEN"],
+        upstreams=["lab:8000"],
+        max_body_size=int(env["LAB_MAX_BODY_SIZE"]),
+    )
+    # gunicorn is reachable only through nginx, and runs the production config
+    assert "ports" not in compose["services"]["lab"]
+    assert compose["services"]["lab"]["environment"]["GUNICORN_BIND"] == "0.0.0.0:8000"
