@@ -88,3 +88,49 @@ def test_compose__nginx_renders_the_same_site_as_make_serve_production():
     # gunicorn is reachable only through nginx, and runs the production config
     assert "ports" not in compose["services"]["lab"]
     assert compose["services"]["lab"]["environment"]["GUNICORN_BIND"] == "0.0.0.0:8000"
+
+
+def test_front__gunicorn_not_answering__503_json_with_retry_after(tmp_path):
+    """nginx's own errors are JSON like Lab's: here its upstream socket does not exist."""
+    import http.client
+    import json
+    import socket
+    import time
+
+    binary = front.nginx_binary()
+    if binary is None:
+        if IN_CI:
+            pytest.fail("CI=true but nginx is not installed (.ci/run installs it)")
+        pytest.skip("nginx is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = front.write_config(
+        tmp_path / "run",
+        listen=f"127.0.0.1:{port}",
+        upstreams=[f"unix:{tmp_path}/nobody-listens.sock"],
+        max_body_size=LIMIT,
+    )
+    nginx = subprocess.Popen(
+        front.nginx_command(config, binary), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("POST", "/api/v1/decide", body=b"{}", headers={"Host": "localhost"})
+                response = conn.getresponse()
+                body = response.read()
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.1)
+    finally:
+        nginx.terminate()
+        nginx.wait(20)
+
+    assert response.status == 503
+    assert response.getheader("Content-Type") == "application/json"
+    assert response.getheader("Retry-After") == "1"
+    assert "retry" in json.loads(body)["detail"]
