@@ -62,6 +62,11 @@ def check_port_free(host: str, port: int, bind: str) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+        except PermissionError:
+            raise Refused(
+                f"Cannot listen on {bind}: permission denied (ports below 1024 need root); "
+                f"choose another, e.g. BIND={host}:8080"
+            ) from None
         except OSError as exc:
             raise Refused(
                 f"Cannot listen on {bind}: {exc.strerror or exc}. Another process probably "
