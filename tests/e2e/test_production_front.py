@@ -10,6 +10,7 @@ that is why gunicorn must not face clients (docs/operations.md, "The production 
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -155,8 +156,6 @@ def database_env() -> Iterator[dict[str, str]]:
 
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        import shutil
-
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -204,6 +203,7 @@ def front(database_env) -> Iterator[Front]:
     status = running.stop(signal.SIGTERM)
     assert status == 0, running.tail()
     wait_until(lambda: not any(map(pid_alive, running.descendants)), 30, "no process left behind")
+    shutil.rmtree(running.log.parent, ignore_errors=True)
 
 
 # --- Slow clients
@@ -463,3 +463,4 @@ def test_serve_production__ctrl_c__stops_nginx_and_gunicorn(database_env):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", running.port))
+    shutil.rmtree(running.log.parent, ignore_errors=True)
