@@ -1,6 +1,8 @@
-# Lab: the service image. Build: docker build -t lab .
-# Run:   docker run --rm -p 8000:8000 -v lab-data:/data lab
-# (see docs/operations.md: migrate first, then point DATABASE_URL/REDIS_URL at real servers)
+# Lab: the service image. gunicorn's sync workers must not face clients directly: run it
+# behind nginx with deploy/compose.yaml (docs/operations.md, "The Docker image"):
+#   docker compose -f deploy/compose.yaml up --build -d
+#   docker compose -f deploy/compose.yaml run --rm lab python manage.py create_api_token admin
+# The API docs' assets are served by the image itself (WhiteNoise), nothing to collect.
 
 FROM python:3.11-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

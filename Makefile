@@ -1,8 +1,9 @@
 # Lab for developers. Needs only python3 (3.11 or newer) and make; everything else is
 # installed into $(VENV).
 #
-#   make serve   run Lab on http://127.0.0.1:8000 with a demo product and its keys
-#   make test    run the test suite
+#   make serve              run Lab on http://127.0.0.1:8000 with a demo product and its keys
+#   make serve-production   run Lab behind nginx on BIND (installs nginx when missing)
+#   make test               run the test suite
 #
 # Both use DATABASE_URL and REDIS_URL when they are set; otherwise a SQLite file in the
 # project folder and an in-process cache (no server to start).
@@ -10,6 +11,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIND ?= 127.0.0.1:8000
+# Fewer workers than production for the development server: each one costs memory, and
+# two answer a developer's curls without delay.
+SERVE_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -17,10 +21,11 @@ BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test dev lint
+.PHONY: help serve serve-production nginx test dev lint
 
 help:
 	@echo "make serve   run Lab on http://$(BIND) with a demo product (prints its keys)"
+	@echo "make serve-production BIND=HOST:PORT   Lab behind nginx (docs/operations.md)"
 	@echo "make test    run the tests (PostgreSQL/Redis tests skip unless DATABASE_URL/REDIS_URL are set)"
 	@echo "make lint    ruff check and ruff format --check"
 
@@ -42,16 +47,23 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 dev: $(VENV)/.installed-dev
 
+# deploy/serve.py checks the port and the database first, applies migrations, starts
+# gunicorn and prints the demo's keys and curls only once the server answers them.
 serve: $(VENV)/.installed
-	$(BIN)/python manage.py migrate --no-input
-	@echo
-	@$(BIN)/python manage.py demo --base-url http://$(BIND)
-	@token="$$($(BIN)/python manage.py create_api_token demo 2>/dev/null | tail -n 1)" \
-		&& echo "Admin API token: $$token" \
-		&& echo "List the demo user's products:" \
-		&& echo "curl -s http://$(BIND)/api/admin/v1/products -H 'Authorization: Bearer $$token'"
-	@echo
-	exec $(BIN)/gunicorn -c gunicorn.conf.py --bind $(BIND) lab.wsgi:application
+	@exec $(BIN)/python deploy/serve.py --bind $(BIND) --workers $(SERVE_WORKERS) --demo
+
+# nginx in front of gunicorn (on a unix socket), listening on BIND; Ctrl-C stops both.
+serve-production: $(VENV)/.installed nginx
+	@exec $(BIN)/python deploy/serve.py --bind $(BIND) --front nginx
+
+# Debian's nginx, installed only when missing (as .ci/run installs its tools).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		echo "Installing nginx (apt-get)..."; \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq \
+			&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	}
 
 test: $(VENV)/.installed-dev
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \

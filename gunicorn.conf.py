@@ -6,6 +6,8 @@ Environment:
   GUNICORN_WORKERS   sync worker processes (or WEB_CONCURRENCY; default 2 * CPUs + 1, at
                      most 12)
   GUNICORN_TIMEOUT   seconds before a silent worker is restarted (default 30)
+  GUNICORN_PRELOAD   load the application once in the master before forking workers
+                     (default true; docs/operations.md, "Start-up")
   PROMETHEUS_MULTIPROC_DIR  where workers write metric values; a fresh temporary directory
                      when unset. Emptied at start either way, as prometheus_client requires.
 """
@@ -32,6 +34,19 @@ workers = int(
 # worker (CONN_MAX_AGE); no thread or event-loop safety to reason about.
 worker_class = "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# Import Django, the URLconf and every API module (SciPy included) once, in the master, and
+# fork workers that already have them: on 2 cores, five workers each importing for a second
+# made the first requests after a start wait several seconds. Safe here because nothing
+# opens a connection at import (the database and Redis connect on a worker's first use; the
+# master closes anything opened anyway, see when_ready) and prometheus_client notices the
+# fork and gives each worker its own files. The price: a HUP no longer reloads code;
+# restart the master to deploy a new version.
+preload_app = os.environ.get("GUNICORN_PRELOAD", "true").strip().lower() not in (
+    "0",
+    "false",
+    "no",
+    "off",
+)
 graceful_timeout = 30
 keepalive = 5
 # Logs are JSON lines from Django (one per request, with its id); gunicorn's own access log
@@ -59,13 +74,28 @@ def on_starting(server):
             entry.unlink()
 
 
-def post_worker_init(worker):
-    """Load the URLconf, and with it every API module (admin, results, SciPy), before the
-    worker takes its first request: otherwise that request pays for the imports (0.7 s
-    measured, load_tests/RESULTS.md), once per worker after every start or restart."""
+def _load_urlconf():
+    """Load the URLconf, and with it every API module (admin, results, SciPy): otherwise the
+    first request pays for those imports (0.7 s measured, load_tests/RESULTS.md)."""
     from django.urls import get_resolver
 
     get_resolver().resolve("/healthz")
+
+
+def when_ready(server):
+    """In the master, before the first fork, when the application is preloaded."""
+    if server.cfg.preload_app:
+        _load_urlconf()
+        from django.db import connections
+
+        # Forked children must never share a connection socket with the master or each other.
+        connections.close_all()
+
+
+def post_worker_init(worker):
+    """Without preloading, each worker loads the URLconf before its first request (a no-op
+    when the master already did)."""
+    _load_urlconf()
 
 
 def child_exit(server, worker):

@@ -15,6 +15,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.staticfiles",
     "ninja",
     "lab",
 ]
@@ -23,6 +24,8 @@ MIDDLEWARE = [
     "lab.middleware.RequestIdMiddleware",
     "lab.middleware.HttpContractMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the interactive API docs' assets (see "Static files" below).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
 ]
 
 ROOT_URLCONF = "lab.urls"
@@ -95,6 +98,14 @@ def _cache(prefix: str) -> dict:
 
 
 CACHES = {"default": _cache("lab"), "decide": _cache("decide")}
+
+# --- Static files: the only ones are the Swagger UI assets of /api/v1/docs and
+# /api/admin/v1/docs, shipped inside django-ninja. WhiteNoise serves them from the installed
+# packages through Django's finders, so the embedded default, gunicorn, the nginx front and
+# the Docker image need no collectstatic step and no file server (docs/operations.md).
+STATIC_URL = "static/"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
 
 # --- Bodies: the bulk endpoints take up to 10,000 rows; larger bodies answer 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=8 * 1024 * 1024)

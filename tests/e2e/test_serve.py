@@ -1,0 +1,153 @@
+"""`make serve` (deploy/serve.py --demo): ready means ready.
+
+What it prints can be pasted the moment it appears; a busy port or a missing PostgreSQL
+database stops it before it prints any key, with a message that says what to do.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+
+from tests.e2e.processes import children, free_port, pid_alive, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def serve_env(database_url: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "TEST_DATABASE_NAME")
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        DJANGO_SETTINGS_MODULE="lab.settings",
+        LOG_LEVEL="WARNING",
+        ACCESS_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "deploy/serve.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--demo",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def test_make_serve__printed_curls__answer_the_moment_they_appear(tmp_path):
+    # Given `make serve` on a fresh embedded database
+    env = serve_env(f"sqlite:///{tmp_path / 'lab.sqlite3'}")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    process = serve(port, env, log)
+    try:
+        # When its admin token line appears (the last thing it prints before serving)
+        wait_until(
+            lambda: (
+                process.poll() is None and "Lab is serving on" in log.read_text(errors="replace")
+            ),
+            120,
+            "make serve to print its curls",
+        )
+        text = log.read_text(errors="replace")
+        # Then the decide curl answers at once, with the printed client key
+        client_key = re.search(r"Client key: (\S+)", text).group(1)
+        token = re.search(r"Admin API token: (\S+)", text).group(1)
+        decide = requests.post(
+            f"http://127.0.0.1:{port}/api/v1/decide",
+            json={"unit": "SN-0001"},
+            headers={"Authorization": f"Bearer {client_key}"},
+            timeout=2,
+        )
+        assert decide.status_code == 200, decide.text
+        assert decide.json()["variants"]
+        products = requests.get(
+            f"http://127.0.0.1:{port}/api/admin/v1/products",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=2,
+        )
+        assert products.status_code == 200, products.text
+        # and the curls name the address it serves on
+        assert f"http://127.0.0.1:{port}/api/v1/decide" in text
+        started = children(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        status = process.wait(60)
+    assert status == 0, log.read_text(errors="replace")[-3000:]
+    wait_until(lambda: not any(map(pid_alive, started)), 30, "gunicorn to stop")
+
+
+def test_make_serve__port_busy__fails_fast_before_printing_a_key(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = serve_env(f"sqlite:///{tmp_path / 'lab.sqlite3'}")
+        started = time.monotonic()
+        completed = subprocess.run(
+            [sys.executable, "deploy/serve.py", "--bind", f"127.0.0.1:{port}", "--demo"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    assert f"Cannot listen on 127.0.0.1:{port}" in output
+    assert "Client key" not in output and "Admin API token" not in output
+    assert not (tmp_path / "lab.sqlite3").exists()  # nothing was written either
+    assert time.monotonic() - started < 10
+
+
+def test_make_serve__postgres_database_missing__says_how_to_create_it(tmp_path):
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith(("postgres://", "postgresql://")):
+        from tests.conftest import requires_postgres
+
+        requires_postgres()
+    parts = urlsplit(base)
+    missing = f"lab_missing_{os.getpid()}"
+    env = serve_env(urlunsplit(parts._replace(path=f"/{missing}")))
+    port = free_port()
+
+    completed = subprocess.run(
+        [sys.executable, "deploy/serve.py", "--bind", f"127.0.0.1:{port}", "--demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    host, pg_port = parts.hostname, parts.port or 5432
+    assert f"createdb -h {host} -p {pg_port}" in output and missing in output, output
+    assert "Client key" not in output
