@@ -256,15 +256,33 @@ class Seeded:
         )
 
 
-def prepare_database(base_url: str, name: str, assignments: int) -> tuple[Database, Seeded]:
+def prepare_database(
+    base_url: str, name: str, assignments: int, *, analyzed: bool = True
+) -> tuple[Database, Seeded]:
     database = Database(base_url, name)
     log(f"database {name}: create, migrate, seed {assignments:,} assignments")
     database.create()
     manage(database.url, "migrate", "--no-input", "-v", "0")
+    if not analyzed:
+        # As after a restore or a bulk import with autovacuum behind: no statistics at all.
+        # Autovacuum is kept off this database's tables before the seed, so it gathers none
+        # during the seed or the run either.
+        tables = database.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'lab%%'"
+        )
+        for (table,) in tables:
+            database.execute(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false)', fetch=False)
     started = time.monotonic()
     output = manage(database.url, "seed_benchmark", "--assignments", str(assignments))
     seeded = Seeded.from_json(json.loads(output.strip().splitlines()[-1]))
-    database.execute("VACUUM ANALYZE", fetch=False)
+    if analyzed:
+        database.execute("VACUUM ANALYZE", fetch=False)
+    else:
+        with_statistics = database.execute(
+            "SELECT count(DISTINCT starelid) FROM pg_statistic s JOIN pg_class c "
+            "ON c.oid = s.starelid WHERE c.relname LIKE 'lab%%'"
+        )[0][0]
+        log(f"database {name}: not analyzed ({with_statistics} tables have statistics)")
     log(
         f"database {name}: {seeded.assignments:,} assignments, {seeded.known_units:,} known "
         f"units, seeded in {time.monotonic() - started:.1f} s"
@@ -1387,6 +1405,11 @@ def render_markdown(report: dict) -> str:
         f"{meta['rounds']} round(s) of {meta['duration']:g} s per scenario after "
         f"{meta['warmup']:g} s of warm-up, order alternating between rounds. "
         "Figures are the median over rounds, with (min–max)."
+        + (
+            ""
+            if meta.get("analyzed", True)
+            else " The database was **not analyzed** (no statistics, autovacuum off)."
+        )
     )
     for server in report.get("servers", []):
         lines.append("")
@@ -1609,6 +1632,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rate-fraction", type=float, default=0.5)
     parser.add_argument("--assignments", type=int, default=10_000, help="seeded rows (main)")
+    parser.add_argument(
+        "--unanalyzed",
+        action="store_true",
+        help="main database: no VACUUM ANALYZE after the seed, autovacuum off on its tables",
+    )
     parser.add_argument("--growth-sizes", default="10000,1000000")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--soak-interval", type=float, default=10.0)
@@ -1742,6 +1770,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration": args.duration,
             "warmup": args.warmup,
             "rate_fraction": args.rate_fraction,
+            "analyzed": not args.unanalyzed,
         }
     }
     servers: list[Server] = []
@@ -1761,7 +1790,10 @@ def main(argv: list[str] | None = None) -> int:
         needs_main_server = {"main", "fixed", "soak", "profile"} & set(args.phase_list)
         if needs_main_server:
             database, seeded = prepare_database(
-                args.database_url, f"lab_bench_{RUN_ID}", args.assignments
+                args.database_url,
+                f"lab_bench_{RUN_ID}",
+                args.assignments,
+                analyzed=not args.unanalyzed,
             )
             for label, extra, extra_env in args.server_variants:
                 server = Server(
