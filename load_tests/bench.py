@@ -1425,6 +1425,9 @@ def render_markdown(report: dict) -> str:
             "(initdb); 3 experiment flags (2, 3 and 2 variants, flexibleRollout 100 % over "
             f"userId stickiness), {peer['warmup_s']:g} s of JIT warm-up before the rounds."
         )
+    if report.get("peer_skipped"):
+        lines.append("")
+        lines.append(f"Peer not measured: {report['peer_skipped']}")
     summary = report.get("main_summary", {})
     peer_rows = summary.get(PEER_LABEL, {})
     for label, rows in summary.items():
@@ -1811,8 +1814,18 @@ def main(argv: list[str] | None = None) -> int:
             report["servers"] = [server.describe() for server in servers]
             if want_peer:
                 peer = UnleashPeer(args, out_dir, seeded.known_units)
-                peer.start()
-                report["peer"] = {**peer.describe(), "warmup_s": args.peer_warmup}
+                try:
+                    peer.start()
+                except RuntimeError as exc:
+                    # Asked for (--peer): fail. On by default: say why, measure Lab alone.
+                    peer.stop()
+                    if args.peer:
+                        raise
+                    log(f"no peer: {exc}")
+                    report["peer_skipped"] = str(exc)
+                    peer = None
+                else:
+                    report["peer"] = {**peer.describe(), "warmup_s": args.peer_warmup}
         summary_rows: dict = {}
         if "main" in args.phase_list or "fixed" in args.phase_list:
             scenarios = [SCENARIOS[name] for name in args.scenario_list]
