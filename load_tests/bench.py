@@ -1468,6 +1468,8 @@ def render_markdown(report: dict) -> str:
                 f"Batch of 1000 vs single decides for new units, units/s: "
                 f"**{_span(ratio, 1)}×** (target ≥ 10×)."
             )
+        if lines[-1].startswith("|"):
+            lines.append("")  # a line right under a table would be read as one more row
         if "known" in rows and "ratio_to_ceiling" in rows["known"]:
             lines.append(
                 f"Known-unit decide vs the no-op ceiling: "
