@@ -67,6 +67,10 @@ class Scenario:
     probe_path: str = "/api/v1/decide"
 
 
+PEER_SCENARIO = Scenario(
+    "unleash", "Unleash, GET /api/frontend?userId=", "unleash_frontend.lua", probe_path=""
+)
+
 SCENARIOS = {
     "noop": Scenario("noop", "no-op ceiling", "noop.lua", probe_path="/bench/noop"),
     "known": Scenario("known", "decide, known unit", "decide_known.lua"),
@@ -252,15 +256,33 @@ class Seeded:
         )
 
 
-def prepare_database(base_url: str, name: str, assignments: int) -> tuple[Database, Seeded]:
+def prepare_database(
+    base_url: str, name: str, assignments: int, *, analyzed: bool = True
+) -> tuple[Database, Seeded]:
     database = Database(base_url, name)
     log(f"database {name}: create, migrate, seed {assignments:,} assignments")
     database.create()
     manage(database.url, "migrate", "--no-input", "-v", "0")
+    if not analyzed:
+        # As after a restore or a bulk import with autovacuum behind: no statistics at all.
+        # Autovacuum is kept off this database's tables before the seed, so it gathers none
+        # during the seed or the run either.
+        tables = database.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'lab%%'"
+        )
+        for (table,) in tables:
+            database.execute(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false)', fetch=False)
     started = time.monotonic()
     output = manage(database.url, "seed_benchmark", "--assignments", str(assignments))
     seeded = Seeded.from_json(json.loads(output.strip().splitlines()[-1]))
-    database.execute("VACUUM ANALYZE", fetch=False)
+    if analyzed:
+        database.execute("VACUUM ANALYZE", fetch=False)
+    else:
+        with_statistics = database.execute(
+            "SELECT count(DISTINCT starelid) FROM pg_statistic s JOIN pg_class c "
+            "ON c.oid = s.starelid WHERE c.relname LIKE 'lab%%'"
+        )[0][0]
+        log(f"database {name}: not analyzed ({with_statistics} tables have statistics)")
     log(
         f"database {name}: {seeded.assignments:,} assignments, {seeded.known_units:,} known "
         f"units, seeded in {time.monotonic() - started:.1f} s"
@@ -294,6 +316,22 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = out_dir / f"gunicorn-{label}.log"
         self.metrics_dir = Path(tempfile.mkdtemp(prefix=f"lab-bench-prom-{label}-"))
+        # FRONT=nginx: clients talk to nginx on the port (keep-alive), nginx to gunicorn on a
+        # unix socket, as in production (load_tests/nginx/bench.conf).
+        front = self.extra_env.get("FRONT", "")
+        if front not in ("", "nginx"):
+            raise RuntimeError(f"server {label}: FRONT={front!r} (only FRONT=nginx exists)")
+        self.front = (
+            NginxFront(
+                label=label,
+                port=self.port,
+                socket_path=self.metrics_dir / "gunicorn.sock",
+                out_dir=out_dir,
+                workers=self.extra_env.get("FRONT_WORKERS", "1"),
+            )
+            if front
+            else None
+        )
         self.process: subprocess.Popen | None = None
         self.command: list[str] = []
 
@@ -314,6 +352,7 @@ class Server:
             },
         }
         config = ["-c", self.config] if self.config != "none" else []
+        bind = f"unix:{self.front.socket_path}" if self.front else f"127.0.0.1:{self.port}"
         self.command = [
             sys.executable,
             "-m",
@@ -321,9 +360,11 @@ class Server:
             *config,
             *self.extra_args,
             "--bind",
-            f"127.0.0.1:{self.port}",
+            bind,
             "lab.wsgi:application",
         ]
+        if self.front:
+            self.front.start()
         log(f"server {self.label}: {self.describe_command()}")
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         # LAB_ROOT=<folder> serves another checkout (e.g. a patched copy) from the same run.
@@ -353,7 +394,20 @@ class Server:
     def workers(self) -> list[int]:
         return children_of(self.process.pid) if self.process else []
 
+    def process_pids(self) -> list[int]:
+        """The processes whose CPU is "server": gunicorn's master and workers, the front."""
+        front = self.front.pids() if self.front else []
+        return [self.process.pid, *self.workers(), *front]
+
+    def database_pids(self) -> list[int]:
+        return self.database.backend_pids()
+
+    def scenario_env(self, nonce: str) -> dict[str, str]:
+        return scenario_env(self.seeded, nonce)
+
     def stop(self) -> None:
+        if self.front:
+            self.front.stop()
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -379,6 +433,363 @@ class Server:
         }
 
 
+class NginxFront:
+    """nginx from the distribution in front of one gunicorn (load_tests/nginx/bench.conf)."""
+
+    TEMPLATE = LOAD_TESTS / "nginx" / "bench.conf"
+
+    def __init__(self, *, label: str, port: int, socket_path: Path, out_dir: Path, workers: str):
+        self.label = label
+        self.port = port
+        self.socket_path = socket_path
+        self.dir = out_dir / f"nginx-{label}"
+        self.workers = workers
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(nginx).exists():
+            raise RuntimeError("FRONT=nginx needs nginx: apt-get install -y nginx-light")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # As root, nginx's workers would run as nobody and could not open gunicorn's socket.
+        user = "user root;" if os.geteuid() == 0 else ""
+        text = self.TEMPLATE.read_text()
+        for name, value in {
+            "USER": user,
+            "WORKERS": self.workers,
+            "DIR": str(self.dir),
+            "SOCKET": str(self.socket_path),
+            "PORT": str(self.port),
+        }.items():
+            text = text.replace(f"@{name}@", value)
+        config = self.dir / "nginx.conf"
+        config.write_text(text)
+        self.log_file = open(self.dir / "stderr.log", "ab")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            [nginx, "-c", str(config), "-p", str(self.dir), "-e", str(self.dir / "error.log")],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        time.sleep(0.3)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"nginx exited; see {self.dir / 'error.log'}")
+        log(f"front {self.label}: nginx on 127.0.0.1:{self.port} -> unix:{self.socket_path}")
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *children_of(self.process.pid)] if self.process else []
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+
+
+# --- The peer: unleash-server from npm, on Node 22 from npm, over a throwaway PostgreSQL.
+
+UNLEASH_DIR = LOAD_TESTS / "unleash"
+PEER_LABEL = "unleash"
+PEER_FLAGS = {"exp-a": ["a1", "a2"], "exp-b": ["b1", "b2", "b3"], "exp-c": ["c1", "c2"]}
+# The rate limits Unleash applies per minute by default (20,000: 333 req/s) would answer
+# 429 to a benchmark; raised far above what one machine can send.
+PEER_RATE_LIMIT = "100000000"
+
+
+def peer_cache_dir(args: argparse.Namespace) -> Path:
+    """Where the npm install lives between runs: keyed by the lock file's hash, so a new pin
+    installs anew and an unchanged one is never downloaded again."""
+    import hashlib
+
+    lock = (UNLEASH_DIR / "package-lock.json").read_bytes()
+    digest = hashlib.sha256(lock).hexdigest()[:16]
+    base = Path(args.peer_cache or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lab-bench" / f"unleash-{digest}"
+
+
+def peer_usable() -> str | None:
+    """None when the peer can run here, else why not (npm is what it needs)."""
+    if shutil.which("npm") is None:
+        return "npm is not installed (apt-get install -y npm, or Node.js from nodejs.org)"
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not shutil.which("initdb"):
+        return "PostgreSQL's initdb is not installed (apt-get install -y postgresql)"
+    return None
+
+
+def install_peer(args: argparse.Namespace) -> Path:
+    """`npm ci` of load_tests/unleash/ into the cache, once per lock file."""
+    folder = peer_cache_dir(args)
+    marker = folder / ".installed"
+    if marker.exists():
+        log(f"peer: unleash-server cached in {folder}")
+        return folder
+    log(f"peer: npm ci of load_tests/unleash/ into {folder} (once; a few minutes)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy2(UNLEASH_DIR / name, folder / name)
+    done = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel", "error"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"npm ci failed in {folder}:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        )
+    node = folder / "node_modules" / ".bin" / "node"
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    if not version.startswith("v22."):
+        raise RuntimeError(f"{node} is {version or 'missing'}, not Node 22")
+    marker.write_text(version + "\n")
+    return folder
+
+
+def postgres_bin() -> Path:
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    if found:
+        return found[-1].parent
+    return Path(shutil.which("initdb")).parent
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster of its own (initdb + pg_ctl) on a free port, deleted at the end.
+    As root it runs as the postgres user (PostgreSQL refuses root)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.bin = postgres_bin()
+        self.user = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run(command, capture_output=True, text=True, user=self.user)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            shutil.chown(self.folder, self.user)
+        self._run(
+            str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+            "--auth=trust", "-E", "UTF8",
+        )  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
+            "-l", str(self.folder / "postgres.log"), "-w", "start",
+        )  # fmt: skip
+        self._run(
+            str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+            "-U", "postgres", "unleash",
+        )  # fmt: skip
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/unleash"
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def backend_pids(self) -> list[int]:
+        pid = self.postmaster_pid()
+        return [pid, *children_of(pid)] if pid else []
+
+    def stop(self) -> None:
+        if self.data.exists():
+            subprocess.run(
+                [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                capture_output=True,
+                user=self.user,
+            )
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class UnleashPeer:
+    """unleash-server 8 on Node 22 with three experiment flags (weighted variants over userId
+    stickiness), measured with `GET /api/frontend?userId=<random>` (wrk/unleash_frontend.lua)."""
+
+    label = PEER_LABEL
+
+    def __init__(self, args: argparse.Namespace, out_dir: Path, known_units: int):
+        self.args = args
+        self.out_dir = out_dir
+        self.known_units = known_units
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = f"*:*.lab-bench-admin-{secrets.token_hex(8)}"
+        self.frontend_token = f"default:development.lab-bench-frontend-{secrets.token_hex(8)}"
+        self.postgres = ThrowawayPostgres(Path(tempfile.mkdtemp(prefix="lab-bench-unleash-pg-")))
+        self.process: subprocess.Popen | None = None
+        self.version = ""
+
+    def start(self) -> None:
+        folder = install_peer(self.args)
+        node = folder / "node_modules" / ".bin" / "node"
+        server_js = folder / "node_modules" / "unleash-server" / "dist" / "server.js"
+        package = json.loads(
+            (folder / "node_modules" / "unleash-server" / "package.json").read_text()
+        )
+        node_version = (folder / ".installed").read_text().strip()
+        self.version = f"unleash-server {package['version']}, Node {node_version}"
+        self.postgres.start()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "TZ": "UTC",
+            "NODE_ENV": "production",
+            "DATABASE_URL": self.postgres.url,
+            "DATABASE_SSL": "false",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(self.port),
+            "LOG_LEVEL": "error",
+            "INIT_ADMIN_API_TOKENS": self.admin_token,
+            "INIT_FRONTEND_API_TOKENS": self.frontend_token,
+            "TOKEN_AUTHENTICATION_RATE_LIMIT_PER_MINUTE": PEER_RATE_LIMIT,
+            "SDK_API_RATE_LIMIT_PER_MINUTE": PEER_RATE_LIMIT,
+            "CHECK_VERSION": "false",
+            "SEND_TELEMETRY": "false",
+            "SCARF_ANALYTICS": "false",
+            "DO_NOT_TRACK": "1",
+        }
+        self.log_path = self.out_dir / "unleash.log"
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.command = [str(node), str(server_js)]
+        log(f"peer: {self.version} on {self.url}, PostgreSQL {self.postgres.url}")
+        self.process = subprocess.Popen(
+            self.command, cwd=folder, env=env, stdout=self.log_file, stderr=subprocess.STDOUT
+        )
+        self._wait_for("/health", 120)
+        self._seed()
+        # The frontend API serves a copy of the flags refreshed every few seconds.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            toggles = self._frontend("user-0")
+            if len(toggles) == len(PEER_FLAGS):
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(
+                f"Unleash's frontend API did not show the 3 flags; see {self.log_path}"
+            )
+        log(f"peer: seeded {', '.join(PEER_FLAGS)}; JIT warm-up {self.args.peer_warmup:g} s")
+        if self.args.peer_warmup > 0:
+            run_wrk(self, PEER_SCENARIO, self.args.peer_warmup, self.args)
+
+    def _wait_for(self, path: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"unleash-server exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        raise RuntimeError(f"unleash-server did not answer {path} in {seconds:g} s")
+
+    def _admin(self, method: str, path: str, body: dict | None = None) -> None:
+        request = urllib.request.Request(
+            f"{self.url}/api/admin{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": self.admin_token, "Content-Type": "application/json"},
+            method=method,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                pass
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"Unleash {method} {path}: {exc.code} {exc.read()[:500]!r}") from exc
+
+    def _seed(self) -> None:
+        base = "/projects/default/features"
+        for flag, variants in PEER_FLAGS.items():
+            self._admin("POST", base, {"name": flag, "type": "experiment"})
+            # Weights are per mille; the last variant takes the rounding remainder.
+            weights = [1000 // len(variants)] * len(variants)
+            weights[-1] += 1000 - sum(weights)
+            self._admin(
+                "POST",
+                f"{base}/{flag}/environments/development/strategies",
+                {
+                    "name": "flexibleRollout",
+                    "constraints": [],
+                    "parameters": {"rollout": "100", "stickiness": "userId", "groupId": flag},
+                    "variants": [
+                        {
+                            "name": name,
+                            "weight": weight,
+                            "weightType": "variable",
+                            "stickiness": "userId",
+                        }
+                        for name, weight in zip(variants, weights, strict=True)
+                    ],
+                },
+            )
+            self._admin("POST", f"{base}/{flag}/environments/development/on")
+
+    def _frontend(self, user: str) -> list[dict]:
+        request = urllib.request.Request(
+            f"{self.url}/api/frontend?userId={user}",
+            headers={"Authorization": self.frontend_token},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read()).get("toggles", [])
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return []
+
+    def probe(self) -> str | None:
+        toggles = self._frontend("user-1")
+        variants = [t.get("variant", {}).get("name") for t in toggles]
+        if len(toggles) != 3 or any(v in (None, "disabled") for v in variants):
+            return f"Unleash should give 3 flags with a variant each, got {toggles}"
+        return None
+
+    # The interface CpuMeter and run_wrk use.
+    def process_pids(self) -> list[int]:
+        return [self.process.pid, *children_of(self.process.pid)] if self.process else []
+
+    def database_pids(self) -> list[int]:
+        return self.postgres.backend_pids()
+
+    def scenario_env(self, nonce: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "UNLEASH_FRONTEND_TOKEN": self.frontend_token,
+            "UNLEASH_USERS": str(self.known_units),
+            "LAB_RUN_NONCE": nonce,
+        }
+
+    def describe(self) -> dict:
+        return {"label": self.label, "command": self.version, "url": self.url}
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+        self.postgres.stop()
+
+
 # --- Measuring.
 
 
@@ -390,8 +801,8 @@ class CpuMeter:
         self.server = server
 
     def _snapshot(self) -> dict:
-        gunicorn = [self.server.process.pid, *self.server.workers()]
-        postgres = self.server.database.backend_pids()
+        gunicorn = self.server.process_pids()
+        postgres = self.server.database_pids()
         busy, total = machine_cpu_seconds()
         return {
             "gunicorn": {pid: process_cpu_seconds(pid) for pid in gunicorn},
@@ -480,7 +891,7 @@ def run_wrk(server: Server, scenario: Scenario, seconds: float, args: argparse.N
         str(WRK_DIR / scenario.script),
         server.url,
     ]
-    stdout, cpu = run_measured(command, server, scenario_env(server.seeded, new_nonce()))
+    stdout, cpu = run_measured(command, server, server.scenario_env(new_nonce()))
     match = re.search(r"^WRK_JSON (.*)$", stdout, re.MULTILINE)
     if not match:
         raise RuntimeError(f"no summary from wrk:\n{stdout}")
@@ -507,7 +918,7 @@ def run_openloop(
         "--warmup",
         str(args.warmup),
     ]
-    stdout, cpu = run_measured(command, server, scenario_env(server.seeded, new_nonce()))
+    stdout, cpu = run_measured(command, server, server.scenario_env(new_nonce()))
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(cpu)
     return result
@@ -584,8 +995,9 @@ def linear_fit(points: list[tuple[float, float]]) -> dict:
 # --- Phases.
 
 
-def phase_main(servers: list[Server], scenarios: list[Scenario], args) -> dict:
-    """Every scenario on every server, in rounds; odd rounds run the order backwards."""
+def phase_main(servers: list[Server], scenarios: list[Scenario], args, peer=None) -> dict:
+    """Every scenario on every server (and the peer), in rounds; odd rounds run the order
+    backwards, so a slow drift of the machine favours no one."""
     available = []
     for scenario in scenarios:
         problem = probe(servers[0], scenario)
@@ -597,6 +1009,12 @@ def phase_main(servers: list[Server], scenarios: list[Scenario], args) -> dict:
         s.label: {c.name: [] for c in available} for s in servers
     }
     plan = [(server, scenario) for server in servers for scenario in available]
+    if peer is not None:
+        problem = peer.probe()
+        if problem:
+            raise RuntimeError(f"the peer does not answer as seeded: {problem}")
+        runs[peer.label] = {PEER_SCENARIO.name: []}
+        plan.append((peer, PEER_SCENARIO))
     for round_number in range(args.rounds):
         order = plan if round_number % 2 == 0 else list(reversed(plan))
         for server, scenario in order:
@@ -605,7 +1023,7 @@ def phase_main(servers: list[Server], scenarios: list[Scenario], args) -> dict:
             result["round"] = round_number + 1
             runs[server.label][scenario.name].append(result)
             log(
-                f"round {round_number + 1} {server.label:>8} {scenario.name:>6}: "
+                f"round {round_number + 1} {server.label:>8} {scenario.name:>7}: "
                 f"{result['rps']:8.1f} req/s  p50 {result['p50_ms']:7.2f} ms  "
                 f"p99 {result['p99_ms']:7.2f} ms  errors {sum(result['errors'].values())}"
             )
@@ -614,9 +1032,12 @@ def phase_main(servers: list[Server], scenarios: list[Scenario], args) -> dict:
 
 def summarize_main(main: dict) -> dict:
     summary: dict[str, dict] = {}
+    peer_runs = main["runs"].get(PEER_LABEL, {}).get(PEER_SCENARIO.name, [])
+    first_lab = next((runs for label, runs in main["runs"].items() if label != PEER_LABEL), {})
     for label, by_scenario in main["runs"].items():
         rows = {}
-        ceiling = by_scenario.get("noop", [])
+        # The peer's ratio to the ceiling is to the first Lab server's no-op of the same round.
+        ceiling = by_scenario.get("noop", first_lab.get("noop", []))
         single_new = by_scenario.get("new", [])
         for name, runs in by_scenario.items():
             row = {
@@ -625,6 +1046,8 @@ def summarize_main(main: dict) -> dict:
                 "p50_ms": spread([r["p50_ms"] for r in runs]),
                 "p99_ms": spread([r["p99_ms"] for r in runs]),
                 "errors": sum(sum(r["errors"].values()) for r in runs),
+                # wrk counts answers with a status of 400 or more: non-2xx (no 3xx here).
+                "non_2xx": sum(r["errors"]["status"] for r in runs),
                 "requests": sum(r["requests"] for r in runs),
                 "server_cores": spread(
                     [(r["gunicorn_cpu_s"] + r["postgres_cpu_s"]) / r["wall_s"] for r in runs]
@@ -643,6 +1066,10 @@ def summarize_main(main: dict) -> dict:
             if ceiling:
                 row["ratio_to_ceiling"] = spread(
                     [r["rps"] / c["rps"] for r, c in zip(runs, ceiling, strict=False)]
+                )
+            if peer_runs and label != PEER_LABEL:
+                row["ratio_to_peer"] = spread(
+                    [r["rps"] / c["rps"] for r, c in zip(runs, peer_runs, strict=False)]
                 )
             if name == "batch" and single_new:
                 row["units_vs_single_new"] = spread(
@@ -978,6 +1405,11 @@ def render_markdown(report: dict) -> str:
         f"{meta['rounds']} round(s) of {meta['duration']:g} s per scenario after "
         f"{meta['warmup']:g} s of warm-up, order alternating between rounds. "
         "Figures are the median over rounds, with (min–max)."
+        + (
+            ""
+            if meta.get("analyzed", True)
+            else " The database was **not analyzed** (no statistics, autovacuum off)."
+        )
     )
     for server in report.get("servers", []):
         lines.append("")
@@ -985,23 +1417,49 @@ def render_markdown(report: dict) -> str:
             f"Server `{server['label']}`: `{server['command']}` — {server['workers']} workers, "
             f"{server['threads_per_worker']} OS threads each."
         )
-    for label, rows in report.get("main_summary", {}).items():
+    peer = report.get("peer")
+    if peer:
+        lines.append("")
+        lines.append(
+            f"Peer `{PEER_LABEL}`: {peer['command']}, one Node process, its own PostgreSQL "
+            "(initdb); 3 experiment flags (2, 3 and 2 variants, flexibleRollout 100 % over "
+            f"userId stickiness), {peer['warmup_s']:g} s of JIT warm-up before the rounds."
+        )
+    if report.get("peer_skipped"):
+        lines.append("")
+        lines.append(f"Peer not measured: {report['peer_skipped']}")
+    summary = report.get("main_summary", {})
+    peer_rows = summary.get(PEER_LABEL, {})
+    for label, rows in summary.items():
+        if label == PEER_LABEL:
+            continue
         lines.append("")
         lines.append(f"### Throughput, closed loop (wrk) — server `{label}`")
         lines.append("")
         lines.append(
-            "| scenario | req/s | units/s | p50 ms | p99 ms | × ceiling | server CPU (cores) "
-            "| of which PostgreSQL | wrk CPU (cores) | other CPU | server CPU µs/req | errors |"
+            "| scenario | req/s | units/s | p50 ms | p99 ms | × ceiling | × Unleash "
+            "| server CPU (cores) | of which PostgreSQL | wrk CPU (cores) | other CPU "
+            "| server CPU µs/req | non-2xx | errors |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, row in rows.items():
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for name, row in [*rows.items(), *peer_rows.items()]:
+            title = PEER_SCENARIO.title if name == PEER_SCENARIO.name else SCENARIOS[name].title
+            versus_peer = (
+                "1.00"
+                if name == PEER_SCENARIO.name
+                else _span(row["ratio_to_peer"], 2)
+                if "ratio_to_peer" in row and name != "batch"
+                else "-"
+            )
             lines.append(
-                f"| {SCENARIOS[name].title} | {_span(row['rps'])} | {_span(row['units_per_s'], 0)} "
+                f"| {title} | {_span(row['rps'])} | {_span(row['units_per_s'], 0)} "
                 f"| {_span(row['p50_ms'], 2)} | {_span(row['p99_ms'], 2)} "
                 f"| {'-' if name == 'batch' else _span(row.get('ratio_to_ceiling', _none()), 2)} "
+                f"| {versus_peer} "
                 f"| {_span(row['server_cores'], 2)} | {_span(row['postgres_cores'], 2)} "
                 f"| {_span(row['generator_cores'], 2)} | {_span(row['other_cores'], 2)} "
-                f"| {_span(row['server_cpu_us_per_request'], 0)} | {row['errors']} |"
+                f"| {_span(row['server_cpu_us_per_request'], 0)} | {row.get('non_2xx', '-')} "
+                f"| {row['errors']} |"
             )
         if "batch" in rows and "units_vs_single_new" in rows["batch"]:
             ratio = rows["batch"]["units_vs_single_new"]
@@ -1010,10 +1468,17 @@ def render_markdown(report: dict) -> str:
                 f"Batch of 1000 vs single decides for new units, units/s: "
                 f"**{_span(ratio, 1)}×** (target ≥ 10×)."
             )
+        if lines[-1].startswith("|"):
+            lines.append("")  # a line right under a table would be read as one more row
         if "known" in rows and "ratio_to_ceiling" in rows["known"]:
             lines.append(
                 f"Known-unit decide vs the no-op ceiling: "
                 f"**{_span(rows['known']['ratio_to_ceiling'], 2)}×** (target ≥ 0.5×)."
+            )
+        if "known" in rows and "ratio_to_peer" in rows["known"]:
+            lines.append(
+                f"Known-unit decide vs Unleash's per-user evaluation: "
+                f"**{_span(rows['known']['ratio_to_peer'], 2)}×** (target ≥ 1.35×)."
             )
     if report.get("fixed"):
         lines.append("")
@@ -1172,6 +1637,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rate-fraction", type=float, default=0.5)
     parser.add_argument("--assignments", type=int, default=10_000, help="seeded rows (main)")
+    parser.add_argument(
+        "--unanalyzed",
+        action="store_true",
+        help="main database: no VACUUM ANALYZE after the seed, autovacuum off on its tables",
+    )
     parser.add_argument("--growth-sizes", default="10000,1000000")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--soak-interval", type=float, default=10.0)
@@ -1206,6 +1676,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
         help="Redis for the servers (keys under CACHE_KEY_PREFIX bench-<run id>..., "
         "deleted at the end); 'none': no Redis, each worker caches in memory",
+    )
+    parser.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure Unleash's per-user evaluation in the main phase's rounds (default: on "
+        "when npm is installed; --peer makes a missing npm an error, --no-peer skips it)",
+    )
+    parser.add_argument(
+        "--peer-warmup", type=float, default=15.0, help="seconds of load before Unleash's rounds"
+    )
+    parser.add_argument(
+        "--peer-cache",
+        default=None,
+        help="folder of the npm install cache (default $XDG_CACHE_HOME or ~/.cache)",
     )
     parser.add_argument("--keep-db", action="store_true", help="do not drop the databases")
     parser.add_argument("--out", default=None, help="folder for logs, JSON and profiles")
@@ -1257,6 +1742,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         env = dict(t.split("=", 1) for t in tokens if re.match(r"^[A-Z_][A-Z0-9_]*=", t))
         gunicorn_args = [t for t in tokens if not re.match(r"^[A-Z_][A-Z0-9_]*=", t)]
         args.server_variants.append((label, gunicorn_args, env))
+    if args.quick and args.peer_warmup == 15.0:
+        args.peer_warmup = 3.0
     args.gunicorn_args = args.server_variants[0][1]
     args.gunicorn_env = args.server_variants[0][2]
     return args
@@ -1288,15 +1775,30 @@ def main(argv: list[str] | None = None) -> int:
             "duration": args.duration,
             "warmup": args.warmup,
             "rate_fraction": args.rate_fraction,
+            "analyzed": not args.unanalyzed,
         }
     }
     servers: list[Server] = []
     database = None
+    peer = None
+    if "main" in args.phase_list or "fixed" in args.phase_list:
+        unusable = peer_usable()
+        if args.peer and unusable:
+            print(f"--peer: {unusable}", file=sys.stderr)
+            return 2
+        if args.peer is None and unusable:
+            log(f"no peer: {unusable}")
+        want_peer = args.peer is True or (args.peer is None and not unusable)
+    else:
+        want_peer = False
     try:
         needs_main_server = {"main", "fixed", "soak", "profile"} & set(args.phase_list)
         if needs_main_server:
             database, seeded = prepare_database(
-                args.database_url, f"lab_bench_{RUN_ID}", args.assignments
+                args.database_url,
+                f"lab_bench_{RUN_ID}",
+                args.assignments,
+                analyzed=not args.unanalyzed,
             )
             for label, extra, extra_env in args.server_variants:
                 server = Server(
@@ -1312,16 +1814,32 @@ def main(argv: list[str] | None = None) -> int:
                 servers.append(server)
                 server.start()
             report["servers"] = [server.describe() for server in servers]
+            if want_peer:
+                peer = UnleashPeer(args, out_dir, seeded.known_units)
+                try:
+                    peer.start()
+                except RuntimeError as exc:
+                    # Asked for (--peer): fail. On by default: say why, measure Lab alone.
+                    peer.stop()
+                    if args.peer:
+                        raise
+                    log(f"no peer: {exc}")
+                    report["peer_skipped"] = str(exc)
+                    peer = None
+                else:
+                    report["peer"] = {**peer.describe(), "warmup_s": args.peer_warmup}
         summary_rows: dict = {}
         if "main" in args.phase_list or "fixed" in args.phase_list:
             scenarios = [SCENARIOS[name] for name in args.scenario_list]
             if "fixed" in args.phase_list and "main" not in args.phase_list:
                 log("fixed needs the throughput from main: running main too")
-            main_result = phase_main(servers, scenarios, args)
+            main_result = phase_main(servers, scenarios, args, peer)
             report["main"] = main_result
             report["main_summary"] = summarize_main(main_result)
             summary_rows = report["main_summary"][servers[0].label]
             log(f"assignments rows after main: {database.assignment_rows():,}")
+        if peer is not None:
+            peer.stop()
         if "fixed" in args.phase_list:
             fixed = [s.strip() for s in args.fixed_scenarios.split(",") if s.strip()]
             report["fixed"] = phase_fixed(servers[0], fixed, summary_rows, args)
@@ -1334,6 +1852,8 @@ def main(argv: list[str] | None = None) -> int:
         if "growth" in args.phase_list:
             report["growth"] = phase_growth(args, out_dir)
     finally:
+        if peer is not None:
+            peer.stop()
         for server in servers:
             server.stop()
         if database is not None and not args.keep_db:

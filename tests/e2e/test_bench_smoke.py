@@ -118,6 +118,8 @@ def test_bench_quick__measures_ceiling_and_known_unit_decide(tmp_path):
             settings.REDIS_URL or "none",
             "--server",
             "default=-w 2",
+            # The peer (Unleash on Node) has a benchmark of its own to be in, not the smoke.
+            "--no-peer",
             "--out",
             str(tmp_path),
         ],
