@@ -15,12 +15,15 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "corsheaders",
     "ninja",
     "lab",
 ]
 
 MIDDLEWARE = [
     "lab.middleware.RequestIdMiddleware",
+    # Before anything that can answer, so that preflights and errors carry the CORS headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
 ]
 
@@ -94,6 +97,17 @@ def _cache(prefix: str) -> dict:
 
 
 CACHES = {"default": _cache("lab"), "decide": _cache("decide")}
+
+# --- CORS (django-cors-headers): browsers on these origins may call OFREP and decide, e.g.
+# the OpenFeature web provider in a page. None by default; see docs/decide.md ("Browsers").
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+# Only the client-key endpoints: the admin API is never offered to other origins.
+CORS_URLS_REGEX = r"^/(ofrep/v1/.*|api/v1/decide(/batch)?)$"
+CORS_ALLOW_METHODS = ("POST", "OPTIONS")
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "if-none-match", "x-api-key", "x-request-id")
+# ETag: the web provider polls with If-None-Match, which needs it readable cross-origin.
+CORS_EXPOSE_HEADERS = ("etag", "retry-after", "x-request-id")
+CORS_PREFLIGHT_MAX_AGE = 3600
 
 # --- Bodies: the bulk endpoints take up to 10,000 rows; larger bodies answer 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=8 * 1024 * 1024)
