@@ -6,10 +6,10 @@ definition (open-feature/protocol, service/openapi.yaml):
 
 - a stored or new assignment: `value` = `variant` = the variant key, reason `SPLIT`
   (`TARGETING_MATCH` for an operator's forced assignment);
-- no variant (paused experiment or disabled product: reason `DISABLED`; unit outside
-  coverage or no eligible variant: reason `DEFAULT`): `value` is left out, which tells the
-  SDK to use the default in its code (OFREP ADR 0006), and `variant` is `SdkDefault` (not a
-  valid variant key, so it never clashes with one);
+- no variant: `value` = `variant` = `""` (never a variant key), reason `DISABLED` (paused
+  experiment, disabled product) or `SPLIT` (the split left the unit out: outside coverage, or
+  no eligible variant). A value is always sent because the JavaScript server provider reports
+  any success without one as an error; see docs/decide.md, "OpenFeature: OFREP";
 - 400 `PARSE_ERROR` (body not JSON / not an object), `TARGETING_KEY_MISSING`,
   `INVALID_CONTEXT` (context not an object, targetingKey not a unit key); 404
   `FLAG_NOT_FOUND`; 401 for a missing or bad client key (checked first: a request refused
@@ -41,10 +41,13 @@ from lab.vocabulary import Reason
 
 router = Router(tags=["OFREP"], auth=[ClientKeyAuth(), ClientKeyHeader()])
 
-SDK_DEFAULT_VARIANT = "SdkDefault"
+# What a unit without a variant reads, as value and as variant: a string (every provider
+# type-checks the value against the caller's string default) that no variant key can be.
+NO_VARIANT = ""
 
-# Lab's reasons (lab.vocabulary.Reason) in the protocol's words. Reason.UNKNOWN is not an
-# evaluation: it answers 404 FLAG_NOT_FOUND.
+# Lab's reasons (lab.vocabulary.Reason) in the protocol's words, all from its reason list
+# (STATIC, TARGETING_MATCH, SPLIT, DISABLED, UNKNOWN: DEFAULT is an SDK reason, not an OFREP
+# answer). Reason.UNKNOWN is not an evaluation: it answers 404 FLAG_NOT_FOUND.
 REASONS = {
     Reason.HASH: "SPLIT",
     Reason.STORED: "SPLIT",
@@ -52,7 +55,7 @@ REASONS = {
     Reason.FORCED: "TARGETING_MATCH",
     Reason.PAUSED: "DISABLED",
     Reason.DISABLED: "DISABLED",
-    Reason.OUTSIDE: "DEFAULT",
+    Reason.OUTSIDE: "SPLIT",
 }
 
 _REQUEST_BODY = {
@@ -138,14 +141,8 @@ def _flag_not_found(flag: str) -> dict:
 
 
 def evaluation(key: str, answer: Answer) -> dict:
-    if answer.variant is None:
-        return {"key": key, "reason": REASONS[answer.reason], "variant": SDK_DEFAULT_VARIANT}
-    return {
-        "key": key,
-        "value": answer.variant,
-        "reason": REASONS[answer.reason],
-        "variant": answer.variant,
-    }
+    variant = NO_VARIANT if answer.variant is None else answer.variant
+    return {"key": key, "value": variant, "reason": REASONS[answer.reason], "variant": variant}
 
 
 @router.post(
@@ -186,6 +183,7 @@ def evaluate_flags(request):
     etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
     if _entity_tags(request.headers.get("If-None-Match", "")) & {etag, "*"}:
         response = HttpResponse(status=304)
+        del response["Content-Type"]  # no body, so no media type (not Django's text/html)
     else:
         response = HttpResponse(body, content_type="application/json")
     response["ETag"] = etag

@@ -45,6 +45,7 @@ export async function startFlow(spec) {
   });
   const events = [];
   let changes = 0;
+  let changesSeen = 0;
   OpenFeature.addHandler(ProviderEvents.ConfigurationChanged, (details) => {
     changes += 1;
     events.push({ event: 'ConfigurationChanged', flagsChanged: details?.flagsChanged ?? null });
@@ -92,13 +93,14 @@ export async function startFlow(spec) {
     events,
     evaluate,
     // Until a poll came back 304 (nothing changed for the unit).
-    waitForNotModified: (timeoutMs = 10000) =>
-      waitFor(() => requests.some((r) => r.status === 304), timeoutMs, 'a 304 poll'),
-    // Until a poll brought a changed evaluation (ConfigurationChanged).
-    waitForChange: async (timeoutMs = 10000) => {
-      const before = changes;
-      await waitFor(() => changes > before, timeoutMs, 'a ConfigurationChanged event');
+    waitForNotModified: async (timeoutMs = 10000) => {
+      await waitFor(() => requests.some((r) => r.status === 304), timeoutMs, 'a 304 poll');
+      changesSeen = changes;
     },
+    // Until a poll brought a changed evaluation (ConfigurationChanged) after the 304 above:
+    // the change may arrive before the caller asks.
+    waitForChange: (timeoutMs = 10000) =>
+      waitFor(() => changes > changesSeen, timeoutMs, 'a ConfigurationChanged event'),
     close: () => OpenFeature.close(),
   };
 }
