@@ -329,6 +329,7 @@ def _web_spec(server, flags) -> dict:
         "baseUrl": server.base_url,
         "clientKey": flags["client_key"],
         "targetingKey": UNIT,
+        "attributes": ATTRIBUTES,
         "flags": [{"flag": flag, "default": FALLBACK} for flag in flags["expected"]],
         "pollIntervalMs": 300,
     }

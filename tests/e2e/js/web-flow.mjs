@@ -1,7 +1,8 @@
 // One run of the OpenFeature web SDK with its OFREP web provider against Lab: the same code
 // under Node (web-provider.mjs) and in a browser page (page/entry.mjs, bundled by esbuild).
 //
-// spec: {"baseUrl", "clientKey", "targetingKey", "flags": [{"flag", "default"}], "pollIntervalMs"}
+// spec: {"baseUrl", "clientKey", "targetingKey", "attributes"?, "flags": [{"flag", "default"}],
+//        "pollIntervalMs"?}
 import { OFREPWebProvider } from '@openfeature/ofrep-web-provider';
 import { OpenFeature, ProviderEvents } from '@openfeature/web-sdk';
 
@@ -53,7 +54,7 @@ export async function startFlow(spec) {
   OpenFeature.addHandler(ProviderEvents.Error, (details) => {
     events.push({ event: 'Error', message: details?.message ?? null });
   });
-  await OpenFeature.setContext({ targetingKey: spec.targetingKey });
+  await OpenFeature.setContext({ ...spec.attributes, targetingKey: spec.targetingKey });
   let ready = null;
   try {
     await OpenFeature.setProviderAndWait(provider);
