@@ -319,8 +319,13 @@ class _Interactive:
         self.process.stdin.flush()
 
     def close(self) -> None:
+        # SIGTERM first: playwright-core then closes the Chromium it launched.
         if self.process.poll() is None:
-            self.process.kill()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
         self.process.wait(timeout=30)
 
 
