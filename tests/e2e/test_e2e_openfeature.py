@@ -347,6 +347,8 @@ def _check_web_run(provider: str, run: _Interactive, server, flags) -> None:
     # Then it fetched every flag in one bulk evaluation, and reports no error but for the
     # unknown flag
     assert initial["ready"] is True, initial
+    if "shown" in initial:  # in a page: what it wrote into its DOM
+        assert (initial["status"], initial["shown"]) == ("ready", initial["results"]), initial
     decided = _decided(server, flags)
     for result in initial["results"]:
         _check(provider, result["flag"], result, flags["expected"][result["flag"]], decided)
