@@ -444,6 +444,6 @@ def test_e2e__js_web_provider_in_chromium__origin_not_allowed__refused(
     assert initial["origin"] != page_host.origin
     assert initial["ready"] is False, initial
     assert [r["status"] for r in initial["requests"]] == [None], initial["requests"]
+    assert any("OFREPApiFetchError" in (e["message"] or "") for e in initial["events"]), initial
     for result in initial["results"]:
-        assert result["value"] == FALLBACK, result
-        assert result["errorCode"] is not None, result
+        assert (result["value"], result["errorCode"]) == (FALLBACK, "FLAG_NOT_FOUND"), result
