@@ -23,17 +23,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import mmh3
 
+from lab.vocabulary import Reason, Status
+
 __all__ = [
-    "STATUS_DISABLED",
-    "STATUS_ENABLED",
-    "STATUS_REMOVED",
     "CompiledExperiment",
     "Decision",
-    "Source",
     "VariantRange",
     "bucket_position",
     "choose",
@@ -42,19 +40,7 @@ __all__ = [
     "decide_one",
 ]
 
-STATUS_ENABLED = "enabled"
-STATUS_DISABLED = "disabled"
-STATUS_REMOVED = "removed"
-
 _TWO_POW_32 = 2**32
-
-Source = Literal["stored", "hash", "rebucketed"]
-"""How a decision was reached.
-
-``stored``: an existing assignment was kept (sticky; nothing to write).
-``hash``: the unit had no assignment and was bucketed.
-``rebucketed``: the stored variant was removed (or is unknown) and the unit was bucketed again.
-"""
 
 
 def bucket_position(salt: str, unit_key: str) -> float:
@@ -199,7 +185,7 @@ def compile_experiment(
     eligible = [
         (variant_id, variant_key, weight)
         for variant_id, variant_key, status, weight in variants
-        if status == STATUS_ENABLED and weight > 0
+        if status == Status.ENABLED and weight > 0
     ]
     return CompiledExperiment(
         id=id,
@@ -210,7 +196,7 @@ def compile_experiment(
         ranges=compile_ranges(eligible, coverage),
         variant_keys_by_id={variant_id: variant_key for variant_id, variant_key, _, _ in variants},
         removed_variant_ids=frozenset(
-            variant_id for variant_id, _, status, _ in variants if status == STATUS_REMOVED
+            variant_id for variant_id, _, status, _ in variants if status == Status.REMOVED
         ),
     )
 
@@ -218,11 +204,11 @@ def compile_experiment(
 class Decision(NamedTuple):
     """The answer for one (experiment, unit): a variant id (None = no variant) and its source.
 
-    A caller persists the decision when ``variant_id is not None and source != "stored"``.
+    A caller stores the decision when ``variant_id is not None and source != Reason.STORED``.
     """
 
     variant_id: int | None
-    source: Source
+    source: Reason  # Reason.STORED, Reason.HASH or Reason.REBUCKETED
 
 
 def decide_one(
@@ -238,9 +224,9 @@ def decide_one(
             stored_variant_id in experiment.variant_keys_by_id
             and stored_variant_id not in experiment.removed_variant_ids
         ):
-            return Decision(stored_variant_id, "stored")
-        source: Source = "rebucketed"
+            return Decision(stored_variant_id, Reason.STORED)
+        source = Reason.REBUCKETED
     else:
-        source = "hash"
+        source = Reason.HASH
     chosen = choose(experiment.ranges, bucket_position(experiment.salt, unit_key))
     return Decision(chosen.id if chosen is not None else None, source)

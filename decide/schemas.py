@@ -91,18 +91,17 @@ ERRORS = {400: ErrorOut, 401: ErrorOut, 422: ErrorOut, 503: ErrorOut}
 
 # --- OFREP (https://openfeature.dev/, service/openapi.yaml of open-feature/protocol)
 
-OfrepReason = Literal["STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "DEFAULT", "UNKNOWN"]
+OfrepReason = Literal["STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "UNKNOWN"]
 
 
 class OfrepEvaluation(Schema):
     key: str
-    value: str | None = Field(
-        None,
-        description="The variant key. Absent when the SDK must use its code default "
-        "(paused experiment, disabled product, unit outside coverage).",
+    value: str = Field(
+        description='The variant key; "" when the unit gets no variant (paused experiment, '
+        "disabled product, unit outside coverage or no eligible variant)."
     )
     reason: OfrepReason
-    variant: str
+    variant: str = Field(description='The variant key, or "" (as `value`).')
     metadata: dict[str, bool | str | float] | None = None
 
 

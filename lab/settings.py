@@ -16,13 +16,17 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.staticfiles",
+    "corsheaders",
     "ninja",
     "lab",
 ]
 
 MIDDLEWARE = [
     "lab.middleware.RequestIdMiddleware",
+    # The Host check first: nothing, not even a CORS preflight, answers another host.
     "lab.middleware.HttpContractMiddleware",
+    # Before anything else that can answer, so that preflights and errors carry CORS headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the interactive API docs' assets (see "Static files" below).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -106,6 +110,16 @@ CACHES = {"default": _cache("lab"), "decide": _cache("decide")}
 STATIC_URL = "static/"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
+# --- CORS (django-cors-headers): browsers on these origins may call OFREP and decide, e.g.
+# the OpenFeature web provider in a page. None by default; see docs/decide.md ("Browsers").
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+# Only the client-key endpoints: the admin API is never offered to other origins.
+CORS_URLS_REGEX = r"^/(ofrep/v1/.*|api/v1/decide(/batch)?)$"
+CORS_ALLOW_METHODS = ("POST", "OPTIONS")
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "if-none-match", "x-api-key", "x-request-id")
+# ETag: the web provider polls with If-None-Match, which needs it readable cross-origin.
+CORS_EXPOSE_HEADERS = ("etag", "retry-after", "x-request-id")
+CORS_PREFLIGHT_MAX_AGE = 3600
 
 # --- Bodies: the bulk endpoints take up to 10,000 rows; larger bodies answer 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=8 * 1024 * 1024)

@@ -1,6 +1,8 @@
 """OFREP: the shapes, reasons and error codes of the OpenFeature Remote Evaluation Protocol.
 
-(tests/e2e/test_e2e_openfeature.py drives these endpoints with the OpenFeature Python SDK.)
+Every answer these tests get is validated against the protocol's response schema
+(tests/contract/ofrep_schema.py). tests/e2e/test_e2e_openfeature.py drives these endpoints with
+the OpenFeature Python SDK and the JavaScript server and web SDKs.
 """
 
 import orjson
@@ -11,12 +13,42 @@ from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import ErrorCode, Reason
 
+from decide.ofrep import REASONS
 from lab.models import Assignment, Unit
-from tests.decide.conftest import expected_variant, make_experiment, unit_for, variant
+from lab.vocabulary import Reason as LabReason
+from tests.contract import ofrep_schema
+from tests.decide.conftest import (
+    DecideClient,
+    expected_variant,
+    make_experiment,
+    unit_for,
+    variant,
+)
 from tests.factories import AssignmentFactory, UnitFactory
 
 FLAG = "/ofrep/v1/evaluate/flags/{}"
 BULK = "/ofrep/v1/evaluate/flags"
+
+
+@pytest.fixture(autouse=True)
+def _every_answer_valid(monkeypatch):
+    """Every OFREP answer a test gets must be valid under the protocol's schema."""
+    post = DecideClient.post
+
+    def validated(self, path, *args, **kwargs):
+        response = post(self, path, *args, **kwargs)
+        if path.startswith("/ofrep/"):
+            ofrep_schema.assert_valid("bulk" if path == BULK else "single", response)
+        return response
+
+    monkeypatch.setattr(DecideClient, "post", validated)
+
+
+def test_ofrep__every_reason__one_of_the_protocols():
+    # Every reason Lab can answer with maps to a reason of the OFREP schema
+    answered = set(LabReason) - {LabReason.UNKNOWN}
+    assert set(REASONS) == answered
+    assert set(REASONS.values()) <= set(ofrep_schema.REASONS)
 
 
 def test_ofrep__assigned_unit__value_and_variant_are_the_variant_key(decider):
@@ -47,31 +79,38 @@ def test_ofrep__forced_assignment__targeting_match(decider):
     assert (body["value"], body["variant"], body["reason"]) == ("b", "b", "TARGETING_MATCH")
 
 
-def test_ofrep__paused_experiment__disabled_without_value(decider):
+def test_ofrep__paused_experiment__disabled_no_variant(decider):
     # Given a unit assigned, then the experiment paused
     etch = make_experiment(decider.product, "etch")
     decider.flag("etch", "SN-1")
     decider.change(etch, status="disabled")
-    # Then the SDK is told to use its code default: no value, reason DISABLED
+    # Then the unit reads no variant: the empty string, reason DISABLED
     body = decider.flag("etch", "SN-1").json()
-    assert body == {"key": "etch", "reason": "DISABLED", "variant": "SdkDefault"}
+    assert body == {"key": "etch", "value": "", "reason": "DISABLED", "variant": ""}
 
 
-def test_ofrep__product_disabled__disabled_without_value(decider):
+def test_ofrep__product_disabled__disabled_no_variant(decider):
     make_experiment(decider.product, "etch")
     decider.change(decider.product, status="disabled")
     body = decider.flag("etch", "SN-1").json()
-    assert body == {"key": "etch", "reason": "DISABLED", "variant": "SdkDefault"}
+    assert body == {"key": "etch", "value": "", "reason": "DISABLED", "variant": ""}
     assert not Unit.objects.exists()
     # An unknown flag is still unknown
     assert decider.flag("nope", "SN-1").status_code == 404
 
 
-def test_ofrep__outside_coverage__default_without_value(decider):
+def test_ofrep__outside_coverage__split_no_variant(decider):
     etch = make_experiment(decider.product, "etch", coverage=0.3)
     body = decider.flag("etch", unit_for(etch, None)).json()
-    assert body == {"key": "etch", "reason": "DEFAULT", "variant": "SdkDefault"}
+    assert body == {"key": "etch", "value": "", "reason": "SPLIT", "variant": ""}
     assert not Assignment.objects.exists()
+
+
+def test_ofrep__no_eligible_variant__split_no_variant(decider):
+    # Every variant closed: a unit without an assignment gets none
+    make_experiment(decider.product, "etch", [("a", 0), ("b", 0)])
+    body = decider.flag("etch", "SN-1").json()
+    assert body == {"key": "etch", "value": "", "reason": "SPLIT", "variant": ""}
 
 
 @pytest.mark.parametrize("key", ["nope", "Not-A-Key", "x" * 65, "gone"])
@@ -156,8 +195,8 @@ def test_ofrep_bulk__every_enabled_and_paused_flag(decider):
     assert response.json() == {
         "flags": [
             {"key": "etch", "value": expected, "variant": expected, "reason": "SPLIT"},
-            {"key": "anneal", "variant": "SdkDefault", "reason": "DEFAULT"},
-            {"key": "paused", "variant": "SdkDefault", "reason": "DISABLED"},
+            {"key": "anneal", "value": "", "variant": "", "reason": "SPLIT"},
+            {"key": "paused", "value": "", "variant": "", "reason": "DISABLED"},
         ]
     }
     assert response["ETag"]
@@ -172,6 +211,8 @@ def test_ofrep_bulk__if_none_match__304_until_something_changes(decider):
     unchanged = decider.post(BULK, body, HTTP_IF_NONE_MATCH=f'W/"nope", {etag}')
     assert unchanged.status_code == 304
     assert unchanged.content == b""
+    assert "Content-Type" not in unchanged
+    assert unchanged["ETag"] == etag
     # And a change gives a new body and tag
     decider.change(etch, status="disabled")
     changed = decider.post(BULK, body, HTTP_IF_NONE_MATCH=etag)
@@ -197,9 +238,9 @@ def test_ofrep__openfeature_sdk_in_process(decider, monkeypatch):
         expected_variant(etch, "SN-1"),
         Reason.SPLIT,
     )
-    # A paused one gives the code default, without an error
+    # A paused one gives no variant (""), without an error
     paused = client.get_string_details("paused", "fallback", context)
-    assert (paused.value, paused.reason, paused.error_code) == ("fallback", Reason.DISABLED, None)
+    assert (paused.value, paused.reason, paused.error_code) == ("", Reason.DISABLED, None)
     # An unknown one gives the default with FLAG_NOT_FOUND
     missing = client.get_string_details("nope", "fallback", context)
     assert (missing.value, missing.error_code) == ("fallback", ErrorCode.FLAG_NOT_FOUND)

@@ -8,8 +8,12 @@ tests/conftest.py, and only the server writes to it during an e2e test).
 
 Objects are created in the server's database by `Server.orm(...)`, which runs
 tests/e2e/seed.py in a process configured like the server.
+
+`page_host` serves static pages from another origin than the server's (another port); the
+server allows that origin in CORS_ALLOWED_ORIGINS, as an operator would for a web front end.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -17,10 +21,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -123,8 +129,44 @@ def _sqlite_database(folder: Path) -> Iterator[tuple[str, str]]:
     yield f"sqlite:///{folder / 'e2e.sqlite3'}", "sqlite"
 
 
+@dataclass
+class PageHost:
+    """A static file server for test pages: `folder` is served at http://127.0.0.1:`port`/."""
+
+    folder: Path
+    port: int
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/{path}"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
 @pytest.fixture(scope="session")
-def server() -> Iterator[Server]:
+def page_host() -> Iterator[PageHost]:
+    folder = Path(tempfile.mkdtemp(prefix="lab-e2e-pages-"))
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder))
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield PageHost(folder, httpd.server_address[1])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server(page_host) -> Iterator[Server]:
     folder = Path(tempfile.mkdtemp(prefix="lab-e2e-"))
     postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
     databases = _postgres_database() if postgres else _sqlite_database(folder)
@@ -142,6 +184,7 @@ def server() -> Iterator[Server]:
             PYTHONPATH=str(ROOT),
             LOG_LEVEL="WARNING",
             ACCESS_LOG_LEVEL="WARNING",
+            CORS_ALLOWED_ORIGINS=page_host.origin,
         )
         migrate = subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput"],

@@ -23,6 +23,7 @@ def seed(*, username: str, product: str, experiments: list[dict]) -> dict:
             key=spec["key"],
             coverage=spec.get("coverage", 1.0),
             status=spec.get("status", "enabled"),
+            **spec.get("fields", {}),
         )
         for key, weight in spec["variants"]:
             Variant.objects.create(experiment=experiment, key=key, weight=weight)
@@ -53,7 +54,15 @@ def assignments(*, product: str) -> dict:
     return {"assignments": [list(row) for row in rows]}
 
 
-ACTIONS = {f.__name__: f for f in (seed, set_experiment_status, assignments)}
+def has_field(*, model: str, field: str) -> dict:
+    """Whether lab.models.<model> has <field> (for test data that needs a newer schema)."""
+    from django.apps import apps
+
+    names = {f.name for f in apps.get_model("lab", model)._meta.get_fields()}
+    return {"has_field": field in names}
+
+
+ACTIONS = {f.__name__: f for f in (seed, set_experiment_status, assignments, has_field)}
 
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")

@@ -1,5 +1,6 @@
 """Concurrent first decisions on several gunicorn workers: exactly one assignment per
-(experiment, unit), and every response agrees with it (DESIGN §2.4)."""
+(experiment, unit), and every response agrees with it (docs/decide.md, "How the answer
+stays fast")."""
 
 import threading
 from collections import defaultdict
@@ -33,8 +34,9 @@ def test_e2e__parallel_first_decisions__one_row_every_answer_agrees(server, seed
             response = server.post(
                 "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": unit}}, key
             )
+            # OFREP's no-variant value is "" where decide answers null (docs/decide.md).
             body = (
-                {flag["key"]: flag.get("value") for flag in response.json()["flags"]}
+                {flag["key"]: flag["value"] or None for flag in response.json()["flags"]}
                 if response.ok
                 else None
             )
