@@ -12,12 +12,17 @@ This module is the public contract a client SDK may reproduce (see docs/decide.m
    coverage and gets no variant.
 
 Stickiness (an already stored assignment wins unless its variant was removed) is applied by
-:func:`decide_one`. Everything here is plain Python over frozen dataclasses: no Django, no I/O.
+:func:`decide_one`, with the targeting rules around it (docs/decide.md, "Targeting, schedules
+and layers"): outside its schedule an experiment answers nothing (stored assignments kept);
+a stored assignment wins; otherwise a unit outside the experiment's layer slot, or whose
+effective attributes fail a condition, gets nothing and nothing is stored. Everything here
+is plain Python over frozen dataclasses: no Django, no I/O.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +31,8 @@ from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 import mmh3
+
+from decide.targeting import CompiledCondition, LayerSlot, Schedule, all_hold
 
 __all__ = [
     "STATUS_DISABLED",
@@ -40,6 +47,7 @@ __all__ = [
     "compile_experiment",
     "compile_ranges",
     "decide_one",
+    "layer_position",
 ]
 
 STATUS_ENABLED = "enabled"
@@ -48,13 +56,18 @@ STATUS_REMOVED = "removed"
 
 _TWO_POW_32 = 2**32
 
-Source = Literal["stored", "hash", "rebucketed"]
+Source = Literal["stored", "hash", "rebucketed", "off_schedule", "outside_layer", "not_targeted"]
 """How a decision was reached.
 
 ``stored``: an existing assignment was kept (sticky; nothing to write).
 ``hash``: the unit had no assignment and was bucketed.
 ``rebucketed``: the stored variant was removed (or is unknown) and the unit was bucketed again.
+``off_schedule``: now is outside the experiment's schedule: no variant, stored ones kept.
+``outside_layer``: the unit's layer position is outside the experiment's slot: no variant.
+``not_targeted``: the unit's effective attributes fail a condition: no variant.
 """
+
+EMPTY_ATTRIBUTES: Mapping[str, object] = MappingProxyType({})
 
 
 def bucket_position(salt: str, unit_key: str) -> float:
@@ -67,6 +80,11 @@ def bucket_position(salt: str, unit_key: str) -> float:
     h = mmh3.hash(f"{salt}:{unit_key}".encode(), 0, False)
     # h < 2**32, so the quotient is exact in a double and strictly below 1.
     return h / _TWO_POW_32
+
+
+def layer_position(layer_salt: str, unit_key: str) -> float:
+    """The unit's position ``y`` in [0, 1) in a layer: the same hash, with the layer's salt."""
+    return bucket_position(layer_salt, unit_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +175,7 @@ class CompiledExperiment:
     ``variant_keys_by_id`` holds every variant, whatever its status, so a stored assignment
     can always be turned into a key (and an audit trail can name a removed variant).
     ``removed_variant_ids`` are the variants no unit may be served any more.
+    ``schedule``, ``layer`` and ``conditions`` are the experiment's targeting (none by default).
 
     Instances are immutable and hashable: the mapping is wrapped read-only and left out of
     the hash (it is still compared by ``==``).
@@ -170,6 +189,9 @@ class CompiledExperiment:
     ranges: tuple[VariantRange, ...]
     variant_keys_by_id: Mapping[int, str] = field(hash=False)
     removed_variant_ids: frozenset[int] = frozenset()
+    schedule: Schedule | None = None
+    layer: LayerSlot | None = None
+    conditions: tuple[CompiledCondition, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.variant_keys_by_id, MappingProxyType):
@@ -189,6 +211,9 @@ def compile_experiment(
     coverage: float,
     step_key: str | None = None,
     variants: Iterable[tuple[int, str, str, float]],
+    schedule: Schedule | None = None,
+    layer: LayerSlot | None = None,
+    conditions: Sequence[CompiledCondition] = (),
 ) -> CompiledExperiment:
     """Compile an experiment from all its variants as ``(id, key, status, weight)``.
 
@@ -212,13 +237,17 @@ def compile_experiment(
         removed_variant_ids=frozenset(
             variant_id for variant_id, _, status, _ in variants if status == STATUS_REMOVED
         ),
+        schedule=schedule,
+        layer=layer,
+        conditions=tuple(conditions),
     )
 
 
 class Decision(NamedTuple):
     """The answer for one (experiment, unit): a variant id (None = no variant) and its source.
 
-    A caller persists the decision when ``variant_id is not None and source != "stored"``.
+    A caller persists the decision when ``variant_id is not None and source != "stored"``
+    (the sources that answer no variant never store anything).
     """
 
     variant_id: int | None
@@ -226,13 +255,26 @@ class Decision(NamedTuple):
 
 
 def decide_one(
-    experiment: CompiledExperiment, unit_key: str, stored_variant_id: int | None
+    experiment: CompiledExperiment,
+    unit_key: str,
+    stored_variant_id: int | None,
+    attributes: Mapping[str, object] = EMPTY_ATTRIBUTES,
+    now: float | None = None,
 ) -> Decision:
-    """Decide one unit: sticky if stored and not removed, otherwise hash into the ranges.
+    """Decide one unit, in the rule order of docs/decide.md:
 
-    A stored variant that is disabled, has weight 0 or lies outside coverage stays sticky; only
-    a removed variant (or an id the experiment does not know) sends the unit back to the hash.
+    0. outside its schedule (``now``, seconds since the epoch) the experiment answers
+       nothing and stored assignments are kept;
+    1. a stored variant wins (sticky) unless it was removed or the experiment does not know
+       it: a disabled, zero-weight or out-of-coverage variant stays, whatever the layer,
+       conditions or attributes are now;
+    1a. a unit whose layer position is outside the experiment's slot gets nothing;
+    1b. a unit whose effective ``attributes`` fail a condition gets nothing;
+    2-3. otherwise the unit is hashed into the ranges.
     """
+    schedule = experiment.schedule
+    if schedule is not None and not schedule.active(time.time() if now is None else now):
+        return Decision(None, "off_schedule")
     if stored_variant_id is not None:
         if (
             stored_variant_id in experiment.variant_keys_by_id
@@ -242,5 +284,10 @@ def decide_one(
         source: Source = "rebucketed"
     else:
         source = "hash"
+    layer = experiment.layer
+    if layer is not None and not layer.contains(layer_position(layer.salt, unit_key)):
+        return Decision(None, "outside_layer")
+    if experiment.conditions and not all_hold(experiment.conditions, attributes):
+        return Decision(None, "not_targeted")
     chosen = choose(experiment.ranges, bucket_position(experiment.salt, unit_key))
     return Decision(chosen.id if chosen is not None else None, source)

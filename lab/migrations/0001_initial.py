@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,245 +15,569 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prefix', models.CharField(max_length=16, unique=True)),
-                ('digest', models.CharField(max_length=64)),
-                ('name', models.CharField(blank=True, default='', max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("prefix", models.CharField(max_length=16, unique=True)),
+                ("digest", models.CharField(max_length=64)),
+                ("name", models.CharField(blank=True, default="", max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Product',
+            name="Product",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64)),
-                ('name', models.CharField(blank=True, default='', max_length=200)),
-                ('status', models.CharField(choices=[('enabled', 'Enabled'), ('disabled', 'Disabled'), ('removed', 'Removed')], default='enabled', max_length=16)),
-                ('config_version', models.BigIntegerField(default=0, editable=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=64)),
+                ("name", models.CharField(blank=True, default="", max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("enabled", "Enabled"),
+                            ("disabled", "Disabled"),
+                            ("removed", "Removed"),
+                        ],
+                        default="enabled",
+                        max_length=16,
+                    ),
+                ),
+                ("config_version", models.BigIntegerField(default=0, editable=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ClientKey',
+            name="ClientKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prefix', models.CharField(max_length=16, unique=True)),
-                ('digest', models.CharField(max_length=64)),
-                ('name', models.CharField(blank=True, default='', max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='client_keys', to='lab.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("prefix", models.CharField(max_length=16, unique=True)),
+                ("digest", models.CharField(max_length=64)),
+                ("name", models.CharField(blank=True, default="", max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="client_keys",
+                        to="lab.product",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor', models.CharField(max_length=200)),
-                ('action', models.CharField(choices=[('status_changed', 'Status Changed'), ('rebucketed', 'Rebucketed'), ('forced', 'Forced')], max_length=32)),
-                ('object_type', models.CharField(max_length=32)),
-                ('object_key', models.CharField(max_length=400)),
-                ('from_value', models.CharField(blank=True, default='', max_length=128)),
-                ('to_value', models.CharField(blank=True, default='', max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='audit_events', to='lab.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("actor", models.CharField(max_length=200)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("status_changed", "Status Changed"),
+                            ("rebucketed", "Rebucketed"),
+                            ("forced", "Forced"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("object_type", models.CharField(max_length=32)),
+                ("object_key", models.CharField(max_length=400)),
+                ("from_value", models.CharField(blank=True, default="", max_length=128)),
+                ("to_value", models.CharField(blank=True, default="", max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="audit_events",
+                        to="lab.product",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='Step',
+            name="Step",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64)),
-                ('name', models.CharField(blank=True, default='', max_length=200)),
-                ('position', models.IntegerField(default=0)),
-                ('status', models.CharField(choices=[('enabled', 'Enabled'), ('disabled', 'Disabled'), ('removed', 'Removed')], default='enabled', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='steps', to='lab.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=64)),
+                ("name", models.CharField(blank=True, default="", max_length=200)),
+                ("position", models.IntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("enabled", "Enabled"),
+                            ("disabled", "Disabled"),
+                            ("removed", "Removed"),
+                        ],
+                        default="enabled",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="steps",
+                        to="lab.product",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position', 'id'],
+                "ordering": ["position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Metric',
+            name="Metric",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64)),
-                ('name', models.CharField(blank=True, default='', max_length=200)),
-                ('lower_limit', models.FloatField(blank=True, null=True)),
-                ('nominal', models.FloatField(blank=True, null=True)),
-                ('upper_limit', models.FloatField(blank=True, null=True)),
-                ('unit_of_measure', models.CharField(blank=True, default='', max_length=32)),
-                ('status', models.CharField(choices=[('enabled', 'Enabled'), ('disabled', 'Disabled'), ('removed', 'Removed')], default='enabled', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='metrics', to='lab.product')),
-                ('step', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='lab.step')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=64)),
+                ("name", models.CharField(blank=True, default="", max_length=200)),
+                ("lower_limit", models.FloatField(blank=True, null=True)),
+                ("nominal", models.FloatField(blank=True, null=True)),
+                ("upper_limit", models.FloatField(blank=True, null=True)),
+                ("unit_of_measure", models.CharField(blank=True, default="", max_length=32)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("enabled", "Enabled"),
+                            ("disabled", "Disabled"),
+                            ("removed", "Removed"),
+                        ],
+                        default="enabled",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="metrics",
+                        to="lab.product",
+                    ),
+                ),
+                (
+                    "step",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to="lab.step",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Experiment',
+            name="Experiment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64)),
-                ('name', models.CharField(blank=True, default='', max_length=200)),
-                ('description', models.TextField(blank=True, default='')),
-                ('status', models.CharField(choices=[('enabled', 'Enabled'), ('disabled', 'Disabled'), ('removed', 'Removed')], default='enabled', max_length=16)),
-                ('coverage', models.FloatField(default=1.0)),
-                ('salt', models.CharField(default=lab.models.new_salt, editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='experiments', to='lab.product')),
-                ('step', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='lab.step')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=64)),
+                ("name", models.CharField(blank=True, default="", max_length=200)),
+                ("description", models.TextField(blank=True, default="")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("enabled", "Enabled"),
+                            ("disabled", "Disabled"),
+                            ("removed", "Removed"),
+                        ],
+                        default="enabled",
+                        max_length=16,
+                    ),
+                ),
+                ("coverage", models.FloatField(default=1.0)),
+                (
+                    "salt",
+                    models.CharField(default=lab.models.new_salt, editable=False, max_length=64),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="experiments",
+                        to="lab.product",
+                    ),
+                ),
+                (
+                    "step",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to="lab.step",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Unit',
+            name="Unit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='units', to='lab.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="units",
+                        to="lab.product",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Measurement',
+            name="Measurement",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('value', models.FloatField()),
-                ('measured_at', models.DateTimeField()),
-                ('metric', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='measurements', to='lab.metric')),
-                ('unit', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='measurements', to='lab.unit')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("value", models.FloatField()),
+                ("measured_at", models.DateTimeField()),
+                (
+                    "metric",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="measurements",
+                        to="lab.metric",
+                    ),
+                ),
+                (
+                    "unit",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="measurements",
+                        to="lab.unit",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Variant',
+            name="Variant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64)),
-                ('name', models.CharField(blank=True, default='', max_length=200)),
-                ('status', models.CharField(choices=[('enabled', 'Enabled'), ('disabled', 'Disabled'), ('removed', 'Removed')], default='enabled', max_length=16)),
-                ('weight', models.FloatField(default=1.0)),
-                ('is_control', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('experiment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='variants', to='lab.experiment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=64)),
+                ("name", models.CharField(blank=True, default="", max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("enabled", "Enabled"),
+                            ("disabled", "Disabled"),
+                            ("removed", "Removed"),
+                        ],
+                        default="enabled",
+                        max_length=16,
+                    ),
+                ),
+                ("weight", models.FloatField(default=1.0)),
+                ("is_control", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "experiment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="variants",
+                        to="lab.experiment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Assignment',
+            name="Assignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(choices=[('hash', 'Hash'), ('forced', 'Forced'), ('rebucketed', 'Rebucketed')], max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('experiment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='assignments', to='lab.experiment')),
-                ('unit', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='assignments', to='lab.unit')),
-                ('variant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='assignments', to='lab.variant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("hash", "Hash"),
+                            ("forced", "Forced"),
+                            ("rebucketed", "Rebucketed"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "experiment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="assignments",
+                        to="lab.experiment",
+                    ),
+                ),
+                (
+                    "unit",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="assignments",
+                        to="lab.unit",
+                    ),
+                ),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="assignments",
+                        to="lab.variant",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='product',
-            constraint=models.UniqueConstraint(fields=('user', 'key'), name='product_key_unique_per_user'),
+            model_name="product",
+            constraint=models.UniqueConstraint(
+                fields=("user", "key"), name="product_key_unique_per_user"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='product',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['enabled', 'disabled', 'removed'])), name='product_status_valid', violation_error_message='status must be enabled, disabled or removed'),
+            model_name="product",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["enabled", "disabled", "removed"])),
+                name="product_status_valid",
+                violation_error_message="status must be enabled, disabled or removed",
+            ),
         ),
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['product', '-id'], name='audit_product_recent'),
+            model_name="auditevent",
+            index=models.Index(fields=["product", "-id"], name="audit_product_recent"),
         ),
         migrations.AddConstraint(
-            model_name='step',
-            constraint=models.UniqueConstraint(fields=('product', 'key'), name='step_key_unique_per_product'),
+            model_name="step",
+            constraint=models.UniqueConstraint(
+                fields=("product", "key"), name="step_key_unique_per_product"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='step',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['enabled', 'disabled', 'removed'])), name='step_status_valid', violation_error_message='status must be enabled, disabled or removed'),
+            model_name="step",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["enabled", "disabled", "removed"])),
+                name="step_status_valid",
+                violation_error_message="status must be enabled, disabled or removed",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metric',
-            constraint=models.UniqueConstraint(fields=('product', 'key'), name='metric_key_unique_per_product'),
+            model_name="metric",
+            constraint=models.UniqueConstraint(
+                fields=("product", "key"), name="metric_key_unique_per_product"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metric',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['enabled', 'disabled', 'removed'])), name='metric_status_valid', violation_error_message='status must be enabled, disabled or removed'),
+            model_name="metric",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["enabled", "disabled", "removed"])),
+                name="metric_status_valid",
+                violation_error_message="status must be enabled, disabled or removed",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metric',
-            constraint=models.CheckConstraint(condition=models.Q(('lower_limit__isnull', True), ('upper_limit__isnull', True), ('lower_limit__lte', models.F('upper_limit')), _connector='OR'), name='metric_lower_le_upper', violation_error_message='lower_limit must not exceed upper_limit'),
+            model_name="metric",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("lower_limit__isnull", True),
+                    ("upper_limit__isnull", True),
+                    ("lower_limit__lte", models.F("upper_limit")),
+                    _connector="OR",
+                ),
+                name="metric_lower_le_upper",
+                violation_error_message="lower_limit must not exceed upper_limit",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metric',
-            constraint=models.CheckConstraint(condition=models.Q(('lower_limit__isnull', True), ('nominal__isnull', True), ('lower_limit__lte', models.F('nominal')), _connector='OR'), name='metric_lower_le_nominal', violation_error_message='lower_limit must not exceed nominal'),
+            model_name="metric",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("lower_limit__isnull", True),
+                    ("nominal__isnull", True),
+                    ("lower_limit__lte", models.F("nominal")),
+                    _connector="OR",
+                ),
+                name="metric_lower_le_nominal",
+                violation_error_message="lower_limit must not exceed nominal",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metric',
-            constraint=models.CheckConstraint(condition=models.Q(('nominal__isnull', True), ('upper_limit__isnull', True), ('nominal__lte', models.F('upper_limit')), _connector='OR'), name='metric_nominal_le_upper', violation_error_message='nominal must not exceed upper_limit'),
+            model_name="metric",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("nominal__isnull", True),
+                    ("upper_limit__isnull", True),
+                    ("nominal__lte", models.F("upper_limit")),
+                    _connector="OR",
+                ),
+                name="metric_nominal_le_upper",
+                violation_error_message="nominal must not exceed upper_limit",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='experiment',
-            constraint=models.UniqueConstraint(fields=('product', 'key'), name='experiment_key_unique_per_product'),
+            model_name="experiment",
+            constraint=models.UniqueConstraint(
+                fields=("product", "key"), name="experiment_key_unique_per_product"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='experiment',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['enabled', 'disabled', 'removed'])), name='experiment_status_valid', violation_error_message='status must be enabled, disabled or removed'),
+            model_name="experiment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["enabled", "disabled", "removed"])),
+                name="experiment_status_valid",
+                violation_error_message="status must be enabled, disabled or removed",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='experiment',
-            constraint=models.CheckConstraint(condition=models.Q(('coverage__gte', 0), ('coverage__lte', 1)), name='experiment_coverage_in_unit_interval', violation_error_message='coverage must be between 0 and 1'),
+            model_name="experiment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("coverage__gte", 0), ("coverage__lte", 1)),
+                name="experiment_coverage_in_unit_interval",
+                violation_error_message="coverage must be between 0 and 1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='unit',
-            constraint=models.UniqueConstraint(fields=('product', 'key'), name='unit_key_unique_per_product'),
+            model_name="unit",
+            constraint=models.UniqueConstraint(
+                fields=("product", "key"), name="unit_key_unique_per_product"
+            ),
         ),
         migrations.AddIndex(
-            model_name='measurement',
-            index=models.Index(fields=['unit'], name='measurement_unit'),
+            model_name="measurement",
+            index=models.Index(fields=["unit"], name="measurement_unit"),
         ),
         migrations.AddConstraint(
-            model_name='measurement',
-            constraint=models.UniqueConstraint(fields=('metric', 'unit'), name='measurement_unique_per_metric_unit'),
+            model_name="measurement",
+            constraint=models.UniqueConstraint(
+                fields=("metric", "unit"), name="measurement_unique_per_metric_unit"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='variant',
-            constraint=models.UniqueConstraint(fields=('experiment', 'key'), name='variant_key_unique_per_experiment'),
+            model_name="variant",
+            constraint=models.UniqueConstraint(
+                fields=("experiment", "key"), name="variant_key_unique_per_experiment"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='variant',
-            constraint=models.UniqueConstraint(condition=models.Q(('is_control', True)), fields=('experiment',), name='variant_one_control_per_experiment', violation_error_message='the experiment has a control variant already'),
+            model_name="variant",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("is_control", True)),
+                fields=("experiment",),
+                name="variant_one_control_per_experiment",
+                violation_error_message="the experiment has a control variant already",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='variant',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['enabled', 'disabled', 'removed'])), name='variant_status_valid', violation_error_message='status must be enabled, disabled or removed'),
+            model_name="variant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["enabled", "disabled", "removed"])),
+                name="variant_status_valid",
+                violation_error_message="status must be enabled, disabled or removed",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='variant',
-            constraint=models.CheckConstraint(condition=models.Q(('weight__gte', 0)), name='variant_weight_non_negative', violation_error_message='weight must be 0 or more'),
+            model_name="variant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("weight__gte", 0)),
+                name="variant_weight_non_negative",
+                violation_error_message="weight must be 0 or more",
+            ),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['unit', 'experiment'], name='assignment_unit_experiment'),
+            model_name="assignment",
+            index=models.Index(fields=["unit", "experiment"], name="assignment_unit_experiment"),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['experiment', 'variant'], name='assignment_experiment_variant'),
+            model_name="assignment",
+            index=models.Index(
+                fields=["experiment", "variant"], name="assignment_experiment_variant"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(fields=('experiment', 'unit'), name='assignment_unique_per_experiment_unit'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(
+                fields=("experiment", "unit"), name="assignment_unique_per_experiment_unit"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.CheckConstraint(condition=models.Q(('source__in', ['hash', 'forced', 'rebucketed'])), name='assignment_source_valid'),
+            model_name="assignment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("source__in", ["hash", "forced", "rebucketed"])),
+                name="assignment_source_valid",
+            ),
         ),
     ]

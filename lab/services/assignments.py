@@ -18,7 +18,8 @@ from django.db import transaction
 from lab.db import retry_on_deadlock
 from lab.errors import BadRequest
 from lab.models import Assignment, AssignmentSource, AuditEvent, Experiment, Status, Variant
-from lab.services.units import BatchProblems, Upserted, check_batch_size, units_ensure
+from lab.services.bulk import BatchProblems, Upserted, check_batch_size
+from lab.services.units import units_ensure
 
 
 @retry_on_deadlock

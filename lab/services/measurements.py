@@ -12,7 +12,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from lab.models import Measurement, Metric, Product, Status
-from lab.services.units import BatchProblems, Upserted, check_batch_size, units_ensure
+from lab.services.bulk import BatchProblems, Upserted, check_batch_size
+from lab.services.units import units_ensure
 
 
 @dataclass(frozen=True)
