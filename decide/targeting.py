@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 
 import semver
@@ -42,6 +43,7 @@ __all__ = [
     "attribute_text",
     "check_attributes",
     "compile_conditions",
+    "number_text",
     "parse_semver",
 ]
 
@@ -52,8 +54,6 @@ MAX_STRING_LENGTH = 256
 MAX_LIST_ITEMS = 100
 MAX_CONDITIONS = 50
 MAX_IN_VALUES = 1_000
-# Integers up to 2**53 are exact in a double, so their text is the same in every language.
-_EXACT_INTEGER = 2**53
 
 Attributes = Mapping[str, object]
 
@@ -125,18 +125,44 @@ def check_attributes(attributes: object) -> dict[str, object]:
 
 def attribute_text(value: object) -> str | list[str]:
     """The text `in` / `not_in` compare: a string as is, a boolean as ``true`` / ``false``,
-    a number by its JSON text (an integral value below 2**53 in magnitude as a decimal
-    integer, ``3`` for both ``3`` and ``3.0``; any other number by its shortest round-trip
-    representation, ``2.5``, ``1e-07``), a list element by element."""
+    a list element by element, and a number by its JSON text as JavaScript's
+    ``JSON.stringify`` writes it (ECMAScript Number::toString): ``3`` for both ``3`` and
+    ``3.0``, ``2.5``, ``0.0000015``, ``1e-7``, ``1e+21``. Every SDK language can produce
+    that text, so a client evaluating locally agrees with Lab."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
         return value
-    if float(value).is_integer() and abs(value) < _EXACT_INTEGER:
-        return str(int(value))
-    return repr(float(value))
+    return number_text(value)
+
+
+def number_text(value: int | float) -> str:
+    """ECMAScript Number::toString of a finite number (an int of 21 digits or fewer is
+    written exactly; JavaScript itself would round one beyond 2**53)."""
+    if isinstance(value, int) and abs(value) < 10**21:
+        return str(value)
+    value = float(value)
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    # repr is the shortest representation that round-trips; Decimal splits it exactly.
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    k = len(digits)
+    n = k + exponent  # value = 0.digits * 10**n
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        power = n - 1
+        mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+        text = f"{mantissa}e{'+' if power >= 0 else '-'}{abs(power)}"
+    return sign + text
 
 
 # --- SemVer ---------------------------------------------------------------------------------
