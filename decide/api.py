@@ -2,8 +2,9 @@
 
 Mounted at the root by lab/urls.py, so every route spells its full path. Authenticated with a
 product's client key (`Authorization: Bearer lck_...`); the key is checked in the same SQL
-statement that reads the unit's assignments (decide.store). Answers are rendered straight to
-JSON with orjson; the response schemas document them.
+statement that reads the unit's assignments (decide.store), and every way it can fail is an
+`InvalidClientKey`, answered 401 here. Answers are rendered straight to JSON with orjson; the
+response schemas document them.
 """
 
 import orjson
@@ -15,13 +16,40 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from decide import decisions, ofrep, store
-from decide.auth import ClientKeyAuth
+from decide.auth import ClientCredential, ClientKeyAuth, InvalidClientKey
 from decide.metrics import observed
 from decide.schemas import ERRORS, BatchIn, BatchOut, DecideIn, DecideOut, ErrorOut
 from lab.errors import PayloadTooLarge
 from lab.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 
-api = NinjaAPI(
+# Refusals that can happen before a request's key is checked against the database: ninja's
+# parse (400) and validation (422) errors, an oversized batch (413), OFREP's own refusals
+# (but not ninja's AuthenticationError, an HttpError too: that is the 401 itself).
+REFUSED_BEFORE_KEY_CHECK = (HttpError, NinjaValidationError, PayloadTooLarge, ofrep.OfrepError)
+
+
+class DecideAPI(NinjaAPI):
+    """The decide API's one rule about errors: a bad client key answers 401 first.
+
+    A well-formed credential is only checked against the database by the statement that
+    reads the unit's assignments. A request refused before that (its body is bad) gets its
+    key checked here, so a bad key with a bad body answers 401, never 400/413/422.
+    """
+
+    def on_exception(self, request, exc: Exception):
+        if isinstance(exc, REFUSED_BEFORE_KEY_CHECK) and not isinstance(exc, AuthenticationError):
+            credential = getattr(request, "auth", None)
+            if isinstance(credential, ClientCredential):
+                try:
+                    store.check_client_key(credential)
+                except InvalidClientKey as invalid:
+                    exc = invalid
+                except DatabaseError:
+                    pass  # cannot tell; the input error is still true
+        return super().on_exception(request, exc)
+
+
+api = DecideAPI(
     title="Lab decide API",
     version="1",
     description=(
@@ -39,42 +67,19 @@ api = NinjaAPI(
 install_error_handlers(api)
 
 
-def _key_checked_first(handler):
-    """Bad input from a caller whose key is bad answers 401, as if the input were fine.
-
-    ninja validates the body after the (shape-only) auth check, before the view reads the
-    database; this completes the key check for the requests refused at that stage.
-    """
-
-    def checked(request, exc):
-        credential = getattr(request, "auth", None)
-        if credential is not None:
-            try:
-                store.verify_key(credential)
-            except AuthenticationError as auth_error:
-                return api.on_exception(request, auth_error)
-            except DatabaseError:
-                pass  # cannot tell; the input error is still true
-        return handler(request, exc)
-
-    return checked
+@api.exception_handler(InvalidClientKey)
+def invalid_client_key(request, exc: InvalidClientKey):
+    """401, exactly as for a missing or malformed credential."""
+    return api.on_exception(request, AuthenticationError())
 
 
-api.exception_handler(PayloadTooLarge)(
-    _key_checked_first(
-        lambda request, exc: api.create_response(request, {"detail": exc.detail}, status=413)
-    )
-)
-# ninja answers a body it cannot parse with HttpError(400) and one it cannot validate with a
-# ValidationError (422).
-for _refused_before_the_view in (HttpError, NinjaValidationError):
-    api.exception_handler(_refused_before_the_view)(
-        _key_checked_first(api._exception_handlers[_refused_before_the_view])
-    )
+@api.exception_handler(ofrep.OfrepError)
+def ofrep_error(request, exc: ofrep.OfrepError):
+    return _json(exc.body, exc.status)
 
 
-def _json(data) -> HttpResponse:
-    return HttpResponse(orjson.dumps(data), content_type="application/json")
+def _json(data, status: int = 200) -> HttpResponse:
+    return HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
 
 
 @api.post(

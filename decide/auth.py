@@ -1,18 +1,22 @@
-"""Client-key authentication for the decide API.
+"""Client-key authentication for the decide API and OFREP.
 
-`ClientKeyAuth` only checks the shape of the bearer credential (`lck_<prefix>_<secret>`): a
-malformed one is refused without touching the database. The lookup itself (the key's digest,
-revocation, its product's status and config version) happens in the same SQL statement that
-reads the unit's stored assignments (decide.store.read_units), so a warm decision costs one
-round trip. A key that fails there answers 401 like a malformed one.
+`ClientKeyAuth` (and `ClientKeyHeader`) only check the shape of the credential
+(`lck_<prefix>_<secret>`): a malformed one is refused without touching the database. The
+lookup itself (the key's digest, revocation, its product's status and config version)
+happens in the same SQL statement that reads the unit's stored assignments
+(decide.store.read_units), so a warm decision costs one round trip. Every way a key can
+fail there raises `InvalidClientKey`, which decide.api answers 401, like a malformed key.
 """
 
 from typing import NamedTuple
 
-from ninja.errors import AuthenticationError
 from ninja.security import APIKeyHeader, HttpBearer
 
 from lab.services.credentials import CLIENT_KEY_KIND, matches, split_prefix
+
+
+class InvalidClientKey(Exception):
+    """The client key is unknown, revoked or wrong, or its product is removed (401)."""
 
 
 class ClientCredential(NamedTuple):
@@ -22,9 +26,9 @@ class ClientCredential(NamedTuple):
     secret: str
 
     def check(self, row_digest: str | None) -> None:
-        """Raise AuthenticationError (401) unless `row_digest` is this key's digest."""
+        """Raise InvalidClientKey unless `row_digest` is this key's digest."""
         if row_digest is None or not matches(row_digest, self.secret):
-            raise AuthenticationError()
+            raise InvalidClientKey()
 
 
 def parse_client_key(token: str) -> ClientCredential | None:

@@ -1,10 +1,19 @@
 """Decide units: stored assignments, the compiled config and the engine, put together.
 
-One read (decide.store.read_units: the key check, the product's status and config version,
-and the units' assignments), the config from memory (decide.config), the pure engine, then
-at most one write for new assignments; re-bucketings off removed variants and read-backs
-after a lost race are the only extra statements, and they are rare. Batches are set-based:
-the same statements for 1 or 1000 units.
+In three steps, each done once:
+
+1. decide: one read (decide.store.read_units: the key check, the product's status and
+   config version, and the units' assignments), the config (decide.config), then the pure
+   engine for every (unit, experiment). The result is a plan: final answers, and the
+   writes that first decisions and re-bucketings need.
+2. store: at most one statement for new assignments; re-bucketings off removed variants
+   (with their audit events) and read-backs after a lost race are the only extra
+   statements, and they are rare.
+3. answer: from the plan and what the database holds now. A variant is reported for a
+   write only if the row is stored (by this request, or by a concurrent one whose answer
+   is then the answer).
+
+Batches are set-based: the same statements for 1 or 1000 units. See docs/decide.md.
 """
 
 from collections.abc import Sequence
@@ -12,31 +21,21 @@ from typing import NamedTuple
 
 from django.db import transaction
 
+from decide import config as config_cache
 from decide import metrics, store
 from decide.auth import ClientCredential
-from decide.config import ProductConfig, get_config
+from decide.config import ProductConfig
 from decide.engine import CompiledExperiment, decide_one
-from lab.models import AssignmentSource, AuditEvent, Status, Variant
+from lab.errors import ServiceUnavailable
+from lab.services.assignments import assignments_rebucketed_audit
+from lab.vocabulary import Reason, Status, reason_of_stored
 
 REBUCKETING_ACTOR = "decide"
 
 
-class Reason:
-    """Why a unit got its answer (OFREP reports it; the decide API only shows the variant)."""
-
-    ASSIGNED = "assigned"  # first decision: hashed into a variant and stored
-    STORED = "stored"  # an earlier decision, kept (sticky)
-    FORCED = "forced"  # an operator's forced assignment
-    REBUCKETED = "rebucketed"  # its variant was removed: hashed again and stored
-    OUTSIDE = "outside"  # outside coverage, or no eligible variant: nothing stored
-    PAUSED = "paused"  # the experiment is disabled
-    DISABLED = "disabled"  # the product is disabled
-    UNKNOWN = "unknown"  # no such experiment (or not at the asked step)
-
-
 class Answer(NamedTuple):
     variant: str | None
-    reason: str
+    reason: Reason
 
 
 class Decided(NamedTuple):
@@ -45,14 +44,29 @@ class Decided(NamedTuple):
     answers: dict[str, dict[str, Answer]]
 
 
-class _Pending(NamedTuple):
+class _Write(NamedTuple):
+    """A decision that must be stored before it is an answer."""
+
     unit_key: str
     experiment: CompiledExperiment
     variant_id: int
     old_variant_id: int | None  # set for a re-bucketing
 
+    @property
+    def reason(self) -> Reason:
+        return Reason.HASH if self.old_variant_id is None else Reason.REBUCKETED
 
-_SOURCE_REASON = {AssignmentSource.FORCED: Reason.FORCED}
+
+class _Plan(NamedTuple):
+    # unit key -> experiment key -> an answer, or the write it waits for
+    decisions: dict[str, dict[str, Answer | _Write]]
+    writes: list[_Write]
+    # A stored variant the config does not know: only a wrong config can say so.
+    config_disagrees: bool
+
+
+class _ConfigDisagrees(Exception):
+    """The database refused or contradicted what the config said (see `decide`)."""
 
 
 def decide(
@@ -63,24 +77,55 @@ def decide(
     step: str | None = None,
     include_paused: bool = False,
 ) -> Decided:
-    """Decide every (unit, selected experiment) and persist the new answers.
+    """Decide every (unit, selected experiment), store the new answers, and answer.
 
     `unit_keys` must be distinct. `experiments` selects by key in the given order (unknown
     or paused keys answer no variant); otherwise every enabled experiment, at `step` if
     given. `include_paused` adds the paused experiments (OFREP bulk lists them).
+
+    The database has the last word over a cached config: if it holds a variant the config
+    does not know, or refuses to store a variant the config chose (not that experiment's),
+    the config is compiled again from the database and the request decided again with it.
     """
     state, units = store.read_units(credential, unit_keys)
-    config = get_config(state.product_id, state.config_version)
+    config = config_cache.get_config(state.product_id, state.config_version)
+    for attempt in (1, 2):
+        plan = _plan(config, state, units, unit_keys, experiments, step, include_paused)
+        try:
+            if plan.config_disagrees and attempt == 1:
+                raise _ConfigDisagrees()
+            stored = _store(state.product_id, units, plan.writes)
+        except _ConfigDisagrees:
+            if attempt == 2:
+                raise ServiceUnavailable("the decision could not be stored; retry") from None
+            config = config_cache.get_config(
+                state.product_id, state.config_version, distrusted=config
+            )
+            continue
+        return Decided(config, _answers(plan, stored))
+    raise AssertionError("unreachable")
+
+
+def _plan(
+    config: ProductConfig,
+    state: store.ProductState,
+    units: dict[str, store.UnitRow],
+    unit_keys: Sequence[str],
+    experiments: Sequence[str] | None,
+    step: str | None,
+    include_paused: bool,
+) -> _Plan:
+    """Pure: the engine's decision for every (unit, selected experiment)."""
     selected = _select(config, experiments, step, include_paused)
     product_enabled = state.status == Status.ENABLED
-
-    answers: dict[str, dict[str, Answer]] = {}
-    pending: list[_Pending] = []
-    empty: dict = {}
+    decisions: dict[str, dict[str, Answer | _Write]] = {}
+    writes: list[_Write] = []
+    disagrees = False
+    no_assignments: dict[int, store.Stored] = {}
     for unit_key in unit_keys:
         unit = units.get(unit_key)
-        stored_by_experiment = unit.assignments if unit is not None else empty
-        result: dict[str, Answer] = {}
+        assignments = unit.assignments if unit is not None else no_assignments
+        result: dict[str, Answer | _Write] = {}
         for key, experiment, null_reason in selected:
             if experiment is None:
                 result[key] = Answer(None, null_reason)
@@ -88,23 +133,22 @@ def decide(
             if not product_enabled:
                 result[key] = Answer(None, Reason.DISABLED)
                 continue
-            stored = stored_by_experiment.get(experiment.id)
+            stored = assignments.get(experiment.id)
             stored_id = stored.variant_id if stored is not None else None
+            if stored_id is not None and stored_id not in experiment.variant_keys_by_id:
+                disagrees = True
             variant_id, source = decide_one(experiment, unit_key, stored_id)
-            if source == "stored":
-                reason = _SOURCE_REASON.get(stored.source, Reason.STORED)
-                result[key] = Answer(experiment.variant_keys_by_id[variant_id], reason)
+            if source == Reason.STORED:
+                variant_key = experiment.variant_keys_by_id[variant_id]
+                result[key] = Answer(variant_key, reason_of_stored(stored.source))
             elif variant_id is None:
                 result[key] = Answer(None, Reason.OUTSIDE)
             else:
-                pending.append(_Pending(unit_key, experiment, variant_id, stored_id))
-                result[key] = Answer(None, Reason.OUTSIDE)  # replaced once stored
-        answers[unit_key] = result
-
-    if pending:
-        known_units = {key: unit.unit_id for key, unit in units.items()}
-        _persist(state.product_id, known_units, pending, answers)
-    return Decided(config, answers)
+                write = _Write(unit_key, experiment, variant_id, stored_id)
+                writes.append(write)
+                result[key] = write
+        decisions[unit_key] = result
+    return _Plan(decisions, writes, disagrees)
 
 
 def _select(
@@ -112,7 +156,8 @@ def _select(
     experiments: Sequence[str] | None,
     step: str | None,
     include_paused: bool,
-) -> list[tuple[str, CompiledExperiment | None, str]]:
+) -> list[tuple[str, CompiledExperiment | None, Reason]]:
+    """(key, experiment or None, the reason of a null answer) per selected experiment."""
     if experiments is not None:
         selected = []
         for key in dict.fromkeys(experiments):
@@ -131,22 +176,27 @@ def _select(
     return selected
 
 
-def _persist(
-    product_id: int,
-    known_units: dict[str, int],
-    pending: list[_Pending],
-    answers: dict[str, dict[str, Answer]],
-) -> None:
-    new = [p for p in pending if p.old_variant_id is None]
-    moves = [p for p in pending if p.old_variant_id is not None]
-    unit_ids = dict(known_units)
-    written: set[tuple[int, int]] = set()
+# (unit key, experiment id) -> the answer the database now holds for a write.
+_Stored = dict[tuple[str, int], Answer]
 
+
+def _store(product_id: int, units: dict[str, store.UnitRow], writes: list[_Write]) -> _Stored:
+    """Store the plan's writes; the answer each one now has in the database.
+
+    Raises _ConfigDisagrees when a write is neither stored nor found stored by another
+    request: the database refused the variant the config chose.
+    """
+    if not writes:
+        return {}
+    unit_ids = {key: unit.unit_id for key, unit in units.items()}
+    new = [w for w in writes if w.old_variant_id is None]
+    moves = [w for w in writes if w.old_variant_id is not None]
+    written: set[tuple[int, int]] = set()
     if new:
         new_unit_ids, inserted = store.insert_assignments(
             product_id=product_id,
-            known_units=known_units,
-            new=[store.NewAssignment(p.unit_key, p.experiment.id, p.variant_id) for p in new],
+            known_units=unit_ids,
+            new=[store.NewAssignment(w.unit_key, w.experiment.id, w.variant_id) for w in new],
         )
         unit_ids.update(new_unit_ids)
         written |= inserted
@@ -154,64 +204,62 @@ def _persist(
     if moves:
         written |= _rebucket(product_id, unit_ids, moves)
 
-    lost = {
-        pair
-        for p in pending
-        if (pair := (unit_ids.get(p.unit_key), p.experiment.id)) not in written
-        and pair[0] is not None
-    }
+    def pair(w: _Write) -> tuple[int | None, int]:
+        return unit_ids.get(w.unit_key), w.experiment.id
+
+    lost = {pair(w) for w in writes if pair(w) not in written}
     winners = store.read_assignments(lost) if lost else {}
-    for p in pending:
-        pair = (unit_ids.get(p.unit_key), p.experiment.id)
-        if pair in written:
-            reason = Reason.ASSIGNED if p.old_variant_id is None else Reason.REBUCKETED
-            answer = Answer(p.experiment.variant_keys_by_id[p.variant_id], reason)
-        elif pair in winners:
+    answers: _Stored = {}
+    for w in writes:
+        if pair(w) in written:
+            answer = Answer(w.experiment.variant_keys_by_id[w.variant_id], w.reason)
+        elif (winner := winners.get(pair(w))) is not None:
             # A concurrent request stored this pair first: its answer is the answer.
-            winner = winners[pair]
-            reason = _SOURCE_REASON.get(winner.source, Reason.STORED)
-            answer = Answer(_variant_key(p.experiment, winner.variant_id), reason)
+            answer = Answer(winner.variant_key, reason_of_stored(winner.source))
         else:
-            # Nothing stored and nothing to read back (the unit or row vanished): answer
-            # what was decided; the next decision stores it.
-            answer = Answer(p.experiment.variant_keys_by_id[p.variant_id], Reason.ASSIGNED)
-        answers[p.unit_key][p.experiment.key] = answer
+            raise _ConfigDisagrees()
+        answers[w.unit_key, w.experiment.id] = answer
+    return answers
 
 
-def _rebucket(
-    product_id: int, unit_ids: dict[str, int], moves: list[_Pending]
-) -> set[tuple[int, int]]:
-    """Move units off removed variants and keep the earlier variant in the audit trail."""
+def _rebucket(product_id: int, unit_ids: dict[str, int], moves: list[_Write]) -> set[tuple]:
+    """Move units off removed variants, audited (the earlier variant kept in the trail)."""
     with transaction.atomic():
         moved = store.rebucket_assignments(
             [
                 store.Rebucketing(
-                    unit_ids[p.unit_key], p.experiment.id, p.old_variant_id, p.variant_id
+                    unit_ids[w.unit_key], w.experiment.id, w.old_variant_id, w.variant_id
                 )
-                for p in moves
+                for w in moves
             ]
         )
-        events = [
-            AuditEvent(
-                product_id=product_id,
-                actor=REBUCKETING_ACTOR,
-                action=AuditEvent.Action.REBUCKETED,
-                object_type="assignment",
-                object_key=f"{p.experiment.key}/{p.unit_key}",
-                from_value=_variant_key(p.experiment, p.old_variant_id),
-                to_value=p.experiment.variant_keys_by_id[p.variant_id],
-            )
-            for p in moves
-            if (unit_ids[p.unit_key], p.experiment.id) in moved
-        ]
-        if events:
-            AuditEvent.objects.bulk_create(events)
+        assignments_rebucketed_audit(
+            product_id=product_id,
+            actor=REBUCKETING_ACTOR,
+            moves=[
+                (
+                    w.experiment.key,
+                    w.unit_key,
+                    w.experiment.variant_keys_by_id.get(w.old_variant_id, ""),
+                    w.experiment.variant_keys_by_id[w.variant_id],
+                )
+                for w in moves
+                if (unit_ids[w.unit_key], w.experiment.id) in moved
+            ],
+        )
     metrics.assignments_rebucketed.inc(len(moved))
     return moved
 
 
-def _variant_key(experiment: CompiledExperiment, variant_id: int) -> str:
-    key = experiment.variant_keys_by_id.get(variant_id)
-    if key is None:  # created after this config was compiled (a racer saw a newer one)
-        key = Variant.objects.filter(pk=variant_id).values_list("key", flat=True).first()
-    return key or ""
+def _answers(plan: _Plan, stored: _Stored) -> dict[str, dict[str, Answer]]:
+    return {
+        unit_key: {
+            key: (
+                decision
+                if isinstance(decision, Answer)
+                else stored[decision.unit_key, decision.experiment.id]
+            )
+            for key, decision in decisions.items()
+        }
+        for unit_key, decisions in plan.decisions.items()
+    }

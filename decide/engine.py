@@ -28,19 +28,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import mmh3
 
 from decide.targeting import CompiledCondition, LayerSlot, Schedule, all_hold
+from lab.vocabulary import Reason, Status
 
 __all__ = [
-    "STATUS_DISABLED",
-    "STATUS_ENABLED",
-    "STATUS_REMOVED",
     "CompiledExperiment",
     "Decision",
-    "Source",
     "VariantRange",
     "bucket_position",
     "choose",
@@ -50,22 +47,7 @@ __all__ = [
     "layer_position",
 ]
 
-STATUS_ENABLED = "enabled"
-STATUS_DISABLED = "disabled"
-STATUS_REMOVED = "removed"
-
 _TWO_POW_32 = 2**32
-
-Source = Literal["stored", "hash", "rebucketed", "off_schedule", "outside_layer", "not_targeted"]
-"""How a decision was reached.
-
-``stored``: an existing assignment was kept (sticky; nothing to write).
-``hash``: the unit had no assignment and was bucketed.
-``rebucketed``: the stored variant was removed (or is unknown) and the unit was bucketed again.
-``off_schedule``: now is outside the experiment's schedule: no variant, stored ones kept.
-``outside_layer``: the unit's layer position is outside the experiment's slot: no variant.
-``not_targeted``: the unit's effective attributes fail a condition: no variant.
-"""
 
 EMPTY_ATTRIBUTES: Mapping[str, object] = MappingProxyType({})
 
@@ -224,7 +206,7 @@ def compile_experiment(
     eligible = [
         (variant_id, variant_key, weight)
         for variant_id, variant_key, status, weight in variants
-        if status == STATUS_ENABLED and weight > 0
+        if status == Status.ENABLED and weight > 0
     ]
     return CompiledExperiment(
         id=id,
@@ -235,7 +217,7 @@ def compile_experiment(
         ranges=compile_ranges(eligible, coverage),
         variant_keys_by_id={variant_id: variant_key for variant_id, variant_key, _, _ in variants},
         removed_variant_ids=frozenset(
-            variant_id for variant_id, _, status, _ in variants if status == STATUS_REMOVED
+            variant_id for variant_id, _, status, _ in variants if status == Status.REMOVED
         ),
         schedule=schedule,
         layer=layer,
@@ -246,12 +228,13 @@ def compile_experiment(
 class Decision(NamedTuple):
     """The answer for one (experiment, unit): a variant id (None = no variant) and its source.
 
-    A caller persists the decision when ``variant_id is not None and source != "stored"``
-    (the sources that answer no variant never store anything).
+    A caller stores the decision when ``variant_id is not None and source != Reason.STORED``.
+    The reasons that answer no variant (outside coverage, schedule, layer or conditions)
+    never store anything.
     """
 
     variant_id: int | None
-    source: Source
+    source: Reason  # Reason.STORED, Reason.HASH or Reason.REBUCKETED
 
 
 def decide_one(
@@ -274,20 +257,20 @@ def decide_one(
     """
     schedule = experiment.schedule
     if schedule is not None and not schedule.active(time.time() if now is None else now):
-        return Decision(None, "off_schedule")
+        return Decision(None, Reason.OFF_SCHEDULE)
     if stored_variant_id is not None:
         if (
             stored_variant_id in experiment.variant_keys_by_id
             and stored_variant_id not in experiment.removed_variant_ids
         ):
-            return Decision(stored_variant_id, "stored")
-        source: Source = "rebucketed"
+            return Decision(stored_variant_id, Reason.STORED)
+        source = Reason.REBUCKETED
     else:
-        source = "hash"
+        source = Reason.HASH
     layer = experiment.layer
     if layer is not None and not layer.contains(layer_position(layer.salt, unit_key)):
-        return Decision(None, "outside_layer")
+        return Decision(None, Reason.OUTSIDE_LAYER)
     if experiment.conditions and not all_hold(experiment.conditions, attributes):
-        return Decision(None, "not_targeted")
+        return Decision(None, Reason.NOT_TARGETED)
     chosen = choose(experiment.ranges, bucket_position(experiment.salt, unit_key))
     return Decision(chosen.id if chosen is not None else None, source)

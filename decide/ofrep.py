@@ -12,7 +12,8 @@ definition (open-feature/protocol, service/openapi.yaml):
   valid variant key, so it never clashes with one);
 - 400 `PARSE_ERROR` (body not JSON / not an object), `TARGETING_KEY_MISSING`,
   `INVALID_CONTEXT` (context not an object, targetingKey not a unit key); 404
-  `FLAG_NOT_FOUND`; 401 for a missing or bad client key (checked first).
+  `FLAG_NOT_FOUND`; 401 for a missing or bad client key (checked first: a request refused
+  before any decision raises `OfrepError`, which decide.api answers after the key check).
 """
 
 import hashlib
@@ -22,9 +23,9 @@ from django.http import HttpResponse
 from ninja import Router
 from ninja.decorators import decorate_view
 
-from decide import decisions, store
+from decide import decisions
 from decide.auth import ClientKeyAuth, ClientKeyHeader
-from decide.decisions import Answer, Reason
+from decide.decisions import Answer
 from decide.metrics import observed
 from decide.schemas import (
     UNIT_KEY_DESCRIPTION,
@@ -36,13 +37,16 @@ from decide.schemas import (
     OfrepEvaluationFailure,
 )
 from lab.keys import is_valid_key, unit_key_problem
+from lab.vocabulary import Reason
 
 router = Router(tags=["OFREP"], auth=[ClientKeyAuth(), ClientKeyHeader()])
 
 SDK_DEFAULT_VARIANT = "SdkDefault"
 
-_REASONS = {
-    Reason.ASSIGNED: "SPLIT",
+# Lab's reasons (lab.vocabulary.Reason) in the protocol's words. Reason.UNKNOWN is not an
+# evaluation: it answers 404 FLAG_NOT_FOUND.
+REASONS = {
+    Reason.HASH: "SPLIT",
     Reason.STORED: "SPLIT",
     Reason.REBUCKETED: "SPLIT",
     Reason.FORCED: "TARGETING_MATCH",
@@ -84,51 +88,62 @@ _REQUEST_BODY = {
 }
 
 
-class _ContextError(Exception):
-    def __init__(self, code: str, details: str):
+class OfrepError(Exception):
+    """A request OFREP refuses before deciding anything: answered with `body` and `status`
+    once the client key is known to be good (decide.api)."""
+
+    def __init__(self, status: int, code: str, details: str, flag: str | None = None):
         super().__init__(details)
-        self.code = code
-        self.details = details
+        self.status = status
+        self.body = {"errorCode": code, "errorDetails": details}
+        if flag is not None:
+            self.body = {"key": flag, **self.body}
 
 
 def _json(data, status: int = 200) -> HttpResponse:
     return HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
 
 
-def _targeting_key(request) -> str:
+def _targeting_key(request, flag: str | None = None) -> str:
+    """The unit key of the request's context; raises OfrepError (400) for a bad body."""
+
+    def refuse(code: str, details: str) -> OfrepError:
+        return OfrepError(400, code, details, flag)
+
     try:
         body = orjson.loads(request.body or b"{}")
     except orjson.JSONDecodeError as exc:
-        raise _ContextError("PARSE_ERROR", f"the body is not valid JSON: {exc}") from exc
+        raise refuse("PARSE_ERROR", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise _ContextError("PARSE_ERROR", 'the body must be a JSON object: {"context": {...}}')
+        raise refuse("PARSE_ERROR", 'the body must be a JSON object: {"context": {...}}')
     context = body.get("context")
     if context is None:
-        raise _ContextError(
-            "TARGETING_KEY_MISSING", "context.targetingKey (the unit key) is required"
-        )
+        raise refuse("TARGETING_KEY_MISSING", "context.targetingKey (the unit key) is required")
     if not isinstance(context, dict):
-        raise _ContextError("INVALID_CONTEXT", "context must be a JSON object")
+        raise refuse("INVALID_CONTEXT", "context must be a JSON object")
     unit = context.get("targetingKey")
     if unit is None or unit == "":
-        raise _ContextError(
-            "TARGETING_KEY_MISSING", "context.targetingKey (the unit key) is required"
-        )
+        raise refuse("TARGETING_KEY_MISSING", "context.targetingKey (the unit key) is required")
     if not isinstance(unit, str):
-        raise _ContextError("INVALID_CONTEXT", "context.targetingKey must be a string")
+        raise refuse("INVALID_CONTEXT", "context.targetingKey must be a string")
     problem = unit_key_problem(unit)
     if problem:
-        raise _ContextError("INVALID_CONTEXT", f"context.targetingKey: {problem}")
+        raise refuse("INVALID_CONTEXT", f"context.targetingKey: {problem}")
     return unit
+
+
+def _flag_not_found(flag: str) -> dict:
+    details = f"no experiment {flag!r} in this product"
+    return {"key": flag, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}
 
 
 def evaluation(key: str, answer: Answer) -> dict:
     if answer.variant is None:
-        return {"key": key, "reason": _REASONS[answer.reason], "variant": SDK_DEFAULT_VARIANT}
+        return {"key": key, "reason": REASONS[answer.reason], "variant": SDK_DEFAULT_VARIANT}
     return {
         "key": key,
         "value": answer.variant,
-        "reason": _REASONS[answer.reason],
+        "reason": REASONS[answer.reason],
         "variant": answer.variant,
     }
 
@@ -146,20 +161,13 @@ def evaluation(key: str, answer: Answer) -> dict:
 )
 @decorate_view(observed("ofrep"))
 def evaluate_flag(request, key: str):
-    try:
-        unit = _targeting_key(request)
-    except _ContextError as exc:
-        store.verify_key(request.auth)
-        return _json({"key": key, "errorCode": exc.code, "errorDetails": exc.details}, 400)
+    unit = _targeting_key(request, key)
     if not is_valid_key(key):
-        store.verify_key(request.auth)
-        answer = Answer(None, Reason.UNKNOWN)
-    else:
-        decided = decisions.decide(request.auth, (unit,), experiments=(key,))
-        answer = decided.answers[unit][key]
+        body = _flag_not_found(key)
+        raise OfrepError(404, body["errorCode"], body["errorDetails"], key)
+    answer = decisions.decide(request.auth, (unit,), experiments=(key,)).answers[unit][key]
     if answer.reason == Reason.UNKNOWN:
-        details = f"no experiment {key!r} in this product"
-        return _json({"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}, 404)
+        return _json(_flag_not_found(key), 404)
     return _json(evaluation(key, answer))
 
 
@@ -171,11 +179,7 @@ def evaluate_flag(request, key: str):
 )
 @decorate_view(observed("ofrep"))
 def evaluate_flags(request):
-    try:
-        unit = _targeting_key(request)
-    except _ContextError as exc:
-        store.verify_key(request.auth)
-        return _json({"errorCode": exc.code, "errorDetails": exc.details}, 400)
+    unit = _targeting_key(request)
     decided = decisions.decide(request.auth, (unit,), include_paused=True)
     flags = [evaluation(key, answer) for key, answer in decided.answers[unit].items()]
     body = orjson.dumps({"flags": flags})

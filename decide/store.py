@@ -7,6 +7,8 @@ costs one round trip and the config version is read in the same snapshot as the 
 statement on PostgreSQL (a data-modifying CTE; two statements on SQLite); rows another
 worker stored first are left alone (ON CONFLICT DO NOTHING) and read back with
 `read_assignments`, so concurrent first decisions store exactly one row and agree on it.
+The insert only stores a variant of the experiment it names, in the product it names: a
+config that named anything else stores nothing (decide.decisions then recompiles it).
 
 Plain tuples, raw SQL over the ORM's table and column names: no model instances per request.
 Portable to PostgreSQL and SQLite (3.35+, for RETURNING).
@@ -18,11 +20,11 @@ from typing import NamedTuple
 
 from django.db import connection
 from django.utils import timezone
-from ninja.errors import AuthenticationError
 
-from decide.auth import ClientCredential
-from lab.db import retry_on_deadlock
-from lab.models import Assignment, ClientKey, Product, Status, Unit
+from decide.auth import ClientCredential, InvalidClientKey
+from lab.db import column, retry_on_deadlock, table
+from lab.models import Assignment, ClientKey, Experiment, Product, Unit, Variant
+from lab.vocabulary import Reason, Status
 
 # SQLite allows 32766 bound parameters per statement; stay well below it.
 _SQLITE_ROWS_PER_INSERT = 2000
@@ -38,6 +40,14 @@ class Stored(NamedTuple):
     """A stored assignment as decide needs it."""
 
     variant_id: int
+    source: str
+
+
+class ReadBack(NamedTuple):
+    """A stored assignment read back after another request stored it first."""
+
+    variant_id: int
+    variant_key: str
     source: str
 
 
@@ -59,24 +69,16 @@ class Rebucketing(NamedTuple):
     new_variant_id: int
 
 
-def _q(name: str) -> str:
-    return connection.ops.quote_name(name)
-
-
 class _Names:
     """Quoted table and column names, from the models (never spelled out by hand)."""
 
     def __init__(self) -> None:
-        def table(model) -> str:
-            return _q(model._meta.db_table)
-
-        def column(model, field: str) -> str:
-            return _q(model._meta.get_field(field).column)
-
         self.client_key = table(ClientKey)
         self.product = table(Product)
         self.unit = table(Unit)
         self.assignment = table(Assignment)
+        self.experiment = table(Experiment)
+        self.variant = table(Variant)
         self.ck_prefix = column(ClientKey, "prefix")
         self.ck_digest = column(ClientKey, "digest")
         self.ck_product = column(ClientKey, "product")
@@ -94,6 +96,11 @@ class _Names:
         self.a_source = column(Assignment, "source")
         self.a_created = column(Assignment, "created_at")
         self.a_updated = column(Assignment, "updated_at")
+        self.e_id = column(Experiment, "id")
+        self.e_product = column(Experiment, "product")
+        self.v_id = column(Variant, "id")
+        self.v_key = column(Variant, "key")
+        self.v_experiment = column(Variant, "experiment")
 
 
 @cache
@@ -168,8 +175,8 @@ def read_units(
 ) -> tuple[ProductState, dict[str, UnitRow]]:
     """Check the client key and read the stored assignments of `unit_keys` (distinct).
 
-    Raises AuthenticationError (401) for an unknown, revoked or wrong key and for a key
-    whose product is removed. Units that do not exist yet are absent from the result.
+    Raises InvalidClientKey for an unknown, revoked or wrong key and for a key whose
+    product is removed. Units that do not exist yet are absent from the result.
     """
     postgres = _is_postgres()
     count = len(unit_keys)
@@ -184,11 +191,11 @@ def read_units(
         cursor.execute(_read_sql(postgres, count), params)
         rows = cursor.fetchall()
     if not rows:
-        raise AuthenticationError()
+        raise InvalidClientKey()
     digest, product_id, status, version = rows[0][:4]
     credential.check(digest)
     if status == Status.REMOVED:
-        raise AuthenticationError()
+        raise InvalidClientKey()
     units: dict[str, UnitRow] = {}
     for *_, unit_key, unit_id, experiment_id, variant_id, source in rows:
         if unit_id is None:
@@ -201,8 +208,9 @@ def read_units(
     return ProductState(product_id, status, version), units
 
 
-def verify_key(credential: ClientCredential) -> ProductState:
-    """The key check alone (for requests refused before any unit is read)."""
+def check_client_key(credential: ClientCredential) -> ProductState:
+    """The key check alone (for requests refused before any unit is read): raises
+    InvalidClientKey exactly when `read_units` would."""
     state, _ = read_units(credential, ())
     return state
 
@@ -227,10 +235,13 @@ def _insert_sql_postgres() -> str:
             INSERT INTO {n.assignment}
                 ({n.a_experiment}, {n.a_unit}, {n.a_variant}, {n.a_source},
                  {n.a_created}, {n.a_updated})
-            SELECT d.experiment_id, units.id, d.variant_id, 'hash', %s, %s
+            SELECT d.experiment_id, units.id, d.variant_id, '{Reason.HASH}', %s, %s
             FROM unnest(%s::text[], %s::bigint[], %s::bigint[])
                 AS d(ukey, experiment_id, variant_id)
             JOIN units ON units.ukey = d.ukey
+            JOIN {n.variant} v
+                ON v.{n.v_id} = d.variant_id AND v.{n.v_experiment} = d.experiment_id
+            JOIN {n.experiment} e ON e.{n.e_id} = d.experiment_id AND e.{n.e_product} = %s
             ORDER BY units.id, d.experiment_id
             ON CONFLICT ({n.a_experiment}, {n.a_unit}) DO NOTHING
             RETURNING {n.a_unit}, {n.a_experiment}
@@ -257,7 +268,8 @@ def insert_assignments(
 
     `known_units` maps the unit keys that exist already to their ids. Returns the ids of
     every unit involved and the (unit id, experiment id) pairs actually inserted; a pair
-    missing from them was stored first by a concurrent request (read it back).
+    missing from them was stored first by a concurrent request (read it back), or names a
+    variant that is not its experiment's in this product (nothing to read back).
     """
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     missing = sorted({a.unit_key for a in new if a.unit_key not in known_units})
@@ -277,6 +289,7 @@ def insert_assignments(
             [a.unit_key for a in ordered],
             [a.experiment_id for a in ordered],
             [a.variant_id for a in ordered],
+            product_id,
         ]
         for unit_id, unit_key, experiment_id in _run_insert_postgres(params):
             if unit_key is not None:
@@ -298,15 +311,20 @@ def insert_assignments(
             )
             unit_ids.update((key, unit_id) for unit_id, key in cursor.fetchall())
         rows = [(a.experiment_id, unit_ids[a.unit_key], a.variant_id) for a in ordered]
-        row_sql = "(%s, %s, %s, 'hash', %s, %s)"
         for chunk in _chunks(rows, _SQLITE_ROWS_PER_INSERT):
             cursor.execute(
                 f"INSERT INTO {n.assignment} ({n.a_experiment}, {n.a_unit}, {n.a_variant}, "
                 f"{n.a_source}, {n.a_created}, {n.a_updated}) "
-                f"VALUES {', '.join([row_sql] * len(chunk))} "
+                f"SELECT d.column1, d.column2, d.column3, '{Reason.HASH}', %s, %s "
+                f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))}) AS d "
+                f"JOIN {n.variant} v "
+                f"ON v.{n.v_id} = d.column3 AND v.{n.v_experiment} = d.column1 "
+                f"JOIN {n.experiment} e ON e.{n.e_id} = d.column1 AND e.{n.e_product} = %s "
+                # WHERE true: SQLite needs it to parse an upsert after INSERT ... SELECT.
+                f"WHERE true "
                 f"ON CONFLICT ({n.a_experiment}, {n.a_unit}) DO NOTHING "
                 f"RETURNING {n.a_unit}, {n.a_experiment}",
-                [value for row in chunk for value in (*row, now, now)],
+                [now, now, *(value for row in chunk for value in row), product_id],
             )
             inserted.update(cursor.fetchall())
     return unit_ids, inserted
@@ -335,7 +353,7 @@ def rebucket_assignments(moves: Sequence[Rebucketing]) -> set[tuple[int, int]]:
     unit_id, experiment_id, old_variant, new_variant = columns
     sql = (
         f"UPDATE {n.assignment} SET {n.a_variant} = {new_variant}, "
-        f"{n.a_source} = 'rebucketed', {n.a_updated} = %s "
+        f"{n.a_source} = '{Reason.REBUCKETED}', {n.a_updated} = %s "
         f"FROM {source} "
         f"WHERE {n.assignment}.{n.a_unit} = {unit_id} "
         f"AND {n.assignment}.{n.a_experiment} = {experiment_id} "
@@ -347,8 +365,9 @@ def rebucket_assignments(moves: Sequence[Rebucketing]) -> set[tuple[int, int]]:
         return set(cursor.fetchall())
 
 
-def read_assignments(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Stored]:
-    """The stored assignments of (unit id, experiment id) pairs: what a racer stored."""
+def read_assignments(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ReadBack]:
+    """The stored assignments of (unit id, experiment id) pairs, with their variant keys:
+    what a racer stored (its variant may be newer than the config this request used)."""
     pairs = set(pairs)
     if not pairs:
         return {}
@@ -356,23 +375,24 @@ def read_assignments(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
     unit_ids = sorted({unit_id for unit_id, _ in pairs})
     experiment_ids = sorted({experiment_id for _, experiment_id in pairs})
     if _is_postgres():
-        where = f"{n.a_unit} = ANY(%s::bigint[]) AND {n.a_experiment} = ANY(%s::bigint[])"
+        where = f"a.{n.a_unit} = ANY(%s::bigint[]) AND a.{n.a_experiment} = ANY(%s::bigint[])"
         params = [unit_ids, experiment_ids]
     else:
         where = (
-            f"{n.a_unit} IN ({_placeholders(len(unit_ids))}) "
-            f"AND {n.a_experiment} IN ({_placeholders(len(experiment_ids))})"
+            f"a.{n.a_unit} IN ({_placeholders(len(unit_ids))}) "
+            f"AND a.{n.a_experiment} IN ({_placeholders(len(experiment_ids))})"
         )
         params = [*unit_ids, *experiment_ids]
     sql = (
-        f"SELECT {n.a_unit}, {n.a_experiment}, {n.a_variant}, {n.a_source} "
-        f"FROM {n.assignment} WHERE {where}"
+        f"SELECT a.{n.a_unit}, a.{n.a_experiment}, a.{n.a_variant}, v.{n.v_key}, a.{n.a_source} "
+        f"FROM {n.assignment} a JOIN {n.variant} v ON v.{n.v_id} = a.{n.a_variant} "
+        f"WHERE {where}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {
-            (unit_id, experiment_id): Stored(variant_id, source)
-            for unit_id, experiment_id, variant_id, source in cursor.fetchall()
+            (unit_id, experiment_id): ReadBack(variant_id, variant_key, source)
+            for unit_id, experiment_id, variant_id, variant_key, source in cursor.fetchall()
             if (unit_id, experiment_id) in pairs
         }
 

@@ -1,4 +1,4 @@
-"""Database helpers shared by the write paths."""
+"""Database helpers: quoted SQL names for hand-written statements, deadlock retries."""
 
 import functools
 import logging
@@ -6,6 +6,22 @@ import logging
 from django.db import OperationalError, connection
 
 logger = logging.getLogger(__name__)
+
+
+def quoted(name: str) -> str:
+    """`name` quoted as an SQL identifier for the database in use."""
+    return connection.ops.quote_name(name)
+
+
+def table(model) -> str:
+    """The quoted table name of a model, for raw SQL (never spelled out by hand)."""
+    return quoted(model._meta.db_table)
+
+
+def column(model, field: str) -> str:
+    """The quoted column name of a model's field (`product` gives `"product_id"`)."""
+    return quoted(model._meta.get_field(field).column)
+
 
 # PostgreSQL: deadlock_detected, serialization_failure. Both mean "run it again".
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})

@@ -1,4 +1,4 @@
-"""The shapes of public identifiers (DESIGN §1), checked at every way in."""
+"""The shapes of public identifiers (docs/decide.md, docs/admin.md), checked at every way in."""
 
 import re
 import unicodedata

@@ -11,17 +11,13 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from lab import vocabulary
 
-class Status(models.TextChoices):
-    ENABLED = "enabled"
-    DISABLED = "disabled"
-    REMOVED = "removed"
-
-
-class AssignmentSource(models.TextChoices):
-    HASH = "hash"
-    FORCED = "forced"
-    REBUCKETED = "rebucketed"
+# Field choices derived from lab.vocabulary, the one definition of these words.
+Status = models.TextChoices("Status", [(status.name, status.value) for status in vocabulary.Status])
+AssignmentSource = models.TextChoices(
+    "AssignmentSource", [(reason.name, reason.value) for reason in vocabulary.ASSIGNMENT_SOURCES]
+)
 
 
 KEY_MAX_LENGTH = 64
@@ -33,11 +29,23 @@ def new_salt() -> str:
     return secrets.token_hex(16)
 
 
+def new_config_version() -> int:
+    """A random 63-bit config version (docs/decide.md, "The config cache").
+
+    Random rather than a counter: two databases (two deployments, a restored backup and
+    the original) never reach the same (product id, version) by different histories, so
+    a config cached under one can never be served to another.
+    """
+    return secrets.randbits(63)
+
+
 def _status_check(model_name: str) -> models.CheckConstraint:
     return models.CheckConstraint(
         condition=Q(status__in=Status.values),
         name=f"{model_name}_status_valid",
-        violation_error_message="status must be enabled, disabled or removed",
+        violation_error_message=(
+            f"status must be {', '.join(Status.values[:-1])} or {Status.values[-1]}"
+        ),
     )
 
 
@@ -46,9 +54,10 @@ class Product(models.Model):
     key = models.CharField(max_length=KEY_MAX_LENGTH)
     name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
-    # Bumped in the same transaction as every write that changes what decide answers;
-    # the database is the authority, Redis and worker memory only cache it.
-    config_version = models.BigIntegerField(default=0, editable=False)
+    # Replaced by a new random value in the same transaction as every write that changes
+    # what decide answers; the database is the authority, Redis and worker memory only
+    # cache it (lab.services.config_version).
+    config_version = models.BigIntegerField(default=new_config_version, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -66,8 +75,9 @@ class Unit(models.Model):
     key = models.CharField(max_length=UNIT_KEY_MAX_LENGTH)
     created_at = models.DateTimeField(auto_now_add=True)
     # What targeting conditions test (docs/decide.md, "Targeting"): validated by
-    # decide.targeting.check_attributes at every way in.
-    attributes = models.JSONField(default=dict, blank=True)
+    # decide.targeting.check_attributes at every way in. The database default lets raw
+    # inserts (decide's, the benchmark seeder's) leave it out.
+    attributes = models.JSONField(default=dict, db_default={}, blank=True)
 
     class Meta:
         constraints = [
@@ -127,7 +137,7 @@ class Experiment(models.Model):
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT)
     coverage = models.FloatField(default=1.0)
     # Random at creation and never changed: it is what makes the bucketing of one
-    # experiment independent of every other one (DESIGN §2).
+    # experiment independent of every other one (docs/decide-vectors.md).
     salt = models.CharField(max_length=64, default=new_salt, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     # Targeting (docs/decide.md, "Targeting, schedules and layers"): conditions as the
@@ -204,7 +214,7 @@ class Variant(models.Model):
                 violation_error_message="weight must be 0 or more",
             ),
         ]
-        # Creation order is the bucketing order (DESIGN §2): ids grow with creation.
+        # Creation order is the bucketing order (docs/decide-vectors.md): ids grow with creation.
         ordering = ["id"]
 
     def __str__(self) -> str:

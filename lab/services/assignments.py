@@ -1,6 +1,7 @@
 """Forced assignments: an operator puts units (one, or a whole lot) on a variant.
 
-A forced assignment wins like any stored one (DESIGN §2), so forcing changes what decide
+A forced assignment wins like any stored one (docs/decide.md, "What each status means for
+the answer"), so forcing changes what decide
 answers for those units only; decide reads stored assignments from the database on every
 request, so no config version is bumped.
 
@@ -18,6 +19,7 @@ from django.db import transaction
 from lab.db import retry_on_deadlock
 from lab.errors import BadRequest
 from lab.models import Assignment, AssignmentSource, AuditEvent, Experiment, Status, Variant
+from lab.services.audit import Change, audit_records
 from lab.services.bulk import BatchProblems, Upserted, check_batch_size
 from lab.services.units import units_ensure
 
@@ -117,22 +119,44 @@ def _force(
         update_fields=["variant", "source", "updated_at"],
     )
     variant_keys = {variant.id: variant.key for variant in variants}
-    AuditEvent.objects.bulk_create(
-        [
-            AuditEvent(
-                product_id=experiment.product_id,
-                actor=actor,
-                action=AuditEvent.Action.FORCED,
-                object_type="assignment",
-                object_key=f"{experiment.key}/{unit_key}",
-                from_value=variant_keys.get(previous.get(unit_id), ""),
-                to_value=variant.key,
+    audit_records(
+        product_id=experiment.product_id,
+        actor=actor,
+        action=AuditEvent.Action.FORCED,
+        object_type="assignment",
+        changes=[
+            Change(
+                assignment_object_key(experiment.key, unit_key),
+                variant_keys.get(previous.get(unit_id), ""),
+                variant.key,
             )
             for unit_id, unit_key, variant in by_unit_id
             if previous.get(unit_id) != variant.id
-        ]
+        ],
     )
     return Upserted(created=len(by_unit_id) - len(previous), updated=len(previous))
+
+
+def assignment_object_key(experiment_key: str, unit_key: str) -> str:
+    """How the audit trail names the assignment of a unit in an experiment."""
+    return f"{experiment_key}/{unit_key}"
+
+
+def assignments_rebucketed_audit(
+    *, product_id: int, actor: str, moves: Iterable[tuple[str, str, str, str]]
+) -> int:
+    """Audit units that decide moved off a removed variant: (experiment key, unit key,
+    removed variant key, new variant key) each. The caller's transaction holds the move."""
+    return audit_records(
+        product_id=product_id,
+        actor=actor,
+        action=AuditEvent.Action.REBUCKETED,
+        object_type="assignment",
+        changes=[
+            Change(assignment_object_key(experiment_key, unit_key), old, new)
+            for experiment_key, unit_key, old, new in moves
+        ],
+    )
 
 
 def _check_experiment_open(experiment: Experiment) -> None:

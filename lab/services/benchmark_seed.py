@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
+from lab.db import column, table
 from lab.errors import BadRequest
 from lab.models import Assignment, AssignmentSource, Experiment, Product, Status, Unit, Variant
 from lab.services.credentials import api_token_create, client_key_create
@@ -29,7 +30,7 @@ UNIT_DIGITS = 9
 ASSIGNMENTS_MAX = 100_000_000
 
 # Three enabled experiments with 2-3 variants each, every unit covered: a known unit
-# has one stored assignment per experiment, which is the case DESIGN §5 measures.
+# has one stored assignment per experiment, which is the case load_tests/README.md measures.
 BENCHMARK_EXPERIMENTS = [
     {
         "key": "exp-a",
@@ -126,14 +127,9 @@ def benchmark_seed(
 
 
 def _names() -> dict[str, str]:
-    q = connection.ops.quote_name
-
-    def column(model, name: str) -> str:
-        return q(model._meta.get_field(name).column)
-
     return {
-        "unit": q(Unit._meta.db_table),
-        "assignment": q(Assignment._meta.db_table),
+        "unit": table(Unit),
+        "assignment": table(Assignment),
         "u_id": column(Unit, "id"),
         "u_product": column(Unit, "product"),
         "u_key": column(Unit, "key"),

@@ -10,7 +10,14 @@ from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from decide import config
-from decide.config import cache_key, compile_config, get_config
+from decide.config import (
+    ConfigEntry,
+    cache_key,
+    compile_config,
+    entry_from_rows,
+    get_config,
+    shared_get,
+)
 from lab.models import Product
 from tests.conftest import requires_redis
 from tests.decide.conftest import expected_variant, make_experiment, variant
@@ -47,7 +54,7 @@ def test_config__fresh_worker__served_from_shared_cache(decider, counts, django_
     with django_assert_num_queries(1):
         decider.decide("SN-1")
     assert counts() == {"hit": 1, "miss": 1, "error": 0}
-    stored = caches["decide"].get(cache_key(decider.product.id, _version(decider.product)))
+    stored = shared_get(cache_key(decider.product.id, _version(decider.product)))
     assert stored is not None
 
 
@@ -69,10 +76,10 @@ def test_config__write_committed_between_read_and_compile__later_version_used(de
     # When the config is compiled for v
     compiled = get_config(decider.product.id, read_version)
     # Then it is the newer one, stored under its own version (never newer data under v)
-    assert compiled.version == read_version + 1
+    assert compiled.version == _version(decider.product) != read_version
     assert compiled.paused_keys == ("etch",)
-    assert caches["decide"].get(cache_key(decider.product.id, read_version)) is None
-    assert caches["decide"].get(cache_key(decider.product.id, read_version + 1)) is not None
+    assert shared_get(cache_key(decider.product.id, read_version)) is None
+    assert shared_get(cache_key(decider.product.id, compiled.version)) is not None
 
 
 def test_compile_config__statuses_steps_and_variant_map():
@@ -85,7 +92,7 @@ def test_compile_config__statuses_steps_and_variant_map():
         (2, "paused", "disabled", "s2", 1.0, None, None, None, None, None),
         (3, "empty", "enabled", "s3", 1.0, None, None, None, None, None),
     ]
-    compiled = compile_config(7, rows)
+    compiled = compile_config(ConfigEntry.model_validate(entry_from_rows(5, 7, rows)))
     assert compiled.version == 7
     assert [e.key for e in compiled.experiments] == ["etch", "empty"]
     assert compiled.paused_keys == ("paused",)
@@ -102,7 +109,7 @@ def test_compile_config__statuses_steps_and_variant_map():
 
 
 def test_compile_config__no_experiments():
-    compiled = compile_config(0, [(None,) * 10])
+    compiled = compile_config(ConfigEntry.model_validate(entry_from_rows(5, 0, [(None,) * 10])))
     assert compiled.experiments == () and compiled.paused_keys == ()
 
 
@@ -156,6 +163,6 @@ def test_config__redis__entries_under_versioned_key_with_collection_ttl(decider)
     decider.decide("SN-1")
     key = cache_key(decider.product.id, _version(decider.product))
     cache = caches["decide"]
-    assert cache.get(key) is not None
+    assert shared_get(key) is not None
     ttl = cache.ttl(key)
     assert 0 < ttl <= config.SHARED_CACHE_TTL_SECONDS

@@ -1,5 +1,6 @@
-"""The database budget of the hot path (DESIGN §2): one round trip for a known unit, one more
-statement to store a new one, extra statements only on a config cache miss."""
+"""The database budget of the hot path (docs/decide.md, "How the answer stays fast"): one
+round trip for a known unit, one more statement to store a new one, extra statements only
+on a config cache miss."""
 
 import pytest
 

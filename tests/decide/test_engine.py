@@ -16,9 +16,6 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from decide.engine import (
-    STATUS_DISABLED,
-    STATUS_ENABLED,
-    STATUS_REMOVED,
     CompiledExperiment,
     Decision,
     VariantRange,
@@ -28,6 +25,9 @@ from decide.engine import (
     compile_ranges,
     decide_one,
 )
+from lab.vocabulary import Status
+
+STATUS_ENABLED, STATUS_DISABLED, STATUS_REMOVED = Status.ENABLED, Status.DISABLED, Status.REMOVED
 
 SALT = "7f3c9a1e5b2d4680"
 WEIGHTED_VARIANTS = [(1, "a", 1.0), (2, "b", 1.0), (3, "c", 2.0)]

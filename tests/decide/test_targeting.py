@@ -22,9 +22,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from decide.engine import (
-    STATUS_DISABLED,
-    STATUS_ENABLED,
-    STATUS_REMOVED,
     compile_experiment,
     decide_one,
     layer_position,
@@ -40,6 +37,7 @@ from decide.targeting import (
 
 VECTORS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "decide-vectors.md"
 LAYER_SALT = "4e1a9c7d2b6f8035"
+STATUS_ENABLED, STATUS_DISABLED, STATUS_REMOVED = "enabled", "disabled", "removed"
 property_settings = settings(max_examples=300, deadline=None)
 
 

@@ -1,5 +1,6 @@
 """Concurrent first decisions on several gunicorn workers: exactly one assignment per
-(experiment, unit), and every response agrees with it (DESIGN §2.4)."""
+(experiment, unit), and every response agrees with it (docs/decide.md, "How the answer
+stays fast")."""
 
 import threading
 from collections import defaultdict
