@@ -69,3 +69,29 @@ def test_e2e__ofrep_bulk__etag_round_trip(server, seeded):
         "/ofrep/v1/evaluate/flags", body, key, **{"If-None-Match": first.headers["ETag"]}
     )
     assert again.status_code == 304
+
+
+def test_e2e__openfeature_sdk__context_attributes_get_the_targeted_answer(server, seeded):
+    import requests
+
+    # Given etch targeted at line 3 through the admin API
+    key, product, token = seeded["client_key"], seeded["product"], seeded["api_token"]
+    response = requests.patch(
+        server.url(f"/api/admin/v1/products/{product}/experiments/etch"),
+        json={"conditions": [{"attribute": "line", "operator": "in", "values": ["3"]}]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    client = _client(server, key, f"lab-targeted-{product}")
+    # When the SDK evaluates it for a line-3 unit and a line-1 unit
+    on_3 = client.get_string_details(
+        "etch", "fallback", EvaluationContext(targeting_key="OF-T3", attributes={"line": "3"})
+    )
+    on_1 = client.get_string_details(
+        "etch", "fallback", EvaluationContext(targeting_key="OF-T1", attributes={"line": 1})
+    )
+    # Then the line-3 unit gets its variant, the other the code default, neither an error
+    assert on_3.value in ("short", "long") and on_3.error_code is None
+    assert (on_1.value, on_1.reason, on_1.error_code) == ("fallback", Reason.DEFAULT, None)
+    assert server.decide(key, "OF-T3", experiments=["etch"]) == {"etch": on_3.value}
