@@ -125,8 +125,8 @@ def _plan(
     """Pure but for the clock: the engine's decision for every (unit, selected experiment).
 
     A unit's effective attributes (stored, overlaid key by key with the ones sent) are only
-    assembled when a selected experiment has conditions: untargeted decisions never decode
-    stored attributes.
+    assembled when a condition is tested: an untargeted decision, or a unit whose stored
+    assignments answer, never decodes stored attributes.
     """
     selected = _select(config, experiments, step, include_paused)
     product_enabled = state.status == Status.ENABLED
@@ -139,9 +139,11 @@ def _plan(
     for unit_key in unit_keys:
         unit = units.get(unit_key)
         assignments = unit.assignments if unit is not None else no_assignments
-        effective = EMPTY_ATTRIBUTES
-        if targeted:
-            effective = {**store.unit_attributes(unit), **sent.get(unit_key, EMPTY_ATTRIBUTES)}
+        effective = (
+            _EffectiveAttributes(unit, sent.get(unit_key, EMPTY_ATTRIBUTES))
+            if targeted
+            else EMPTY_ATTRIBUTES
+        )
         result: dict[str, Answer | _Write] = {}
         for key, experiment, null_reason in selected:
             if experiment is None:
@@ -196,6 +198,34 @@ def _select(
 
 
 _HASHED = (Reason.HASH, Reason.REBUCKETED)
+
+
+class _EffectiveAttributes(Mapping):
+    """A unit's stored attributes overlaid key by key with the ones sent, built on first use."""
+
+    __slots__ = ("_unit", "_sent", "_merged")
+
+    def __init__(self, unit: store.UnitRow | None, sent: Mapping[str, object]):
+        self._unit = unit
+        self._sent = sent
+        self._merged: dict | None = None
+
+    def _attributes(self) -> dict:
+        if self._merged is None:
+            self._merged = {**store.unit_attributes(self._unit), **self._sent}
+        return self._merged
+
+    def __getitem__(self, name: str):
+        return self._attributes()[name]
+
+    def get(self, name: str, default=None):
+        return self._attributes().get(name, default)
+
+    def __iter__(self):
+        return iter(self._attributes())
+
+    def __len__(self) -> int:
+        return len(self._attributes())
 
 # (unit key, experiment id) -> the answer the database now holds for a write.
 _Stored = dict[tuple[str, int], Answer]
