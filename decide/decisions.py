@@ -203,7 +203,7 @@ _HASHED = (Reason.HASH, Reason.REBUCKETED)
 class _EffectiveAttributes(Mapping):
     """A unit's stored attributes overlaid key by key with the ones sent, built on first use."""
 
-    __slots__ = ("_unit", "_sent", "_merged")
+    __slots__ = ("_merged", "_sent", "_unit")
 
     def __init__(self, unit: store.UnitRow | None, sent: Mapping[str, object]):
         self._unit = unit
