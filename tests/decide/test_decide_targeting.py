@@ -238,3 +238,42 @@ def test_queries__batch_targeted__one_read_one_write(three_targeted, django_asse
     assert Assignment.objects.count() == 300
     with django_assert_num_queries(1):
         three_targeted.post("/api/v1/decide/batch", {"units": units})
+
+
+# The cached config carries the targeting ------------------------------------------------------
+
+
+def test_config_entry__targeting_round_trips_through_the_shared_cache(decider, line_3):
+    from decide import config
+
+    # Given a worker that compiled the targeted config (and shared it)
+    assert decide(decider, "SN-3", {"line": "3"})["etch-time"] is not None
+    # When another worker (empty memory) reads it from the shared cache
+    config.clear_memory()
+    # Then it decides by the same conditions
+    assert decide(decider, "SN-1", {"line": "1"})["etch-time"] is None
+    assert decide(decider, "SN-33", {"line": "3"})["etch-time"] is not None
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda e: e.update(conditions=[{"attribute": "line", "operator": "eq", "values": []}]),
+        lambda e: e.update(
+            conditions=[{"attribute": "fw", "operator": "semver_gt", "values": ["x"]}]
+        ),
+        lambda e: e.update(start_at=10.0, end_at=5.0),
+        lambda e: e.update(layer={"salt": "s", "start": 0.5, "end": 0.5}),
+        lambda e: e.update(layer={"salt": "s", "start": 0.0}),
+    ],
+)
+def test_config_entry__bad_targeting__refused_like_any_bad_entry(decider, line_3, tamper):
+    from decide import config
+
+    product = decider.product
+    product.refresh_from_db()
+    entry = config._load(product.id, product.config_version)
+    tamper(entry["experiments"][0])
+    raw = config.encode_entry(entry)
+    with pytest.raises(config.RejectedEntry):
+        config.decode_entry(raw, product.id, entry["version"])
