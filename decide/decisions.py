@@ -227,6 +227,7 @@ class _EffectiveAttributes(Mapping):
     def __len__(self) -> int:
         return len(self._attributes())
 
+
 # (unit key, experiment id) -> the answer the database now holds for a write.
 _Stored = dict[tuple[str, int], Answer]
 
