@@ -7,6 +7,7 @@ from admin_api.routers import (
     audit,
     client_keys,
     experiments,
+    layers,
     measurements,
     metrics,
     products,
@@ -84,6 +85,7 @@ api.add_router("/tokens", tokens.router)
 api.add_router(PRODUCT + "/client-keys", client_keys.router)
 api.add_router(PRODUCT + "/steps", steps.router)
 api.add_router(PRODUCT + "/metrics", metrics.router)
+api.add_router(PRODUCT + "/layers", layers.router)
 api.add_router(PRODUCT + "/experiments", experiments.router)
 api.add_router(EXPERIMENT + "/variants", variants.router)
 api.add_router(EXPERIMENT + "/assignments", assignments.router)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from ninja import Schema
 from pydantic import BeforeValidator
 
-from lab.services.units import check_batch_size
+from lab.services.bulk import check_batch_size
 
 StatusValue = Literal["enabled", "disabled", "removed"]
 

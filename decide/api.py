@@ -95,7 +95,11 @@ def decide(request, body: DecideIn):
     or unknown, product disabled, unit outside coverage). A first decision is stored before
     the answer is sent; later ones return it unchanged."""
     decided = decisions.decide(
-        request.auth, (body.unit,), experiments=body.experiments, step=body.step
+        request.auth,
+        (body.unit,),
+        experiments=body.experiments,
+        step=body.step,
+        attributes={body.unit: body.attributes} if body.attributes else None,
     )
     answers = decided.answers[body.unit]
     return _json({"unit": body.unit, "variants": {k: a.variant for k, a in answers.items()}})
@@ -111,15 +115,23 @@ def decide(request, body: DecideIn):
 def decide_batch(request, body: BatchIn):
     """Like /api/v1/decide for each unit, in request order, with a fixed number of database
     statements whatever the number of units. More than 1000 units answer 413."""
-    unique_units = list(dict.fromkeys(body.units))
+    keys = [unit if isinstance(unit, str) else unit.key for unit in body.units]
+    sent: dict[str, dict] = {}
+    for unit in body.units:
+        if not isinstance(unit, str) and unit.attributes and unit.key not in sent:
+            sent[unit.key] = unit.attributes
     decided = decisions.decide(
-        request.auth, unique_units, experiments=body.experiments, step=body.step
+        request.auth,
+        list(dict.fromkeys(keys)),
+        experiments=body.experiments,
+        step=body.step,
+        attributes=sent or None,
     )
     by_unit = {
         unit: {"unit": unit, "variants": {k: a.variant for k, a in answers.items()}}
         for unit, answers in decided.answers.items()
     }
-    return _json({"decisions": [by_unit[unit] for unit in body.units]})
+    return _json({"decisions": [by_unit[key] for key in keys]})
 
 
 api.add_router("", ofrep.router)

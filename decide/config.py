@@ -23,8 +23,10 @@ run code. The expiry on the shared entries only collects versions nobody asks fo
 """
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from itertools import pairwise
 from types import MappingProxyType
@@ -38,9 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from decide import metrics
 from decide.engine import CompiledExperiment, compile_experiment
+from decide.targeting import MAX_CONDITIONS, LayerSlot, Schedule, compile_conditions
 from lab.db import column, table
 from lab.keys import KEY_PATTERN
-from lab.models import Experiment, Product, Step, Variant
+from lab.models import Experiment, Layer, Product, Step, Variant
 from lab.vocabulary import Status
 
 logger = logging.getLogger(__name__)
@@ -50,7 +53,8 @@ SHARED_CACHE_TTL_SECONDS = 24 * 3600
 MEMORY_MAX_PRODUCTS = 10_000
 # The shape of the shared entries. Bump it with any change of `ConfigEntry` (or of what it
 # means): it is part of the key, so workers of two releases never read each other's entries.
-FORMAT_VERSION = 2
+# 3: experiments carry their targeting (conditions, schedule, layer slot).
+FORMAT_VERSION = 3
 _SIGNING_SALT = "lab.decide.config-cache"
 
 
@@ -85,6 +89,15 @@ class VariantEntry(_Strict):
     weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
+class LayerEntry(_Strict):
+    salt: Annotated[str, Field(min_length=1, max_length=64)]
+    start: _Fraction
+    end: _Fraction
+
+
+_Moment = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class ExperimentEntry(_Strict):
     id: _Id
     key: _Key
@@ -95,6 +108,12 @@ class ExperimentEntry(_Strict):
     step: _Key | None
     # In creation (id) order, the bucketing order; a paused experiment lists none.
     variants: list[VariantEntry]
+    # Targeting (docs/decide.md): conditions as the admin API stored them (compiled, hence
+    # checked again, by compile_config), the schedule in seconds since the epoch, the slot.
+    conditions: Annotated[list[dict], Field(max_length=MAX_CONDITIONS)]
+    start_at: _Moment | None
+    end_at: _Moment | None
+    layer: LayerEntry | None
 
     @model_validator(mode="after")
     def _variants_in_creation_order(self) -> Self:
@@ -146,6 +165,14 @@ def compile_config(entry: ConfigEntry) -> ProductConfig:
                 coverage=e.coverage,
                 step_key=e.step,
                 variants=[(v.id, v.key, v.status, v.weight) for v in e.variants],
+                # Each raises a ValueError (TargetingError) for what the admin API refuses.
+                conditions=compile_conditions(e.conditions),
+                schedule=(
+                    Schedule(e.start_at, e.end_at)
+                    if e.start_at is not None or e.end_at is not None
+                    else None
+                ),
+                layer=LayerSlot(e.layer.salt, e.layer.start, e.layer.end) if e.layer else None,
             )
         )
     by_step: dict[str, list[CompiledExperiment]] = {}
@@ -164,7 +191,8 @@ def compile_config(entry: ConfigEntry) -> ProductConfig:
 # --- The database: one statement.
 
 # One row per variant of an enabled experiment (or one per experiment without any):
-# (experiment id, key, status, salt, coverage, step key, variant id, key, status, weight).
+# (experiment id, key, status, salt, coverage, step key, conditions, start_at, end_at,
+#  layer salt, layer start, layer end, variant id, key, status, weight).
 ConfigRow = tuple
 
 
@@ -176,6 +204,9 @@ def _load_sql() -> str:
         f"SELECT p.{col(Product, 'config_version')}, "
         f"e.{experiment_id}, e.{col(Experiment, 'key')}, e.{experiment_status}, "
         f"e.{col(Experiment, 'salt')}, e.{col(Experiment, 'coverage')}, s.{col(Step, 'key')}, "
+        f"e.{col(Experiment, 'conditions')}, e.{col(Experiment, 'start_at')}, "
+        f"e.{col(Experiment, 'end_at')}, l.{col(Layer, 'salt')}, "
+        f"e.{col(Experiment, 'layer_start')}, e.{col(Experiment, 'layer_end')}, "
         f"v.{col(Variant, 'id')}, v.{col(Variant, 'key')}, v.{col(Variant, 'status')}, "
         f"v.{col(Variant, 'weight')} "
         f"FROM {table(Product)} p "
@@ -183,6 +214,7 @@ def _load_sql() -> str:
         f"ON e.{col(Experiment, 'product')} = p.{col(Product, 'id')} "
         f"AND e.{experiment_status} IN (%s, %s) "
         f"LEFT JOIN {table(Step)} s ON s.{col(Step, 'id')} = e.{col(Experiment, 'step')} "
+        f"LEFT JOIN {table(Layer)} l ON l.{col(Layer, 'id')} = e.{col(Experiment, 'layer')} "
         f"LEFT JOIN {table(Variant)} v ON v.{col(Variant, 'experiment')} = e.{experiment_id} "
         f"AND e.{experiment_status} = %s "
         f"WHERE p.{col(Product, 'id')} = %s "
@@ -193,9 +225,11 @@ def _load_sql() -> str:
 def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) -> dict:
     """Pure: the entry (as plain data) of the rows `_load_sql` returns, without the version."""
     experiments: list[dict] = []
-    for experiment_id, key, status, salt, coverage, step_key, *variant in rows:
+    for experiment_id, key, status, salt, coverage, step_key, *targeting_and_variant in rows:
         if experiment_id is None:
             continue
+        conditions, start_at, end_at, layer_salt, layer_start, layer_end = targeting_and_variant[:6]
+        variant = targeting_and_variant[6:]
         if not experiments or experiments[-1]["id"] != experiment_id:
             experiments.append(
                 {
@@ -206,6 +240,18 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
                     "coverage": float(coverage),
                     "step": step_key,
                     "variants": [],
+                    "conditions": _json_column(conditions) or [],
+                    "start_at": _epoch(start_at),
+                    "end_at": _epoch(end_at),
+                    "layer": (
+                        None
+                        if layer_salt is None
+                        else {
+                            "salt": layer_salt,
+                            "start": float(layer_start),
+                            "end": float(layer_end),
+                        }
+                    ),
                 }
             )
         if variant[0] is not None:
@@ -219,6 +265,24 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
         "version": version,
         "experiments": experiments,
     }
+
+
+def _json_column(value):
+    """A JSON column read by raw SQL: text (Django reads jsonb as text), or already data."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _epoch(value) -> float | None:
+    """A timestamp column read by raw SQL (aware datetime; text on SQLite, in UTC) as
+    seconds since the epoch."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    seconds = value.timestamp()
+    return seconds if math.isfinite(seconds) else None
 
 
 def _load(product_id: int, version: int) -> dict:

@@ -16,7 +16,8 @@ In three steps, each done once:
 Batches are set-based: the same statements for 1 or 1000 units. See docs/decide.md.
 """
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from django.db import transaction
@@ -25,7 +26,7 @@ from decide import config as config_cache
 from decide import metrics, store
 from decide.auth import ClientCredential
 from decide.config import ProductConfig
-from decide.engine import CompiledExperiment, decide_one
+from decide.engine import EMPTY_ATTRIBUTES, CompiledExperiment, decide_one
 from lab.errors import ServiceUnavailable
 from lab.services.assignments import assignments_rebucketed_audit
 from lab.vocabulary import Reason, Status, reason_of_stored
@@ -76,12 +77,16 @@ def decide(
     experiments: Sequence[str] | None = None,
     step: str | None = None,
     include_paused: bool = False,
+    attributes: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Decided:
     """Decide every (unit, selected experiment), store the new answers, and answer.
 
-    `unit_keys` must be distinct. `experiments` selects by key in the given order (unknown
-    or paused keys answer no variant); otherwise every enabled experiment, at `step` if
-    given. `include_paused` adds the paused experiments (OFREP bulk lists them).
+    `unit_keys` must be distinct. `attributes` maps a unit key to the (valid) attributes
+    sent with its decision: overlaid on the unit's stored ones, key by key, for the
+    experiments' conditions, and stored with a unit this decision creates. `experiments`
+    selects by key in the given order (unknown or paused keys answer no variant); otherwise
+    every enabled experiment, at `step` if given. `include_paused` adds the paused
+    experiments (OFREP bulk lists them).
 
     The database has the last word over a cached config: if it holds a variant the config
     does not know, or refuses to store a variant the config chose (not that experiment's),
@@ -89,12 +94,13 @@ def decide(
     """
     state, units = store.read_units(credential, unit_keys)
     config = config_cache.get_config(state.product_id, state.config_version)
+    sent = attributes or {}
     for attempt in (1, 2):
-        plan = _plan(config, state, units, unit_keys, experiments, step, include_paused)
+        plan = _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
         try:
             if plan.config_disagrees and attempt == 1:
                 raise _ConfigDisagrees()
-            stored = _store(state.product_id, units, plan.writes)
+            stored = _store(state.product_id, units, plan.writes, sent)
         except _ConfigDisagrees:
             if attempt == 2:
                 raise ServiceUnavailable("the decision could not be stored; retry") from None
@@ -114,10 +120,18 @@ def _plan(
     experiments: Sequence[str] | None,
     step: str | None,
     include_paused: bool,
+    sent: Mapping[str, Mapping[str, object]],
 ) -> _Plan:
-    """Pure: the engine's decision for every (unit, selected experiment)."""
+    """Pure but for the clock: the engine's decision for every (unit, selected experiment).
+
+    A unit's effective attributes (stored, overlaid key by key with the ones sent) are only
+    assembled when a condition is tested: an untargeted decision, or a unit whose stored
+    assignments answer, never decodes stored attributes.
+    """
     selected = _select(config, experiments, step, include_paused)
     product_enabled = state.status == Status.ENABLED
+    targeted = any(e is not None and e.conditions for _, e, _ in selected)
+    now = time.time()
     decisions: dict[str, dict[str, Answer | _Write]] = {}
     writes: list[_Write] = []
     disagrees = False
@@ -125,6 +139,11 @@ def _plan(
     for unit_key in unit_keys:
         unit = units.get(unit_key)
         assignments = unit.assignments if unit is not None else no_assignments
+        effective = (
+            _EffectiveAttributes(unit, sent.get(unit_key, EMPTY_ATTRIBUTES))
+            if targeted
+            else EMPTY_ATTRIBUTES
+        )
         result: dict[str, Answer | _Write] = {}
         for key, experiment, null_reason in selected:
             if experiment is None:
@@ -137,12 +156,14 @@ def _plan(
             stored_id = stored.variant_id if stored is not None else None
             if stored_id is not None and stored_id not in experiment.variant_keys_by_id:
                 disagrees = True
-            variant_id, source = decide_one(experiment, unit_key, stored_id)
+            variant_id, source = decide_one(experiment, unit_key, stored_id, effective, now)
             if source == Reason.STORED:
                 variant_key = experiment.variant_keys_by_id[variant_id]
                 result[key] = Answer(variant_key, reason_of_stored(stored.source))
             elif variant_id is None:
-                result[key] = Answer(None, Reason.OUTSIDE)
+                # Outside coverage (hash or rebucketed), or the schedule, layer or conditions.
+                reason = Reason.OUTSIDE if source in _HASHED else source
+                result[key] = Answer(None, reason)
             else:
                 write = _Write(unit_key, experiment, variant_id, stored_id)
                 writes.append(write)
@@ -176,11 +197,47 @@ def _select(
     return selected
 
 
+_HASHED = (Reason.HASH, Reason.REBUCKETED)
+
+
+class _EffectiveAttributes(Mapping):
+    """A unit's stored attributes overlaid key by key with the ones sent, built on first use."""
+
+    __slots__ = ("_merged", "_sent", "_unit")
+
+    def __init__(self, unit: store.UnitRow | None, sent: Mapping[str, object]):
+        self._unit = unit
+        self._sent = sent
+        self._merged: dict | None = None
+
+    def _attributes(self) -> dict:
+        if self._merged is None:
+            self._merged = {**store.unit_attributes(self._unit), **self._sent}
+        return self._merged
+
+    def __getitem__(self, name: str):
+        return self._attributes()[name]
+
+    def get(self, name: str, default=None):
+        return self._attributes().get(name, default)
+
+    def __iter__(self):
+        return iter(self._attributes())
+
+    def __len__(self) -> int:
+        return len(self._attributes())
+
+
 # (unit key, experiment id) -> the answer the database now holds for a write.
 _Stored = dict[tuple[str, int], Answer]
 
 
-def _store(product_id: int, units: dict[str, store.UnitRow], writes: list[_Write]) -> _Stored:
+def _store(
+    product_id: int,
+    units: dict[str, store.UnitRow],
+    writes: list[_Write],
+    sent: Mapping[str, Mapping[str, object]],
+) -> _Stored:
     """Store the plan's writes; the answer each one now has in the database.
 
     Raises _ConfigDisagrees when a write is neither stored nor found stored by another
@@ -197,6 +254,11 @@ def _store(product_id: int, units: dict[str, store.UnitRow], writes: list[_Write
             product_id=product_id,
             known_units=unit_ids,
             new=[store.NewAssignment(w.unit_key, w.experiment.id, w.variant_id) for w in new],
+            new_unit_attributes={
+                w.unit_key: sent[w.unit_key]
+                for w in new
+                if w.unit_key not in unit_ids and w.unit_key in sent
+            },
         )
         unit_ids.update(new_unit_ids)
         written |= inserted

@@ -12,12 +12,17 @@ This module is the public contract a client SDK may reproduce (see docs/decide.m
    coverage and gets no variant.
 
 Stickiness (an already stored assignment wins unless its variant was removed) is applied by
-:func:`decide_one`. Everything here is plain Python over frozen dataclasses: no Django, no I/O.
+:func:`decide_one`, with the targeting rules around it (docs/decide.md, "Targeting, schedules
+and layers"): outside its schedule an experiment answers nothing (stored assignments kept);
+a stored assignment wins; otherwise a unit outside the experiment's layer slot, or whose
+effective attributes fail a condition, gets nothing and nothing is stored. Everything here
+is plain Python over frozen dataclasses: no Django, no I/O.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +32,7 @@ from typing import NamedTuple
 
 import mmh3
 
+from decide.targeting import CompiledCondition, LayerSlot, Schedule, all_hold
 from lab.vocabulary import Reason, Status
 
 __all__ = [
@@ -38,9 +44,12 @@ __all__ = [
     "compile_experiment",
     "compile_ranges",
     "decide_one",
+    "layer_position",
 ]
 
 _TWO_POW_32 = 2**32
+
+EMPTY_ATTRIBUTES: Mapping[str, object] = MappingProxyType({})
 
 
 def bucket_position(salt: str, unit_key: str) -> float:
@@ -53,6 +62,11 @@ def bucket_position(salt: str, unit_key: str) -> float:
     h = mmh3.hash(f"{salt}:{unit_key}".encode(), 0, False)
     # h < 2**32, so the quotient is exact in a double and strictly below 1.
     return h / _TWO_POW_32
+
+
+def layer_position(layer_salt: str, unit_key: str) -> float:
+    """The unit's position ``y`` in [0, 1) in a layer: the same hash, with the layer's salt."""
+    return bucket_position(layer_salt, unit_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +157,7 @@ class CompiledExperiment:
     ``variant_keys_by_id`` holds every variant, whatever its status, so a stored assignment
     can always be turned into a key (and an audit trail can name a removed variant).
     ``removed_variant_ids`` are the variants no unit may be served any more.
+    ``schedule``, ``layer`` and ``conditions`` are the experiment's targeting (none by default).
 
     Instances are immutable and hashable: the mapping is wrapped read-only and left out of
     the hash (it is still compared by ``==``).
@@ -156,6 +171,9 @@ class CompiledExperiment:
     ranges: tuple[VariantRange, ...]
     variant_keys_by_id: Mapping[int, str] = field(hash=False)
     removed_variant_ids: frozenset[int] = frozenset()
+    schedule: Schedule | None = None
+    layer: LayerSlot | None = None
+    conditions: tuple[CompiledCondition, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.variant_keys_by_id, MappingProxyType):
@@ -175,6 +193,9 @@ def compile_experiment(
     coverage: float,
     step_key: str | None = None,
     variants: Iterable[tuple[int, str, str, float]],
+    schedule: Schedule | None = None,
+    layer: LayerSlot | None = None,
+    conditions: Sequence[CompiledCondition] = (),
 ) -> CompiledExperiment:
     """Compile an experiment from all its variants as ``(id, key, status, weight)``.
 
@@ -198,6 +219,9 @@ def compile_experiment(
         removed_variant_ids=frozenset(
             variant_id for variant_id, _, status, _ in variants if status == Status.REMOVED
         ),
+        schedule=schedule,
+        layer=layer,
+        conditions=tuple(conditions),
     )
 
 
@@ -205,6 +229,8 @@ class Decision(NamedTuple):
     """The answer for one (experiment, unit): a variant id (None = no variant) and its source.
 
     A caller stores the decision when ``variant_id is not None and source != Reason.STORED``.
+    The reasons that answer no variant (outside coverage, schedule, layer or conditions)
+    never store anything.
     """
 
     variant_id: int | None
@@ -212,13 +238,26 @@ class Decision(NamedTuple):
 
 
 def decide_one(
-    experiment: CompiledExperiment, unit_key: str, stored_variant_id: int | None
+    experiment: CompiledExperiment,
+    unit_key: str,
+    stored_variant_id: int | None,
+    attributes: Mapping[str, object] = EMPTY_ATTRIBUTES,
+    now: float | None = None,
 ) -> Decision:
-    """Decide one unit: sticky if stored and not removed, otherwise hash into the ranges.
+    """Decide one unit, in the rule order of docs/decide.md:
 
-    A stored variant that is disabled, has weight 0 or lies outside coverage stays sticky; only
-    a removed variant (or an id the experiment does not know) sends the unit back to the hash.
+    0. outside its schedule (``now``, seconds since the epoch) the experiment answers
+       nothing and stored assignments are kept;
+    1. a stored variant wins (sticky) unless it was removed or the experiment does not know
+       it: a disabled, zero-weight or out-of-coverage variant stays, whatever the layer,
+       conditions or attributes are now;
+    1a. a unit whose layer position is outside the experiment's slot gets nothing;
+    1b. a unit whose effective ``attributes`` fail a condition gets nothing;
+    2-3. otherwise the unit is hashed into the ranges.
     """
+    schedule = experiment.schedule
+    if schedule is not None and not schedule.active(time.time() if now is None else now):
+        return Decision(None, Reason.OFF_SCHEDULE)
     if stored_variant_id is not None:
         if (
             stored_variant_id in experiment.variant_keys_by_id
@@ -228,5 +267,10 @@ def decide_one(
         source = Reason.REBUCKETED
     else:
         source = Reason.HASH
+    layer = experiment.layer
+    if layer is not None and not layer.contains(layer_position(layer.salt, unit_key)):
+        return Decision(None, Reason.OUTSIDE_LAYER)
+    if experiment.conditions and not all_hold(experiment.conditions, attributes):
+        return Decision(None, Reason.NOT_TARGETED)
     chosen = choose(experiment.ranges, bucket_position(experiment.salt, unit_key))
     return Decision(chosen.id if chosen is not None else None, source)

@@ -7,11 +7,16 @@ definition (open-feature/protocol, service/openapi.yaml):
 - a stored or new assignment: `value` = `variant` = the variant key, reason `SPLIT`
   (`TARGETING_MATCH` for an operator's forced assignment);
 - no variant: `value` = `variant` = `""` (never a variant key), reason `DISABLED` (paused
-  experiment, disabled product) or `SPLIT` (the split left the unit out: outside coverage, or
-  no eligible variant). A value is always sent because the JavaScript server provider reports
-  any success without one as an error; see docs/decide.md, "OpenFeature: OFREP";
+  experiment, disabled product, a schedule outside its window), `SPLIT` (the split left the
+  unit out: outside coverage, outside the experiment's layer slot, or no eligible variant) or
+  `TARGETING_MATCH` (the experiment's conditions turned the unit away). A value is always
+  sent because the JavaScript server provider reports any success without one as an error;
+  see docs/decide.md, "OpenFeature: OFREP";
+- the context's fields other than `targetingKey` are the unit's attributes for this
+  decision (docs/decide.md, "Targeting");
 - 400 `PARSE_ERROR` (body not JSON / not an object), `TARGETING_KEY_MISSING`,
-  `INVALID_CONTEXT` (context not an object, targetingKey not a unit key); 404
+  `INVALID_CONTEXT` (context not an object, targetingKey not a unit key, a context field
+  that is not a valid attribute); 404
   `FLAG_NOT_FOUND`; 401 for a missing or bad client key (checked first: a request refused
   before any decision raises `OfrepError`, which decide.api answers after the key check).
 """
@@ -36,6 +41,7 @@ from decide.schemas import (
     OfrepEvaluation,
     OfrepEvaluationFailure,
 )
+from decide.targeting import TargetingError, check_attributes
 from lab.keys import is_valid_key, unit_key_problem
 from lab.vocabulary import Reason
 
@@ -56,6 +62,10 @@ REASONS = {
     Reason.PAUSED: "DISABLED",
     Reason.DISABLED: "DISABLED",
     Reason.OUTSIDE: "SPLIT",
+    Reason.OFF_SCHEDULE: "DISABLED",
+    # A layer is a hash split of its own; a condition miss is what the targeting rules chose.
+    Reason.OUTSIDE_LAYER: "SPLIT",
+    Reason.NOT_TARGETED: "TARGETING_MATCH",
 }
 
 _REQUEST_BODY = {
@@ -69,8 +79,8 @@ _REQUEST_BODY = {
                     "properties": {
                         "context": {
                             "type": "object",
-                            "description": "Evaluation context; other attributes are accepted "
-                            "and ignored.",
+                            "description": "Evaluation context: targetingKey is the unit key; "
+                            "the other fields are the unit's attributes for this decision.",
                             "required": ["targetingKey"],
                             "properties": {
                                 "targetingKey": {
@@ -107,8 +117,9 @@ def _json(data, status: int = 200) -> HttpResponse:
     return HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
 
 
-def _targeting_key(request, flag: str | None = None) -> str:
-    """The unit key of the request's context; raises OfrepError (400) for a bad body."""
+def _targeting_key(request, flag: str | None = None) -> tuple[str, dict]:
+    """The unit key of the request's context and the attributes its other fields are;
+    raises OfrepError (400) for a bad body."""
 
     def refuse(code: str, details: str) -> OfrepError:
         return OfrepError(400, code, details, flag)
@@ -132,7 +143,11 @@ def _targeting_key(request, flag: str | None = None) -> str:
     problem = unit_key_problem(unit)
     if problem:
         raise refuse("INVALID_CONTEXT", f"context.targetingKey: {problem}")
-    return unit
+    try:
+        attributes = check_attributes({k: v for k, v in context.items() if k != "targetingKey"})
+    except TargetingError as exc:
+        raise refuse("INVALID_CONTEXT", f"context: {exc}") from exc
+    return unit, attributes
 
 
 def _flag_not_found(flag: str) -> dict:
@@ -158,11 +173,14 @@ def evaluation(key: str, answer: Answer) -> dict:
 )
 @decorate_view(observed("ofrep"))
 def evaluate_flag(request, key: str):
-    unit = _targeting_key(request, key)
+    unit, attributes = _targeting_key(request, key)
     if not is_valid_key(key):
         body = _flag_not_found(key)
         raise OfrepError(404, body["errorCode"], body["errorDetails"], key)
-    answer = decisions.decide(request.auth, (unit,), experiments=(key,)).answers[unit][key]
+    decided = decisions.decide(
+        request.auth, (unit,), experiments=(key,), attributes={unit: attributes}
+    )
+    answer = decided.answers[unit][key]
     if answer.reason == Reason.UNKNOWN:
         return _json(_flag_not_found(key), 404)
     return _json(evaluation(key, answer))
@@ -176,8 +194,10 @@ def evaluate_flag(request, key: str):
 )
 @decorate_view(observed("ofrep"))
 def evaluate_flags(request):
-    unit = _targeting_key(request)
-    decided = decisions.decide(request.auth, (unit,), include_paused=True)
+    unit, attributes = _targeting_key(request)
+    decided = decisions.decide(
+        request.auth, (unit,), include_paused=True, attributes={unit: attributes}
+    )
     flags = [evaluation(key, answer) for key, answer in decided.answers[unit].items()]
     body = orjson.dumps({"flags": flags})
     etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'

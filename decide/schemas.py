@@ -6,10 +6,10 @@ The hot path renders its answers straight to JSON; these response schemas docume
 from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import Field, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 
 from lab.errors import PayloadTooLarge
-from lab.schema_types import InputSchema, Key, UnitKey
+from lab.schema_types import Attributes, InputSchema, Key, UnitKey
 
 MAX_BATCH_UNITS = 1000
 MAX_EXPERIMENTS_PER_REQUEST = 1000
@@ -49,14 +49,33 @@ DocumentedUnitKey = Annotated[
 ]
 
 
+ATTRIBUTES_HELP = (
+    "Attributes of the unit for this decision, overlaid key by key on its stored ones for "
+    "the experiments' conditions; stored only when this decision creates the unit."
+)
+
+
 class DecideIn(DecideFilters):
     unit: DocumentedUnitKey
+    attributes: Attributes | None = Field(None, description=ATTRIBUTES_HELP)
+
+
+class BatchUnit(InputSchema):
+    key: DocumentedUnitKey
+    attributes: Attributes | None = Field(None, description=ATTRIBUTES_HELP)
+
+
+BatchItem = Annotated[
+    Annotated[DocumentedUnitKey, Tag("key")] | Annotated[BatchUnit, Tag("object")],
+    Discriminator(lambda value: "key" if isinstance(value, str) else "object"),
+]
 
 
 class BatchIn(DecideFilters):
-    units: list[DocumentedUnitKey] = Field(
-        description=f"Up to {MAX_BATCH_UNITS} unit keys (more: 413); duplicates are answered "
-        "at each of their positions.",
+    units: list[BatchItem] = Field(
+        description=f"Up to {MAX_BATCH_UNITS} units (more: 413): unit keys, or "
+        '{"key", "attributes"} objects; a unit given twice is answered at each of its '
+        "positions (with attributes, the first that has them counts).",
     )
 
     @field_validator("units", mode="before")

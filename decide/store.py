@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import NamedTuple
 
+import orjson
 from django.db import connection
 from django.utils import timezone
 
@@ -54,6 +55,18 @@ class ReadBack(NamedTuple):
 class UnitRow(NamedTuple):
     unit_id: int
     assignments: dict[int, Stored]  # experiment id -> stored assignment
+    # The stored attributes as the driver returned them (JSON text, or data): decoded by
+    # `unit_attributes` only when an experiment with conditions needs them.
+    raw_attributes: object = None
+
+
+def unit_attributes(unit: UnitRow | None) -> dict:
+    """The stored attributes of a unit read by `read_units` ({} for a new unit)."""
+    if unit is None or unit.raw_attributes is None:
+        return {}
+    raw = unit.raw_attributes
+    value = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return value if isinstance(value, dict) else {}
 
 
 class NewAssignment(NamedTuple):
@@ -90,6 +103,7 @@ class _Names:
         self.u_product = column(Unit, "product")
         self.u_key = column(Unit, "key")
         self.u_created = column(Unit, "created_at")
+        self.u_attributes = column(Unit, "attributes")
         self.a_experiment = column(Assignment, "experiment")
         self.a_unit = column(Assignment, "unit")
         self.a_variant = column(Assignment, "variant")
@@ -147,7 +161,7 @@ def _read_sql(postgres: bool, unit_count: int) -> str:
     n = _names()
     if unit_count == 0:
         unit_join = assignment_join = ""
-        unit_cols = "NULL, NULL"
+        unit_cols = "NULL, NULL, NULL"
         assignment_cols = "NULL, NULL, NULL"
     else:
         if unit_count == 1:
@@ -164,11 +178,12 @@ def _read_sql(postgres: bool, unit_count: int) -> str:
             # LIMIT 1 keeps the planner from flattening the probe into that scan.
             unit_join = (
                 f"LEFT JOIN LATERAL (SELECT found.* FROM unnest(%s::text[]) AS asked(k) "
-                f"CROSS JOIN LATERAL (SELECT x.{n.u_key}, x.{n.u_id} FROM {n.unit} x "
+                f"CROSS JOIN LATERAL (SELECT x.{n.u_key}, x.{n.u_id}, x.{n.u_attributes} "
+                f"FROM {n.unit} x "
                 f"WHERE x.{n.u_product} = p.{n.p_id} AND x.{n.u_key} = asked.k LIMIT 1) found"
                 f") u ON true"
             )
-        unit_cols = f"u.{n.u_key}, u.{n.u_id}"
+        unit_cols = f"u.{n.u_key}, u.{n.u_id}, u.{n.u_attributes}"
         assignment_join = f"LEFT JOIN {n.assignment} a ON a.{n.a_unit} = u.{n.u_id}"
         assignment_cols = f"a.{n.a_experiment}, a.{n.a_variant}, a.{n.a_source}"
     return (
@@ -208,12 +223,12 @@ def read_units(
     if status == Status.REMOVED:
         raise InvalidClientKey()
     units: dict[str, UnitRow] = {}
-    for *_, unit_key, unit_id, experiment_id, variant_id, source in rows:
+    for *_, unit_key, unit_id, attributes, experiment_id, variant_id, source in rows:
         if unit_id is None:
             continue
         unit = units.get(unit_key)
         if unit is None:
-            unit = units[unit_key] = UnitRow(unit_id, {})
+            unit = units[unit_key] = UnitRow(unit_id, {}, attributes)
         if experiment_id is not None:
             unit.assignments[experiment_id] = Stored(variant_id, source)
     return ProductState(product_id, status, version), units
@@ -234,8 +249,9 @@ def _insert_sql_postgres() -> str:
     n = _names()
     return f"""
         WITH new_units AS (
-            INSERT INTO {n.unit} ({n.u_product}, {n.u_key}, {n.u_created})
-            SELECT %s, k, %s FROM unnest(%s::text[]) AS k
+            INSERT INTO {n.unit} ({n.u_product}, {n.u_key}, {n.u_created}, {n.u_attributes})
+            SELECT %s, k, %s, attributes::jsonb
+            FROM unnest(%s::text[], %s::text[]) AS n(k, attributes)
             ON CONFLICT ({n.u_product}, {n.u_key}) DO UPDATE SET {n.u_key} = EXCLUDED.{n.u_key}
             RETURNING {n.u_id}, {n.u_key}
         ), units AS (
@@ -273,9 +289,16 @@ def _run_insert_postgres(params: list) -> list[tuple]:
 
 
 def insert_assignments(
-    *, product_id: int, known_units: dict[str, int], new: Sequence[NewAssignment]
+    *,
+    product_id: int,
+    known_units: dict[str, int],
+    new: Sequence[NewAssignment],
+    new_unit_attributes: dict[str, dict] | None = None,
 ) -> tuple[dict[str, int], set[tuple[int, int]]]:
     """Store first assignments (source `hash`), creating the units they need.
+
+    A unit created here stores the attributes of `new_unit_attributes` given for its key
+    (none: {}); a unit that exists, or that a concurrent request creates first, keeps its own.
 
     `known_units` maps the unit keys that exist already to their ids. Returns the ids of
     every unit involved and the (unit id, experiment id) pairs actually inserted; a pair
@@ -284,6 +307,10 @@ def insert_assignments(
     """
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     missing = sorted({a.unit_key for a in new if a.unit_key not in known_units})
+    new_unit_attributes = new_unit_attributes or {}
+    missing_attributes = [
+        orjson.dumps(new_unit_attributes.get(key) or {}).decode() for key in missing
+    ]
     ordered = sorted(new)
     unit_ids = {key: known_units[key] for key in {a.unit_key for a in new} if key in known_units}
     inserted: set[tuple[int, int]] = set()
@@ -293,6 +320,7 @@ def insert_assignments(
             product_id,
             now,
             missing,
+            missing_attributes,
             [unit_id for _, unit_id in known],
             [key for key, _ in known],
             now,
@@ -311,14 +339,16 @@ def insert_assignments(
 
     n = _names()
     with connection.cursor() as cursor:
-        for chunk in _chunks(missing, _SQLITE_ROWS_PER_INSERT):
+        with_attributes = list(zip(missing, missing_attributes, strict=True))
+        for chunk in _chunks(with_attributes, _SQLITE_ROWS_PER_INSERT):
             cursor.execute(
-                f"INSERT INTO {n.unit} ({n.u_product}, {n.u_key}, {n.u_created}) "
-                f"VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))} "
+                f"INSERT INTO {n.unit} ({n.u_product}, {n.u_key}, {n.u_created}, "
+                f"{n.u_attributes}) "
+                f"VALUES {', '.join(['(%s, %s, %s, %s)'] * len(chunk))} "
                 f"ON CONFLICT ({n.u_product}, {n.u_key}) "
                 f"DO UPDATE SET {n.u_key} = excluded.{n.u_key} "
                 f"RETURNING {n.u_id}, {n.u_key}",
-                [value for key in chunk for value in (product_id, key, now)],
+                [v for key, attrs in chunk for v in (product_id, key, now, attrs)],
             )
             unit_ids.update((key, unit_id) for unit_id, key in cursor.fetchall())
         rows = [(a.experiment_id, unit_ids[a.unit_key], a.variant_id) for a in ordered]

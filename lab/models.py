@@ -78,6 +78,10 @@ class Unit(models.Model):
     )
     key = models.CharField(max_length=UNIT_KEY_MAX_LENGTH)
     created_at = models.DateTimeField(auto_now_add=True)
+    # What targeting conditions test (docs/decide.md, "Targeting"): validated by
+    # decide.targeting.check_attributes at every way in. The database default lets raw
+    # inserts (decide's, the benchmark seeder's) leave it out.
+    attributes = models.JSONField(default=dict, db_default={}, blank=True)
 
     class Meta:
         constraints = [
@@ -109,6 +113,27 @@ class Step(models.Model):
         return self.key
 
 
+class Layer(models.Model):
+    """A hash space experiments share to be mutually exclusive (docs/decide.md, "Layers")."""
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="layers")
+    key = models.CharField(max_length=KEY_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    # Random at creation and never changed: a unit's position in the layer depends on it.
+    salt = models.CharField(max_length=64, default=new_salt, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "key"], name="layer_key_unique_per_product"),
+            _status_check("layer"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class Experiment(models.Model):
     product = models.ForeignKey(
         Product, on_delete=models.PROTECT, related_name="experiments", db_index=False
@@ -123,11 +148,40 @@ class Experiment(models.Model):
     # experiment independent of every other one (docs/decide-vectors.md).
     salt = models.CharField(max_length=64, default=new_salt, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Targeting (docs/decide.md, "Targeting, schedules and layers"): conditions as the
+    # admin API validated them, an optional [start_at, end_at) schedule, and an optional
+    # slot [layer_start, layer_end) of a layer.
+    conditions = models.JSONField(default=list, blank=True)
+    start_at = models.DateTimeField(null=True, blank=True)
+    end_at = models.DateTimeField(null=True, blank=True)
+    layer = models.ForeignKey(
+        Layer, null=True, blank=True, on_delete=models.PROTECT, related_name="experiments"
+    )
+    layer_start = models.FloatField(null=True, blank=True)
+    layer_end = models.FloatField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["product", "key"], name="experiment_key_unique_per_product"
+            ),
+            models.CheckConstraint(
+                condition=Q(start_at__isnull=True)
+                | Q(end_at__isnull=True)
+                | Q(start_at__lt=F("end_at")),
+                name="experiment_start_before_end",
+                violation_error_message="start_at must be before end_at",
+            ),
+            models.CheckConstraint(
+                condition=Q(layer__isnull=True, layer_start__isnull=True, layer_end__isnull=True)
+                | Q(
+                    layer__isnull=False,
+                    layer_start__gte=0,
+                    layer_start__lt=F("layer_end"),
+                    layer_end__lte=1,
+                ),
+                name="experiment_layer_range_valid",
+                violation_error_message="layer_range must be [start, end), 0 <= start < end <= 1",
             ),
             _status_check("experiment"),
             models.CheckConstraint(
@@ -301,6 +355,9 @@ class AuditEvent(models.Model):
         STATUS_CHANGED = "status_changed"
         REBUCKETED = "rebucketed"
         FORCED = "forced"
+        CONDITIONS_CHANGED = "conditions_changed"
+        SCHEDULE_CHANGED = "schedule_changed"
+        LAYER_CHANGED = "layer_changed"
 
     product = models.ForeignKey(
         Product, on_delete=models.PROTECT, related_name="audit_events", db_index=False
@@ -309,8 +366,9 @@ class AuditEvent(models.Model):
     action = models.CharField(max_length=32, choices=Action.choices)
     object_type = models.CharField(max_length=32)
     object_key = models.CharField(max_length=400)
-    from_value = models.CharField(max_length=UNIT_KEY_MAX_LENGTH, blank=True, default="")
-    to_value = models.CharField(max_length=UNIT_KEY_MAX_LENGTH, blank=True, default="")
+    # Text: a condition list or a schedule is longer than a status or a variant key.
+    from_value = models.TextField(blank=True, default="")
+    to_value = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

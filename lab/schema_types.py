@@ -1,11 +1,12 @@
 """Strict input types shared by the APIs: hostile input is refused at the edge."""
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from ninja import Schema
 from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, Strict
 
+from decide.targeting import MAX_ATTRIBUTES, check_attributes
 from lab.keys import KEY_PATTERN, unit_key_problem
 
 
@@ -46,6 +47,19 @@ Name = Annotated[str, Strict(), Field(max_length=200), AfterValidator(_no_nul)]
 Text = Annotated[str, Strict(), Field(max_length=10_000), AfterValidator(_no_nul)]
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Timestamp = Annotated[AwareDatetime, AfterValidator(_storable)]
+# Unit attributes (docs/decide.md, "Targeting"); a bad one is a 422 naming it.
+Attributes = Annotated[
+    dict[str, Any],
+    AfterValidator(check_attributes),
+    Field(
+        description=(
+            f"At most {MAX_ATTRIBUTES} names matching ^[A-Za-z_][A-Za-z0-9_.-]{{0,63}}$; "
+            "values: string (<= 256 characters), finite number, boolean, or a list of at "
+            "most 100 strings."
+        ),
+        json_schema_extra={"maxProperties": MAX_ATTRIBUTES},
+    ),
+]
 
 
 class InputSchema(Schema):

@@ -29,6 +29,9 @@ class Reason(StrEnum):
     REBUCKETED = "rebucketed"  # its variant was removed: hashed again, and stored
     STORED = "stored"  # an earlier decision (hash or rebucketed), kept: sticky
     OUTSIDE = "outside"  # outside coverage, or no eligible variant: nothing stored
+    OFF_SCHEDULE = "off_schedule"  # now is outside the experiment's schedule: stored kept
+    OUTSIDE_LAYER = "outside_layer"  # outside the experiment's slot of its layer: nothing stored
+    NOT_TARGETED = "not_targeted"  # the effective attributes fail a condition: nothing stored
     PAUSED = "paused"  # the experiment is disabled
     DISABLED = "disabled"  # the product is disabled
     UNKNOWN = "unknown"  # no such experiment (or not at the asked step)

@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
@@ -8,7 +8,8 @@ from pydantic import Field
 from admin_api.pagination import Pagination
 from admin_api.routers.variants import VariantIn
 from admin_api.schemas import StatusFilter, StatusValue
-from lab.schema_types import FiniteFloat, InputSchema, Key, Name, Text
+from decide.targeting import MAX_CONDITIONS, OPERATORS
+from lab.schema_types import FiniteFloat, InputSchema, Key, Name, Text, Timestamp
 from lab.selectors import experiments as selectors
 from lab.selectors import products as product_selectors
 from lab.services import experiments as services
@@ -26,9 +27,44 @@ Coverage = Annotated[
     ),
 ]
 STEP_HELP = "Key of the process step the experiment changes (null for none)."
+LAYER_HELP = "Key of the layer the experiment shares with mutually exclusive ones (null: none)."
+RANGE_HELP = (
+    "[start, end) of the layer's hash space the experiment owns, 0 <= start < end <= 1; "
+    "enabled experiments of one layer never overlap."
+)
 
 
-class ExperimentIn(InputSchema):
+class ConditionIn(InputSchema):
+    attribute: str = Field(description="Name of the unit attribute tested.")
+    operator: Literal[OPERATORS] = Field(description="How it is tested (docs/decide.md).")
+    values: list[Any] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Strings for in/not_in; one value for the others; none for exists.",
+    )
+
+
+Conditions = Annotated[
+    list[ConditionIn],
+    Field(max_length=MAX_CONDITIONS, description="Targeting: all must hold (docs/decide.md)."),
+]
+RangeBound = Annotated[FiniteFloat, Field(ge=0, le=1)]
+LayerRange = Annotated[tuple[RangeBound, RangeBound], Field(description=RANGE_HELP)]
+
+
+class _Targeting(InputSchema):
+    conditions: Conditions = None
+    start_at: Timestamp | None = Field(
+        default=None, description="Decided from this moment on (ISO 8601 with offset)."
+    )
+    end_at: Timestamp | None = Field(
+        default=None, description="Decided until this moment, excluded (ISO 8601 with offset)."
+    )
+    layer: Key | None = Field(default=None, description=LAYER_HELP)
+    layer_range: LayerRange | None = None
+
+
+class ExperimentIn(_Targeting):
     key: Key
     name: Name = ""
     description: Text = ""
@@ -42,7 +78,7 @@ class ExperimentIn(InputSchema):
     )
 
 
-class ExperimentPatch(InputSchema):
+class ExperimentPatch(_Targeting):
     name: Name = None
     description: Text = None
     status: StatusValue = None
@@ -67,6 +103,11 @@ class ExperimentOut(Schema):
     coverage: float
     salt: str = Field(description="Immutable; with a unit key it decides the unit's bucket.")
     created_at: datetime
+    conditions: list[dict]
+    start_at: datetime | None
+    end_at: datetime | None
+    layer: str | None
+    layer_range: list[float] | None
     variants: list[VariantSummary] = Field(
         description="The variants that are not removed, in creation (bucketing) order."
     )
@@ -80,6 +121,14 @@ class ExperimentOut(Schema):
     @staticmethod
     def resolve_step(obj) -> str | None:
         return obj.step.key if obj.step_id else None
+
+    @staticmethod
+    def resolve_layer(obj) -> str | None:
+        return obj.layer.key if obj.layer_id else None
+
+    @staticmethod
+    def resolve_layer_range(obj) -> list[float] | None:
+        return None if obj.layer_start is None else [obj.layer_start, obj.layer_end]
 
     @staticmethod
     def resolve_variants(obj):
@@ -101,7 +150,14 @@ def list_experiments(request, product: Path[str], filters: Query[StatusFilter]):
 @router.post("", response={201: ExperimentOut})
 def create_experiment(request, product: Path[str], body: ExperimentIn):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
-    return Status(201, services.experiment_create(product=product_obj, **body.dict()))
+    return Status(
+        201,
+        services.experiment_create(
+            product=product_obj,
+            actor=request.auth.username,
+            **body.dict(),
+        ),
+    )
 
 
 @router.get("/{experiment}", response=ExperimentOut)

@@ -55,6 +55,15 @@ class MetricResultOut(Schema):
     variants: dict[str, VariantResultOut]
 
 
+class UnitCountsOut(Schema):
+    eligible: int = Field(
+        description="Units the experiment admitted and hashed into a variant (source hash or "
+        "rebucketed): what the sample-ratio check counts."
+    )
+    assigned: int = Field(description="Units with an assignment, forced ones included.")
+    measured: int = Field(description="Assigned units with a measurement of a metric.")
+
+
 class ResultsOut(Schema):
     experiment: str
     control: str | None
@@ -63,6 +72,7 @@ class ResultsOut(Schema):
         "(or the marked one is removed), so the oldest variant that is not removed is the control"
     )
     srm: SrmOut
+    units: UnitCountsOut
     metrics: list[MetricResultOut]
 
 

@@ -9,7 +9,7 @@ from lab.selectors.common import visible
 def experiment_list(*, product: Product, status: str | None = None) -> QuerySet[Experiment]:
     return (
         visible(Experiment.objects.filter(product=product), status)
-        .select_related("step")
+        .select_related("step", "layer")
         .prefetch_related("variants")
         .order_by("id")
     )
@@ -17,7 +17,7 @@ def experiment_list(*, product: Product, status: str | None = None) -> QuerySet[
 
 def experiment_get(*, product: Product, key: str) -> Experiment:
     experiment = (
-        Experiment.objects.select_related("step").filter(product=product, key=key).first()
+        Experiment.objects.select_related("step", "layer").filter(product=product, key=key).first()
         if is_valid_key(key)
         else None
     )

@@ -4,7 +4,7 @@ The database aggregates; Python only combines the aggregates. A fixed number of 
 whatever the number of units or measurements:
 
 1. the experiment's variants (all statuses: removed ones can still hold measured units);
-2. assignment counts per variant (the sample-ratio check);
+2. assignment counts per variant and source (the sample-ratio check and the unit counts);
 3. per (metric, variant): count, mean, population variance, min, max and the in-spec count,
    over the measurements of units assigned in this experiment — one grouped join;
 4. the metrics that query found (key, limits, unit of measure).
@@ -44,7 +44,15 @@ from django.db.models import (
 from django.db.models.functions import Abs
 
 from lab import stats
-from lab.models import Assignment, Experiment, Measurement, Metric, Status, Variant
+from lab.models import (
+    Assignment,
+    AssignmentSource,
+    Experiment,
+    Measurement,
+    Metric,
+    Status,
+    Variant,
+)
 from lab.selectors.experiments import experiment_control
 
 CONTROL_MARKED = "is_control"
@@ -83,9 +91,10 @@ def experiment_results(*, experiment: Experiment) -> dict:
         "control_reason": (
             None if control is None else CONTROL_MARKED if control.is_control else CONTROL_OLDEST
         ),
-        "srm": _srm(experiment, live),
         "metrics": [],
     }
+    srm, report["units"] = _srm_and_units(experiment, live)
+    report["srm"] = srm
 
     aggregates = _measurement_aggregates(experiment)
     if not aggregates:
@@ -101,17 +110,42 @@ def experiment_results(*, experiment: Experiment) -> dict:
     return report
 
 
-def _srm(experiment: Experiment, live: list[Variant]) -> dict:
-    counts_by_id = dict(
+# Assignments the hash made (docs/results.md, "Eligible, assigned, measured"): the units the
+# experiment admitted (schedule, layer, conditions) and bucketed by their weights.
+HASHED_SOURCES = (AssignmentSource.HASH, AssignmentSource.REBUCKETED)
+
+
+def _srm_and_units(experiment: Experiment, live: list[Variant]) -> tuple[dict, dict]:
+    """The sample-ratio check over hash-bucketed units only (a forced unit is an operator's
+    choice, not evidence about the split), and how many units were eligible, assigned and
+    measured. Two aggregate queries."""
+    hashed_by_id: dict[int, int] = {}
+    assigned = eligible = 0
+    rows = (
         Assignment.objects.filter(experiment=experiment)
-        .values_list("variant_id")
+        .values_list("variant_id", "source")
         .annotate(n=Count("id"))
         .order_by()
     )
-    return stats.srm(
-        counts={variant.key: counts_by_id.get(variant.id, 0) for variant in live},
+    for variant_id, source, n in rows:
+        assigned += n
+        if source in HASHED_SOURCES:
+            eligible += n
+            hashed_by_id[variant_id] = hashed_by_id.get(variant_id, 0) + n
+    measured = (
+        Measurement.objects.filter(
+            unit__assignments__experiment=experiment, metric__product_id=experiment.product_id
+        )
+        .exclude(metric__status=Status.REMOVED)
+        .values("unit_id")
+        .distinct()
+        .count()
+    )
+    srm = stats.srm(
+        counts={variant.key: hashed_by_id.get(variant.id, 0) for variant in live},
         weights={variant.key: variant.weight for variant in live},
     )
+    return srm, {"eligible": eligible, "assigned": assigned, "measured": measured}
 
 
 def _in_spec() -> Q:

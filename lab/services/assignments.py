@@ -28,7 +28,8 @@ from lab.models import (
     Variant,
 )
 from lab.services.audit import Change, audit_records
-from lab.services.units import BatchProblems, Upserted, check_batch_size, units_ensure
+from lab.services.bulk import BatchProblems, Upserted, check_batch_size
+from lab.services.units import units_ensure
 
 
 @retry_on_deadlock

@@ -34,8 +34,8 @@ from lab.errors import ApplicationError, BadRequest, NotFound
 from lab.keys import unit_key_problem
 from lab.models import Metric, Product, Status
 from lab.schema_types import utc_problem
+from lab.services.bulk import MAX_BATCH_ROWS, Problems, Upserted
 from lab.services.measurements import MeasurementRow, measurements_record
-from lab.services.units import MAX_BATCH_ROWS, Upserted
 
 REQUIRED_COLUMNS = ("unit", "metric", "value")
 OPTIONAL_COLUMNS = ("measured_at",)
@@ -251,18 +251,14 @@ def _parse(
     return _Row(metric_id=metric.id, row=row), None
 
 
-class _Problems:
+class _Problems(Problems):
+    """Bad lines of the file, as "line N: ..." strings."""
+
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.count = 0
+        super().__init__(limit=MAX_REPORTED_PROBLEMS)
 
     def add(self, line: int, problem: str) -> None:
-        self.count += 1
-        if len(self.lines) < MAX_REPORTED_PROBLEMS:
-            self.lines.append(f"line {line}: {problem}")
+        self._record(f"line {line}: {problem}")
 
-    def raise_if_any(self) -> None:
-        if not self.count:
-            return
-        more = self.count - len(self.lines)
-        raise FileRejected(self.lines + ([f"and {more:,} more bad rows"] if more else []))
+    def _error(self, detail: list) -> Exception:
+        return FileRejected(detail)

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from lab.db import refresh_statistics_after_commit
 from lab.models import Measurement, Metric, Product, Status, Unit
-from lab.services.units import BatchProblems, Upserted, check_batch_size, units_ensure
+from lab.services.bulk import BatchProblems, Upserted, check_batch_size
+from lab.services.units import units_ensure
 
 
 @dataclass(frozen=True)

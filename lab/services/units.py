@@ -1,5 +1,4 @@
-"""Units, and what every bulk write of the admin API shares: the batch limit, the
-row-by-row report of bad input, and units created on the fly.
+"""Units: created in bulk with their attributes, or on the fly by the other bulk writes.
 
 Bulk writes are set-based: a fixed number of statements whatever the batch size (up to
 10,000 rows). Rows are written in a fixed order (unit keys sorted, then ids sorted) so
@@ -8,93 +7,98 @@ cannot deadlock each other.
 """
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.db import transaction
 
-from lab.errors import BadRequest, PayloadTooLarge
 from lab.models import Product, Unit
-
-MAX_BATCH_ROWS = 10_000
-# A batch with thousands of bad rows answers with the first ones; enough to fix the input.
-MAX_REPORTED_PROBLEMS = 100
-
-
-def check_batch_size(*, count: int, what: str) -> None:
-    if count > MAX_BATCH_ROWS:
-        raise PayloadTooLarge(
-            f"at most {MAX_BATCH_ROWS:,} {what} per request, this one has {count:,}: "
-            "split it into several requests"
-        )
-
-
-@dataclass
-class BatchProblems:
-    """The bad rows of a batch, reported together so the caller can fix them in one go.
-
-    Each problem reads like a validation error: `loc` names the body field, the row index
-    and the field of the row.
-    """
-
-    field: str
-    problems: list[dict] = field(default_factory=list)
-    count: int = 0
-
-    def add(self, index: int, row_field: str, kind: str, message: str) -> None:
-        self.count += 1
-        if len(self.problems) < MAX_REPORTED_PROBLEMS:
-            self.problems.append(
-                {
-                    "type": kind,
-                    "loc": ["body", self.field, index, row_field],
-                    "msg": f"{self.field}[{index}]: {message}",
-                }
-            )
-
-    def raise_if_any(self) -> None:
-        if not self.count:
-            return
-        detail = list(self.problems)
-        if self.count > len(detail):
-            detail.append(
-                {
-                    "type": "more_problems",
-                    "loc": ["body", self.field],
-                    "msg": f"and {self.count - len(detail):,} more bad rows",
-                }
-            )
-        raise BadRequest(detail)
-
-
-@dataclass(frozen=True)
-class Upserted:
-    """What a bulk write did: rows that are new, and rows that replaced a stored one."""
-
-    created: int
-    updated: int
+from lab.services.bulk import (  # noqa: F401 (re-exported: the bulk writes import them here)
+    MAX_BATCH_ROWS,
+    BatchProblems,
+    Upserted,
+    check_batch_size,
+)
 
 
 @dataclass(frozen=True)
 class UnitsCreated:
     created: int
     existing: int
+    # Existing units whose attributes the request replaced.
+    updated: int = 0
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    """One unit of a bulk upsert: its key and, when given, the attributes it gets."""
+
+    key: str
+    attributes: dict | None = None
 
 
 @transaction.atomic
-def units_create(*, product: Product, keys: Collection[str]) -> UnitsCreated:
-    """Create the units of `keys` that do not exist yet; existing ones are left as they are.
+def units_create(*, product: Product, keys: Collection[str | UnitRow]) -> UnitsCreated:
+    """Create the units that do not exist yet and set the attributes given.
 
-    The same key given twice is one unit. Counts are exact unless another request creates
-    one of the same units in the same instant: then both answers count it as created.
+    A bare key (or a row without attributes) creates the unit if needed and leaves an
+    existing one as it is; a row with attributes creates the unit with them, or replaces
+    the stored attributes of an existing one. All or nothing: the same key may not be
+    given attributes twice. Three statements whatever the batch size. Attributes must be
+    valid already (decide.targeting.check_attributes, applied by the request schema).
     """
     check_batch_size(count=len(keys), what="units")
-    wanted = sorted(set(keys))
+    rows = [row if isinstance(row, UnitRow) else UnitRow(key=row) for row in keys]
+    attributes: dict[str, dict] = {}
+    problems = BatchProblems("units")
+    first_index: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        if row.attributes is None:
+            continue
+        if row.key in attributes:
+            problems.add(
+                index,
+                "attributes",
+                "duplicate",
+                f"unit {row.key!r} is given attributes already at index {first_index[row.key]}",
+            )
+            continue
+        attributes[row.key] = row.attributes
+        first_index[row.key] = index
+    problems.raise_if_any()
+
+    wanted = sorted({row.key for row in rows})
     existing = set(
-        Unit.objects.filter(product=product, key__in=wanted).values_list("key", flat=True)
+        Unit.objects.select_for_update(no_key=True)
+        .filter(product=product, key__in=wanted)
+        .order_by("id")
+        .values_list("key", flat=True)
     )
-    new = [Unit(product=product, key=key) for key in wanted if key not in existing]
-    Unit.objects.bulk_create(new, ignore_conflicts=True)
-    return UnitsCreated(created=len(new), existing=len(existing))
+    plain = [Unit(product=product, key=key) for key in wanted if key not in attributes]
+    if plain:
+        Unit.objects.bulk_create(plain, ignore_conflicts=True)
+    if attributes:
+        Unit.objects.bulk_create(
+            [
+                Unit(product=product, key=key, attributes=attributes[key])
+                for key in sorted(attributes)
+            ],
+            update_conflicts=True,
+            unique_fields=["product", "key"],
+            update_fields=["attributes"],
+        )
+    return UnitsCreated(
+        created=len(wanted) - len(existing),
+        existing=len(existing),
+        updated=len(existing.intersection(attributes)),
+    )
+
+
+def unit_set_attributes(*, unit: Unit, attributes: dict) -> Unit:
+    """Replace a unit's attributes (already valid). Decide reads them with the unit's
+    assignments, so the next decision uses them: no config version to bump."""
+    unit.attributes = attributes
+    unit.save(update_fields=["attributes"])
+    return unit
 
 
 def units_ensure(*, product_id: int, keys: Collection[str]) -> dict[str, int]:

@@ -294,6 +294,24 @@ def test_results__srm__weights_normalised_and_removed_variants_left_out(tenant, 
     assert srm["p_value"] == pytest.approx(float(expected.pvalue))
 
 
+def test_results__srm__counts_only_hash_bucketed_units_and_report_says_how_many(tenant, lab):
+    # Given a 1:1 experiment with 40 hashed units each, and a lot of 50 forced onto b
+    lab.variant("a", is_control=True)
+    lab.variant("b")
+    lab.metric("thickness")
+    lab.units("a", 40)
+    hashed_b = lab.units("b", 40)
+    forced = lab.units("b", 50)
+    Assignment.objects.filter(unit__in=forced).update(source=AssignmentSource.FORCED)
+    lab.measure_units("thickness", hashed_b[:10] + forced[:5], [1.0] * 15)
+    # When
+    report = tenant.get(RESULTS).json()
+    # Then the split is judged on the hashed units only, and the report counts all three
+    assert report["srm"]["counts"] == {"a": 40, "b": 40}
+    assert report["srm"]["p_value"] == pytest.approx(1.0)
+    assert report["units"] == {"eligible": 80, "assigned": 130, "measured": 15}
+
+
 def test_results__marked_control__is_the_control_even_when_not_oldest(tenant, lab):
     # Given b marked as control, a older
     lab.variant("a")
@@ -354,6 +372,7 @@ def test_results__no_variants__control_null_srm_null(tenant, lab):
         "control": None,
         "control_reason": None,
         "srm": {"chi2": None, "df": None, "p_value": None, "counts": {}, "expected": {}},
+        "units": {"eligible": 0, "assigned": 0, "measured": 0},
         "metrics": [],
     }
 
@@ -483,8 +502,8 @@ def test_results__query_count__fixed_whatever_the_data_size(
     # When the data grows twenty-fold
     add_units(57)
     # Then the same queries: token, product, experiment, variants, assignment counts,
-    # measurement aggregates (inside a savepoint), metrics
-    with django_assert_max_num_queries(9):
+    # measured units, measurement aggregates (inside a savepoint), metrics
+    with django_assert_max_num_queries(10):
         assert queries_of_one_report() == small
     report = tenant.get(RESULTS).json()
     assert [v["n"] for v in report["metrics"][0]["variants"].values()] == [60, 60, 60]

@@ -17,6 +17,7 @@ VALID_PATH = {
     "step": "etch",
     "metric": "thickness",
     "unit": "SN-1",
+    "layer": "main",
 }
 
 BODIES = {
@@ -39,6 +40,9 @@ BODIES = {
         "variant": "short"
     },
     ("POST", "/products/{product}/units"): {"units": ["SN-9"]},
+    ("PATCH", "/products/{product}/units/{unit}"): {"attributes": {"line": "3"}},
+    ("POST", "/products/{product}/layers"): {"key": "new-layer"},
+    ("PATCH", "/products/{product}/layers/{layer}"): {"name": "stolen"},
     ("POST", "/products/{product}/measurements"): {
         "measurements": [{"metric": "thickness", "unit": "SN-1", "value": 9.0}]
     },
@@ -61,10 +65,17 @@ def populated(tenant, product):
     """A product with one of everything, built through the API like a user would."""
     calls = [
         ("/products/widget/steps", {"key": "etch"}),
+        ("/products/widget/layers", {"key": "main"}),
         ("/products/widget/metrics", {"key": "thickness", "lower_limit": 0.9, "upper_limit": 1.1}),
         (
             "/products/widget/experiments",
-            {"key": "etch-time", "variants": [{"key": "short"}, {"key": "long"}]},
+            {
+                "key": "etch-time",
+                "variants": [{"key": "short"}, {"key": "long"}],
+                "layer": "main",
+                "layer_range": [0, 0.5],
+                "conditions": [{"attribute": "line", "operator": "in", "values": ["3"]}],
+            },
         ),
         (
             "/products/widget/experiments/etch-time/assignments",
@@ -92,6 +103,7 @@ def _snapshot():
             models.Experiment,
             models.Variant,
             models.Unit,
+            models.Layer,
             models.Assignment,
             models.Measurement,
             models.ClientKey,

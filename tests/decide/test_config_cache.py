@@ -83,14 +83,15 @@ def test_config__write_committed_between_read_and_compile__later_version_used(de
 
 
 def test_compile_config__statuses_steps_and_variant_map():
+    untargeted = (None, None, None, None, None, None)  # conditions, schedule, layer slot
     rows = [
-        # experiment id, key, status, salt, coverage, step, variant id, key, status, weight
-        (1, "etch", "enabled", "s1", 0.5, "etch-step", 10, "a", "enabled", 1.0),
-        (1, "etch", "enabled", "s1", 0.5, "etch-step", 11, "b", "disabled", 1.0),
-        (1, "etch", "enabled", "s1", 0.5, "etch-step", 12, "c", "removed", 1.0),
-        (1, "etch", "enabled", "s1", 0.5, "etch-step", 13, "d", "enabled", 3.0),
-        (2, "paused", "disabled", "s2", 1.0, None, None, None, None, None),
-        (3, "empty", "enabled", "s3", 1.0, None, None, None, None, None),
+        # experiment id, key, status, salt, coverage, step, targeting, variant id, key, ...
+        (1, "etch", "enabled", "s1", 0.5, "etch-step", *untargeted, 10, "a", "enabled", 1.0),
+        (1, "etch", "enabled", "s1", 0.5, "etch-step", *untargeted, 11, "b", "disabled", 1.0),
+        (1, "etch", "enabled", "s1", 0.5, "etch-step", *untargeted, 12, "c", "removed", 1.0),
+        (1, "etch", "enabled", "s1", 0.5, "etch-step", *untargeted, 13, "d", "enabled", 3.0),
+        (2, "paused", "disabled", "s2", 1.0, None, *untargeted, None, None, None, None),
+        (3, "empty", "enabled", "s3", 1.0, None, *untargeted, None, None, None, None),
     ]
     compiled = compile_config(ConfigEntry.model_validate(entry_from_rows(5, 7, rows)))
     assert compiled.version == 7
@@ -109,7 +110,7 @@ def test_compile_config__statuses_steps_and_variant_map():
 
 
 def test_compile_config__no_experiments():
-    compiled = compile_config(ConfigEntry.model_validate(entry_from_rows(5, 0, [(None,) * 10])))
+    compiled = compile_config(ConfigEntry.model_validate(entry_from_rows(5, 0, [(None,) * 16])))
     assert compiled.experiments == () and compiled.paused_keys == ()
 
 

@@ -154,10 +154,21 @@ def test_ofrep__bad_request__400_with_error_code(decider, raw, code):
     assert not Unit.objects.exists()
 
 
-def test_ofrep__other_context_attributes__ignored(decider):
+def test_ofrep__other_context_fields__are_attributes(decider):
+    make_experiment(decider.product, "etch")
+    body = {"context": {"targetingKey": "SN-1", "plan": "pro", "line": 3, "tags": ["a"]}}
+    assert decider.post(FLAG.format("etch"), body).status_code == 200
+
+
+def test_ofrep__context_field_that_is_not_an_attribute__invalid_context_naming_it(decider):
     make_experiment(decider.product, "etch")
     body = {"context": {"targetingKey": "SN-1", "plan": "pro", "nested": {"a": [1, 2]}}}
-    assert decider.post(FLAG.format("etch"), body).status_code == 200
+    for path in (FLAG.format("etch"), BULK):
+        response = decider.post(path, body)
+        assert response.status_code == 400
+        assert response.json()["errorCode"] == "INVALID_CONTEXT"
+        assert "'nested'" in response.json()["errorDetails"]
+    assert not Unit.objects.exists()
 
 
 @pytest.mark.parametrize("path", [FLAG.format("etch"), BULK])

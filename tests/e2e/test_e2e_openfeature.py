@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from openfeature import api as openfeature
 from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.flag_evaluation import ErrorCode
+from openfeature.flag_evaluation import ErrorCode, Reason
 
 from tests.contract import ofrep_schema
 from tests.contract.ofrep_schema import REASONS
@@ -447,3 +448,28 @@ def test_e2e__js_web_provider_in_chromium__origin_not_allowed__refused(
     assert any("OFREPApiFetchError" in (e["message"] or "") for e in initial["events"]), initial
     for result in initial["results"]:
         assert (result["value"], result["errorCode"]) == (FALLBACK, "FLAG_NOT_FOUND"), result
+
+
+def test_e2e__openfeature_sdk__context_attributes_get_the_targeted_answer(server, seeded):
+    # Given etch targeted at line 3 through the admin API
+    key, product, token = seeded["client_key"], seeded["product"], seeded["api_token"]
+    response = requests.patch(
+        server.url(f"/api/admin/v1/products/{product}/experiments/etch"),
+        json={"conditions": [{"attribute": "line", "operator": "in", "values": ["3"]}]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    client = _python_client(server, key, f"lab-targeted-{product}")
+    # When the SDK evaluates it for a line-3 unit and a line-1 unit
+    on_3 = client.get_string_details(
+        "etch", "fallback", EvaluationContext(targeting_key="OF-T3", attributes={"line": "3"})
+    )
+    on_1 = client.get_string_details(
+        "etch", "fallback", EvaluationContext(targeting_key="OF-T1", attributes={"line": 1})
+    )
+    # Then the line-3 unit gets its variant, the other no variant ("", as for every unit
+    # without one: docs/decide.md, "OpenFeature: OFREP"), neither an error
+    assert on_3.value in ("short", "long") and on_3.error_code is None
+    assert (on_1.value, on_1.reason, on_1.error_code) == ("", Reason.TARGETING_MATCH, None)
+    assert server.decide(key, "OF-T3", experiments=["etch"]) == {"etch": on_3.value}
