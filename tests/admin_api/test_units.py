@@ -69,7 +69,7 @@ def test_units__bad_key_in_body__422_naming_the_row_and_nothing_written(tenant, 
     for bad in [" SN-1", "SN-1 ", "a/b", "", "x" * 129, "tab\there", "nul\x00", 7]:
         response = tenant.post("/products/widget/units", {"units": ["SN-ok", bad]})
         assert response.status_code == 422, (bad, response.content)
-        assert response.json()["detail"][0]["loc"][:4] == ["body", "body", "units", 1]
+        assert response.json()["detail"][0]["loc"][:3] == ["body", "units", 1]
     assert Unit.objects.count() == 0
 
 

@@ -108,7 +108,7 @@ def test_decide__outside_schedule__null_and_stored_assignment_comes_back(decider
     # Then nobody gets a variant, nothing new is stored, and OFREP says DISABLED
     assert decide(decider, "SN-1") == decide(decider, "SN-2") == {"night-shift": None}
     answer = flag(decider, "night-shift", "SN-1")
-    assert answer["reason"] == "DISABLED" and "value" not in answer
+    assert (answer["reason"], answer["value"]) == ("DISABLED", "")
     assert Assignment.objects.count() == 1
     # And once the window is open (it ends later), the stored assignment comes back
     decider.change(experiment, start_at=now - timedelta(hours=1), end_at=now + timedelta(hours=1))
@@ -168,7 +168,7 @@ def test_batch__bad_attributes__422_naming_the_unit_and_attribute(decider, line_
     )
     assert response.status_code == 422
     [error] = response.json()["detail"]
-    assert error["loc"][:4] == ["body", "body", "units", 1] and "'line'" in error["msg"]
+    assert error["loc"][:3] == ["body", "units", 1] and "'line'" in error["msg"]
     assert not Unit.objects.exists()
 
 
