@@ -95,21 +95,23 @@ def decide(
     state, units = store.read_units(credential, unit_keys)
     config = config_cache.get_config(state.product_id, state.config_version)
     sent = attributes or {}
-    for attempt in (1, 2):
-        plan = _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
+
+    def plan_with(config: ProductConfig) -> _Plan:
+        return _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
+
+    plan = plan_with(config)
+    try:
+        if plan.config_disagrees:
+            raise _ConfigDisagrees()
+        stored = _store(state.product_id, units, plan.writes, sent)
+    except _ConfigDisagrees:
+        config = config_cache.get_config(state.product_id, state.config_version, distrusted=config)
+        plan = plan_with(config)
         try:
-            if plan.config_disagrees and attempt == 1:
-                raise _ConfigDisagrees()
             stored = _store(state.product_id, units, plan.writes, sent)
         except _ConfigDisagrees:
-            if attempt == 2:
-                raise ServiceUnavailable("the decision could not be stored; retry") from None
-            config = config_cache.get_config(
-                state.product_id, state.config_version, distrusted=config
-            )
-            continue
-        return Decided(config, _answers(plan, stored))
-    raise AssertionError("unreachable")
+            raise ServiceUnavailable("the decision could not be stored; retry") from None
+    return Decided(config, _answers(plan, stored))
 
 
 def _plan(

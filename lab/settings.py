@@ -72,8 +72,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # "default" serves general use; "decide" holds compiled product configs for the hot path.
 REDIS_URL = env.str("REDIS_URL", default="")
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.05)
-# Separates deployments (or databases) that share one Redis database: cached configs are
-# keyed by product id, which is only unique within one database.
+# Prefix of every cache key. Not needed for correctness: cached configs are keyed by random
+# config versions that no other database produces (docs/decide.md, "The config cache").
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="lab")
 
 

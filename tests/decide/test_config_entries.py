@@ -208,3 +208,20 @@ def test_entries__entry_for_another_key__refused(redis_decider):
     # Then A answers by its own experiments
     assert decider.decide("SN-1")["etch"] in ("a", "b")
     assert cache_count("error") - errors_before == 1
+
+
+def test_entries__timeline_rewound_like_a_restore__never_reads_the_abandoned_one(redis_decider):
+    # Given a product at version V (what a dump would hold)
+    decider = redis_decider
+    etch = make_experiment(decider.product, "etch", [("a", 1), ("b", 1)])
+    dumped_version = _version(decider.product)
+    # And a timeline that moved on and was served: no new unit goes to "b"
+    decider.change(etch.variants.get(key="b"), weight=0)
+    assert {decider.decide(f"OLD-{i}")["etch"] for i in range(10)} == {"a"}
+    # When the database is rewound to V (the dump restored) and moves on the other way
+    Product.objects.filter(pk=decider.product.pk).update(config_version=dumped_version)
+    etch.variants.filter(key="b").update(weight=1)
+    config.clear_memory()  # the restored deployment's workers
+    decider.change(etch.variants.get(key="a"), weight=0)
+    # Then it is served its own config, never the abandoned timeline's
+    assert {decider.decide(f"NEW-{i}")["etch"] for i in range(10)} == {"b"}

@@ -1,5 +1,7 @@
 """POST /api/v1/decide: the answers production software gets, and every status rule."""
 
+import unicodedata
+
 import pytest
 from django.test import Client
 
@@ -41,6 +43,25 @@ def test_decide__unit_keys__case_sensitive_and_unicode(decider):
     for unit in ("sn-1", "SN-1", "Müller-Ø", "lot 7 wafer 3", "🙂"):
         assert decider.decide(unit) == {"etch": expected_variant(etch, unit)}
     assert Unit.objects.count() == 5
+
+
+NFC_UNIT, NFD_UNIT = "M\u00fcller-1", "Mu\u0308ller-1"  # the same text, two byte strings
+
+
+def test_decide__unit_keys__nfc_and_nfd_forms_are_two_units(decider):
+    # Given an experiment, and one text in two Unicode normalisation forms
+    etch = make_experiment(decider.product, "etch", [("a", 1), ("b", 1), ("c", 1), ("d", 1)])
+    assert unicodedata.normalize("NFC", NFD_UNIT) == NFC_UNIT
+    # When both are decided, alone and in one batch
+    alone = [decider.decide(unit)["etch"] for unit in (NFC_UNIT, NFD_UNIT)]
+    batch = decider.batch([NFD_UNIT, NFC_UNIT, NFD_UNIT])
+    # Then each is hashed as its own UTF-8 bytes, stored and answered as its own unit
+    assert alone == [expected_variant(etch, NFC_UNIT), expected_variant(etch, NFD_UNIT)]
+    assert [d["unit"] for d in batch] == [NFD_UNIT, NFC_UNIT, NFD_UNIT]
+    assert [d["variants"]["etch"] for d in batch] == [alone[1], alone[0], alone[1]]
+    stored = dict(Assignment.objects.values_list("unit__key", "variant__key"))
+    assert stored == {NFC_UNIT: alone[0], NFD_UNIT: alone[1]}
+    assert Unit.objects.filter(product=decider.product).count() == 2
 
 
 def test_decide__no_filter__every_enabled_experiment_in_creation_order(decider):

@@ -90,3 +90,31 @@ def test_queries__ofrep_known_unit__one_round_trip(three_experiments, django_ass
     three_experiments.decide("SN-1")
     with django_assert_num_queries(1):
         assert three_experiments.flag("etch", "SN-1").status_code == 200
+
+
+def test_queries__ofrep_refusals_with_a_good_key__one_statement(
+    three_experiments, django_assert_num_queries
+):
+    decider = three_experiments
+    with django_assert_num_queries(1):
+        assert decider.post("/ofrep/v1/evaluate/flags/etch", raw=b"{nope").status_code == 400
+    with django_assert_num_queries(1):
+        response = decider.post(
+            "/ofrep/v1/evaluate/flags/NOT_A_KEY", {"context": {"targetingKey": "SN-1"}}
+        )
+        assert response.status_code == 404
+
+
+def test_queries__refused_shared_entry__one_more_statement_only(
+    three_experiments, django_assert_num_queries
+):
+    # A bad entry under the key costs what a miss costs: the config from the database
+    from decide import config
+
+    decider = three_experiments
+    decider.decide("SN-1")
+    decider.product.refresh_from_db()
+    config.shared_set(config.cache_key(decider.product.id, decider.product.config_version), b"7")
+    config.clear_memory()
+    with django_assert_num_queries(2):
+        decider.decide("SN-1")

@@ -53,6 +53,10 @@ REFERENCE_VECTORS = [
     ("Müller-Ø", 3239613484, 0.7542812926694751, "c", None),
     ("ユニット-42", 3081854180, 0.7175500923767686, "c", "c"),
     ("🔬-batch-9", 3129404962, 0.7286213715560734, "c", "c"),
+    # "Müller-1" in Unicode normalisation forms NFC (ü as one code point) and NFD (u and a
+    # combining diaeresis): two unit keys, hashed as their own UTF-8 bytes.
+    ("M\u00fcller-1", 1210250633, 0.28178343386389315, "b", "b"),
+    ("Mu\u0308ller-1", 2644863280, 0.6158052198588848, "c", "c"),
 ]
 
 

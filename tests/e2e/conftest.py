@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -108,11 +109,11 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _postgres_database() -> Iterator[tuple[str, str]]:
+def _postgres_database(name: str | None = None) -> Iterator[tuple[str, str]]:
     import psycopg
 
     base = os.environ["DATABASE_URL"]
-    name = f"lab_e2e_{os.getpid()}"
+    name = name or f"lab_e2e_{os.getpid()}"
     parts = urlsplit(base)
     admin_url = urlunsplit(parts._replace(path="/postgres", scheme="postgresql"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -127,6 +128,72 @@ def _postgres_database() -> Iterator[tuple[str, str]]:
 
 def _sqlite_database(folder: Path) -> Iterator[tuple[str, str]]:
     yield f"sqlite:///{folder / 'e2e.sqlite3'}", "sqlite"
+
+
+def server_env(database_url: str) -> dict[str, str]:
+    """The environment of a server process on `database_url` (and this run's Redis)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        DJANGO_SETTINGS_MODULE="lab.settings",
+        PYTHONPATH=str(ROOT),
+        LOG_LEVEL="WARNING",
+        ACCESS_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], folder: Path, vendor: str) -> Iterator[Server]:
+    """The production command, `gunicorn -c gunicorn.conf.py`, on a free port."""
+    port = _free_port()
+    log_path = folder / f"gunicorn-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "gunicorn.conf.py",
+                "-b",
+                f"127.0.0.1:{port}",
+                "-w",
+                str(WORKERS),
+                "lab.wsgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    running = Server(f"http://127.0.0.1:{port}", env, log_path, vendor=vendor)
+    try:
+        _wait_until_up(running, process)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
@@ -172,62 +239,11 @@ def server(page_host) -> Iterator[Server]:
     databases = _postgres_database() if postgres else _sqlite_database(folder)
     database_url, vendor = next(databases)
     try:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key
-            not in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "DJANGO_SETTINGS_MODULE")
-        }
-        env.update(
-            DATABASE_URL=database_url,
-            DJANGO_SETTINGS_MODULE="lab.settings",
-            PYTHONPATH=str(ROOT),
-            LOG_LEVEL="WARNING",
-            ACCESS_LOG_LEVEL="WARNING",
-            CORS_ALLOWED_ORIGINS=page_host.origin,
-        )
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert migrate.returncode == 0, migrate.stderr[-3000:]
-
-        port = _free_port()
-        log_path = folder / "gunicorn.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-c",
-                    "gunicorn.conf.py",
-                    "-b",
-                    f"127.0.0.1:{port}",
-                    "-w",
-                    str(WORKERS),
-                    "lab.wsgi:application",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        running = Server(f"http://127.0.0.1:{port}", env, log_path, vendor=vendor)
-        try:
-            _wait_until_up(running, process)
+        env = server_env(database_url)
+        env["CORS_ALLOWED_ORIGINS"] = page_host.origin
+        migrate(env)
+        with gunicorn(env, folder, vendor) as running:
             yield running
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
     finally:
         databases.close()
         shutil.rmtree(folder, ignore_errors=True)

@@ -62,7 +62,56 @@ def has_field(*, model: str, field: str) -> dict:
     return {"has_field": field in names}
 
 
-ACTIONS = {f.__name__: f for f in (seed, set_experiment_status, assignments, has_field)}
+def product_state(*, product: str) -> dict:
+    from lab.models import Product
+
+    row = Product.objects.get(key=product)
+    return {"id": row.id, "config_version": row.config_version}
+
+
+def expected(*, product: str, experiment: str, units: list[str]) -> dict:
+    """The variant the bucketing contract gives each unit in this database now (ignoring
+    stored assignments)."""
+    from decide.engine import bucket_position, choose, compile_ranges
+    from lab.models import Experiment
+
+    row = Experiment.objects.get(product__key=product, key=experiment)
+    eligible = [
+        (v.id, v.key, v.weight)
+        for v in row.variants.order_by("id")
+        if v.status == "enabled" and v.weight > 0
+    ]
+    ranges = compile_ranges(eligible, row.coverage)
+    variants = {}
+    for unit in units:
+        chosen = choose(ranges, bucket_position(row.salt, unit))
+        variants[unit] = chosen.key if chosen else None
+    return {"variants": variants}
+
+
+def set_variant_weight(*, product: str, experiment: str, variant: str, weight: float) -> dict:
+    from lab.models import Variant
+    from lab.services.variants import variant_update
+
+    row = Variant.objects.get(
+        experiment__product__key=product, experiment__key=experiment, key=variant
+    )
+    variant_update(variant=row, actor="e2e", changes={"weight": weight})
+    return {"weight": weight}
+
+
+ACTIONS = {
+    f.__name__: f
+    for f in (
+        seed,
+        set_experiment_status,
+        assignments,
+        product_state,
+        expected,
+        set_variant_weight,
+        has_field,
+    )
+}
 
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
