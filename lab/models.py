@@ -116,7 +116,9 @@ class Step(models.Model):
 class Layer(models.Model):
     """A hash space experiments share to be mutually exclusive (docs/decide.md, "Layers")."""
 
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="layers")
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, related_name="layers", db_index=False
+    )
     key = models.CharField(max_length=KEY_MAX_LENGTH)
     name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)

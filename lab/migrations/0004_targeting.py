@@ -97,6 +97,7 @@ class Migration(migrations.Migration):
                 (
                     "product",
                     models.ForeignKey(
+                        db_index=False,
                         on_delete=django.db.models.deletion.PROTECT,
                         related_name="layers",
                         to="lab.product",
