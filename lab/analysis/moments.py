@@ -11,8 +11,10 @@ factorial) is aggregated in two statements over the same rows (docs/results.md �
 2. With a shift ``c`` = the group's mid-range and an exact power-of-two scale ``s`` that brings
    the largest deviation to at most 1, per row ``y = (x − c)·s``, then ``Σy²`` and ``Σy``. The
    deviations are small, so nothing overflows, underflows or cancels. ``Σy`` is summed exactly:
-   ``y·2^40`` is split into an integer part (summed as a 64-bit integer — exact) and a
-   fractional part (whose rounding is ~2^-40 of the spread).
+   ``z = y·2^40`` is split into an integer part (summed as a 64-bit integer — exact) and a
+   fractional part (whose rounding is ~2^-40 of the spread). Deviations below 2^-500 of the
+   spread are taken as 0 (PostgreSQL refuses a product that underflows; their contribution is
+   far below the last digit of any result).
 
 Then ``mean = c + Σy/(n·s)`` (correctly rounded, with the rounding error kept as
 ``mean_error`` so that differences of means keep their digits) and the sum of squared
@@ -27,25 +29,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from django.db import connection
 from django.db.models import QuerySet
 
-# y·2^40 has an integer part below 2^41 in magnitude: a 64-bit integer sum of 2^22 of them
+# z = y·2^40 has an integer part below 2^41 in magnitude: a 64-bit integer sum of 2^22 of them
 # cannot overflow on SQLite (PostgreSQL sums bigints as numeric, which never overflows).
 _SPLIT_BITS = 40
-# The scale exponent is kept within the normal doubles, so that s, s² and 1/s are exact.
-_MAX_SCALE_EXPONENT = 1000
+# Exponent bounds that keep every per-group constant a normal double (exact, and accepted by
+# PostgreSQL's float8 input).
+_SCALE_LIMIT = 1000
+_NEGLIGIBLE_BITS = 500
+_MIN_NORMAL_EXPONENT = -1022
 
 
 @dataclass(frozen=True)
 class Moments:
     """One group's aggregates. ``mean + mean_error`` is the exact mean to about twice the
     precision of a double; ``sum_sq`` is Σ(x − mean)² (``inf`` when it does not fit a
-    double although ``std`` does); ``std`` is the sample standard deviation (n − 1), ``None``
-    below two values; ``sums`` holds the caller's extra sums by name."""
+    double although ``std`` may); ``std`` is the sample standard deviation (n − 1), ``None``
+    below two values or beyond the largest double; ``sums`` holds the caller's extra sums."""
 
     n: int
     mean: float
@@ -57,13 +62,21 @@ class Moments:
     sums: dict[str, int]
 
 
+@dataclass(frozen=True)
+class _Scaling:
+    shift: float  # c
+    scale: float  # s = 2^-e, e clamped: y = (x − c)·s
+    split: float  # t: z = y·t, with |z| ≤ 2^40
+    negligible: float  # |x − c| below this counts as 0
+
+
 def grouped_moments(
     rows: QuerySet, *, groups: Sequence[str], sums: Sequence[str] = ()
 ) -> dict[tuple, Moments]:
     """Moments of column ``x`` of ``rows`` per distinct value of the ``groups`` columns.
 
-    ``rows`` is a ``values()`` queryset naming the group columns, ``x`` (the value) and the
-    integer columns listed in ``sums``. Groups without rows are absent from the answer.
+    ``rows`` is a ``values()`` queryset naming the (integer) group columns, ``x`` (the value)
+    and the integer columns listed in ``sums``. Groups without rows are absent.
     """
     inner_sql, inner_params = rows.query.get_compiler(using=rows.db).as_sql()
     keys = ", ".join(f"r.{_quoted(name)}" for name in groups)
@@ -76,28 +89,24 @@ def grouped_moments(
         )
         first = cursor.fetchall()
     width = len(groups)
-    shifts: dict[tuple, tuple[float, int]] = {}
-    for row in first:
-        key, low, high = tuple(row[:width]), row[width + 1], row[width + 2]
-        if low != high:
-            shifts[key] = _shift_and_scale(low, high)
-
-    second: dict[tuple, tuple] = {}
-    if shifts:
-        second = _deviation_sums(inner_sql, inner_params, groups, shifts)
+    scalings = {
+        tuple(row[:width]): _scaling(float(row[width + 1]), float(row[width + 2]))
+        for row in first
+        if row[width + 1] != row[width + 2]
+    }
+    second = _deviation_sums(inner_sql, inner_params, groups, scalings) if scalings else {}
 
     result = {}
     for row in first:
         key = tuple(row[:width])
         n, low, high = int(row[width]), float(row[width + 1]), float(row[width + 2])
         extras = {name: int(value or 0) for name, value in zip(sums, row[width + 3 :], strict=True)}
-        if key not in shifts:
-            result[key] = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, extras)
-            continue
-        shift, exponent = shifts[key]
-        integer_part, fraction_part, squares = second[key]
-        result[key] = _combine(n, shift, exponent, integer_part, fraction_part, squares, low, high)
-        result[key] = Moments(**{**result[key].__dict__, "sums": extras})
+        if key in scalings:
+            moments = _combine(n, scalings[key], *second[key], low, high)
+        else:
+            # Every value equal: the mean is that value and the spread exactly 0.
+            moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
+        result[key] = replace(moments, sums=extras)
     return result
 
 
@@ -105,42 +114,49 @@ def _quoted(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _shift_and_scale(low: float, high: float) -> tuple[float, int]:
-    """The mid-range (halved first, so ±1.7e308 do not overflow) and the exponent e with
-    half the range ≤ 2^e, kept within the normal doubles."""
+def _scaling(low: float, high: float) -> _Scaling:
+    # Halved first, so that ±1.7e308 do not overflow; half_range ≤ 2^e.
     shift = low / 2 + high / 2
     half_range = max(high / 2 - low / 2, math.ulp(0.0))
-    exponent = math.frexp(half_range)[1]
-    return shift, max(-_MAX_SCALE_EXPONENT, min(_MAX_SCALE_EXPONENT, exponent))
+    e = math.frexp(half_range)[1]
+    scale_exponent = max(-_SCALE_LIMIT, min(_SCALE_LIMIT, e))
+    # |y| ≤ 2^(e − scale_exponent): z keeps at most 2^40 whatever the clamping did.
+    split_exponent = _SPLIT_BITS - max(0, e - scale_exponent)
+    negligible_exponent = max(e - _NEGLIGIBLE_BITS, _MIN_NORMAL_EXPONENT)
+    return _Scaling(
+        shift=shift,
+        scale=math.ldexp(1.0, -scale_exponent),
+        split=math.ldexp(1.0, split_exponent),
+        negligible=math.ldexp(1.0, negligible_exponent),
+    )
 
 
 def _deviation_sums(
-    inner_sql: str, inner_params: tuple, groups: Sequence[str], shifts: dict[tuple, tuple]
+    inner_sql: str, inner_params: tuple, groups: Sequence[str], scalings: dict[tuple, _Scaling]
 ) -> dict[tuple, tuple]:
     width = len(groups)
     columns = ", ".join(_quoted(f"k{i}") for i in range(width))
     one_row = (
-        "("
-        + ", ".join(["CAST(%s AS BIGINT)"] * width)
-        + ", CAST(%s AS DOUBLE PRECISION), CAST(%s AS DOUBLE PRECISION))"
+        "(" + ", ".join(["CAST(%s AS BIGINT)"] * width + ["CAST(%s AS DOUBLE PRECISION)"] * 4) + ")"
     )
     params: list = []
-    for key, (shift, exponent) in shifts.items():
-        params.extend([*key, shift, math.ldexp(1.0, -exponent)])
+    for key, scaling in scalings.items():
+        params.extend([*key, scaling.shift, scaling.scale, scaling.split, scaling.negligible])
     join = " AND ".join(
         f"r.{_quoted(name)} = g.{_quoted(f'k{i}')}" for i, name in enumerate(groups)
     )
-    keys = ", ".join(f"d.{_quoted(name)}" for name in groups)
-    # y and z = y·2^40 are computed once per row in the inner select; the outer one splits z
-    # into its integer and fractional parts and sums them.
-    z = f"(r.x - g.c) * g.s * CAST({2**_SPLIT_BITS} AS DOUBLE PRECISION)"
     group_columns = ", ".join(f"r.{_quoted(name)}" for name in groups)
+    keys = ", ".join(f"d.{_quoted(name)}" for name in groups)
+    # y and z = y·t are computed once per row in the inner selects; the outer one splits z
+    # into its integer and fractional parts and sums them.
     sql = (
-        f"WITH g({columns}, c, s) AS (VALUES {', '.join([one_row] * len(shifts))}) "
+        f"WITH g({columns}, c, s, t, eps) AS (VALUES {', '.join([one_row] * len(scalings))}) "
         f"SELECT {keys}, SUM(CAST(d.z AS BIGINT)), "
         "SUM(d.z - CAST(CAST(d.z AS BIGINT) AS DOUBLE PRECISION)), SUM(d.y * d.y) "
-        f"FROM (SELECT {group_columns}, (r.x - g.c) * g.s AS y, {z} AS z "
-        f"FROM ({inner_sql}) r JOIN g ON {join}) d "
+        f"FROM (SELECT {', '.join(f'e.{_quoted(name)}' for name in groups)}, e.y, e.y * e.t AS z "
+        f"FROM (SELECT {group_columns}, g.t, "
+        "CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 ELSE (r.x - g.c) * g.s END AS y "
+        f"FROM ({inner_sql}) r JOIN g ON {join}) e) d "
         f"GROUP BY {keys}"
     )
     with connection.cursor() as cursor:
@@ -150,30 +166,33 @@ def _deviation_sums(
 
 def _combine(
     n: int,
-    shift: float,
-    exponent: int,
+    scaling: _Scaling,
     integer_part,
     fraction_part: float,
     squares: float,
     low: float,
     high: float,
 ) -> Moments:
-    # Σy·2^40 exactly (the integer part may exceed 2^53: kept as an integer), then the mean
-    # as a rational, rounded once.
-    total = Fraction(int(integer_part)) + Fraction(float(fraction_part))
-    offset = total / (2**_SPLIT_BITS * n) * Fraction(2) ** exponent
-    exact_mean = Fraction(shift) + offset
-    mean = float(exact_mean)
-    # Means strictly inside [min, max]; rounding can only touch the last bit.
-    mean = min(max(mean, low), high)
+    # Σz exactly (the integer part may exceed 2^53: kept as an integer), then Σ(x − c) and
+    # the mean as rationals, rounded once.
+    total_z = Fraction(int(integer_part)) + Fraction(float(fraction_part))
+    sum_y = total_z / Fraction(scaling.split)
+    exact_mean = Fraction(scaling.shift) + sum_y / n / Fraction(scaling.scale)
+    mean = min(max(float(exact_mean), low), high)
     mean_error = float(exact_mean - Fraction(mean))
-    sum_y = float(total / 2**_SPLIT_BITS)
-    scaled_sum_sq = max(float(squares) - sum_y * sum_y / n, 0.0)
+    # The corrected two-pass formula on the scaled deviations: Σy² − (Σy)²/n.
+    scaled_sum_sq = max(float(squares) - float(sum_y * sum_y / n), 0.0)
+    exponent = -math.frexp(scaling.scale)[1] + 1  # scale = 2^-exponent
     std = None
     if n >= 2:
-        std = math.ldexp(math.sqrt(scaled_sum_sq / (n - 1)), exponent)
+        std = _ldexp(math.sqrt(scaled_sum_sq / (n - 1)), exponent)
+        # A spread beyond the largest double (values of ±1.7e308) is not a figure.
+        std = std if math.isfinite(std) else None
+    return Moments(n, mean, mean_error, std, _ldexp(scaled_sum_sq, 2 * exponent), low, high, {})
+
+
+def _ldexp(x: float, exponent: int) -> float:
     try:
-        sum_sq = math.ldexp(scaled_sum_sq, 2 * exponent)
+        return math.ldexp(x, exponent)
     except OverflowError:
-        sum_sq = math.inf
-    return Moments(n, mean, mean_error, std, sum_sq, low, high, {})
+        return math.inf
