@@ -55,12 +55,12 @@ def distributions_svg(
 ) -> str:
     """Per-variant histograms (share of the variant's units per bin) against the limits."""
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    for variant, bins in counts.items():
+    for variant, bins in counts.items() if edges else ():
         total = sum(bins) or 1
         shares = [c / total for c in bins]
         axes.stairs(shares, edges, label=f"{variant} (n={sum(bins)})", linewidth=1.6)
     _spec_lines(axes, lower, nominal, upper, vertical=True)
-    if not counts:
+    if not edges:
         axes.text(0.5, 0.5, "no measurements", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(title)
     axes.set_xlabel("value")
