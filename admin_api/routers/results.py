@@ -1,4 +1,4 @@
-"""The characterization report of an experiment (DESIGN §3; docs/results.md explains it)."""
+"""The characterization report of an experiment (docs/results.md explains it)."""
 
 from typing import Literal
 
