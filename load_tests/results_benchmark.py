@@ -441,7 +441,7 @@ def _seed_factorial(units: int, *, analyze: bool) -> None:
             """
             INSERT INTO lab_measurement (metric_id, unit_id, value, measured_at)
             SELECT %s, u.id, 1.0 + 0.04 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()),
-                   now() - (u.id % 100000) * interval '1 second'
+                   now() - mod(u.id, 100000) * interval '1 second'
             FROM lab_unit u WHERE u.product_id = %s
             """,
             [metric.id, product.id],

@@ -536,3 +536,53 @@ def test_results__openapi__documents_the_report(tenant):
     variant = schema["components"]["schemas"]["VariantResultOut"]
     assert "yield" in variant["properties"]
     assert "vs_control" not in variant["required"]
+
+
+# --- multiple comparisons ------------------------------------------------------------------
+
+
+def comparisons_of(report):
+    return [
+        block["vs_control"]
+        for metric in report["metrics"]
+        for block in metric["variants"].values()
+        if "vs_control" in block
+    ]
+
+
+def test_results__correction__each_family_adjusted_across_the_whole_report(tenant, characterized):
+    # Given the default (Holm) and Bonferroni reports of the same data
+    default = tenant.get(RESULTS).json()
+    bonferroni = tenant.get(RESULTS, correction="bonferroni").json()
+    assert (default["correction"], bonferroni["correction"]) == ("holm", "bonferroni")
+    for key in ("p_value", "yield_p_value"):
+        raw = [c[key] for c in comparisons_of(bonferroni)]
+        family = [p for p in raw if p is not None]
+        # The family is every non-null p-value of the report: metrics × treatment variants
+        assert len(family) >= 2, key
+        for comparison in comparisons_of(bonferroni):
+            if comparison[key] is None:
+                assert comparison[f"{key}_adjusted"] is None
+            else:
+                expected = min(1.0, comparison[key] * len(family))
+                assert comparison[f"{key}_adjusted"] == pytest.approx(expected, rel=1e-15)
+        # Holm: the smallest p-value is multiplied by the family size, never below the raw one
+        holm = {id(c): c for c in comparisons_of(default)}
+        smallest = min(family)
+        [first] = [c for c in holm.values() if c[key] == smallest]
+        assert first[f"{key}_adjusted"] == pytest.approx(min(1.0, smallest * len(family)))
+        for comparison in holm.values():
+            if comparison[key] is not None:
+                assert comparison[key] <= comparison[f"{key}_adjusted"] <= 1.0
+
+
+def test_results__correction_none__adjusted_equals_raw(tenant, characterized):
+    for comparison in comparisons_of(tenant.get(RESULTS, correction="none").json()):
+        assert comparison["p_value_adjusted"] == comparison["p_value"]
+        assert comparison["yield_p_value_adjusted"] == comparison["yield_p_value"]
+
+
+def test_results__unknown_correction__422(tenant, characterized):
+    response = tenant.get(RESULTS, correction="sidak")
+    assert response.status_code == 422
+    assert response.json()["detail"]
