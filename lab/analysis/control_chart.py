@@ -20,10 +20,17 @@ import math
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import F, QuerySet
 
-from lab.analysis.moments import Moments, _quoted, _scaling, grouped_moments
-from lab.models import Experiment, Measurement, Metric, Status, Variant
+from lab.analysis.moments import (
+    Moments,
+    _quoted,
+    _scaling,
+    grouped_moments,
+    hash_join_plan,
+    rows_sql,
+)
+from lab.analysis.rows import chart_rows
+from lab.models import Experiment, Metric, Status, Variant
 
 D2 = 1.128
 D4 = 3.267
@@ -50,23 +57,6 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def chart_rows(experiment: Experiment, metric: Metric, variant_ids: list[int]) -> QuerySet:
-    return (
-        Measurement.objects.filter(
-            metric_id=metric.id,
-            unit__assignments__experiment_id=experiment.id,
-            unit__assignments__variant_id__in=variant_ids,
-        )
-        .values(
-            k0=F("unit__assignments__variant_id"),
-            x=F("value"),
-            t=F("measured_at"),
-            u=F("unit__key"),
-        )
-        .order_by()
-    )
-
-
 def shown_variants(experiment: Experiment, moments: dict[tuple, Moments]) -> list[Variant]:
     """Variants that are not removed, and removed ones with measurements (as in the
     results report), in creation order."""
@@ -77,11 +67,12 @@ def shown_variants(experiment: Experiment, moments: dict[tuple, Moments]) -> lis
 
 def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
     variants = list(experiment.variants.order_by("id"))
-    rows = chart_rows(experiment, metric, [v.id for v in variants])
+    rows = chart_rows(experiment.id, metric.id, [v.id for v in variants])
     moments = grouped_moments(rows, groups=("k0",))
-    inner_sql, inner_params = rows.query.get_compiler(using=rows.db).as_sql()
+    inner_sql, inner_params = rows_sql(rows)
     spread = {key: m for key, m in moments.items() if m.n >= 2}
-    ranges = _moving_ranges_and_runs(inner_sql, inner_params, spread)
+    with hash_join_plan():
+        ranges = _moving_ranges_and_runs(inner_sql, inner_params, spread)
 
     charts: dict[int, Chart] = {}
     limits = {}
@@ -97,7 +88,8 @@ def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
         )
         if ucl is not None and lcl is not None:
             limits[key] = (lcl, ucl)
-    beyond = _beyond_limits(inner_sql, inner_params, limits)
+    with hash_join_plan():
+        beyond = _beyond_limits(inner_sql, inner_params, limits)
     for key in limits:
         chart = charts[key[0]]
         count = beyond.get(key, 0)
@@ -196,7 +188,12 @@ def chart_points(
 ) -> tuple[list[float], int]:
     """The latest ``limit`` values of one variant in chart order, and how many there are
     in all (for the plot; the statistics above never load rows)."""
-    rows = chart_rows(experiment, metric, [variant.id])
-    total = rows.count()
-    latest = rows.order_by("-measured_at", "-unit__key").values_list("value", flat=True)[:limit]
-    return list(reversed(list(latest))), total
+    sql, params = chart_rows(experiment.id, metric.id, [variant.id])
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) r", params)
+        total = int(cursor.fetchone()[0])
+        cursor.execute(
+            f"SELECT r.x FROM ({sql}) r ORDER BY r.t DESC, r.u DESC LIMIT %s", [*params, limit]
+        )
+        latest = [float(row[0]) for row in cursor.fetchall()]
+    return list(reversed(latest)), total

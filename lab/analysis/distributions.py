@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from django.db import connection
 
-from lab.analysis.control_chart import chart_rows
-from lab.analysis.moments import _quoted, _scaling, grouped_moments
+from lab.analysis.moments import _quoted, _scaling, grouped_moments, hash_join_plan, rows_sql
+from lab.analysis.rows import chart_rows
 from lab.models import Experiment, Metric, Variant
 
 BINS = 30
@@ -20,7 +20,7 @@ def variant_histograms(
     *, experiment: Experiment, metric: Metric, variants: list[Variant], bins: int = BINS
 ) -> tuple[list[float], dict[int, list[int]]]:
     """(bin edges, counts per variant id); no edges when nothing is measured."""
-    rows = chart_rows(experiment, metric, [v.id for v in variants])
+    rows = chart_rows(experiment.id, metric.id, [v.id for v in variants])
     moments = grouped_moments(rows, groups=("k0",))
     if not moments:
         return [], {}
@@ -34,7 +34,7 @@ def variant_histograms(
     y_low = (low - scaling.shift) * scaling.scale
     y_high = (high - scaling.shift) * scaling.scale
     per_unit = bins / (y_high - y_low)
-    inner_sql, inner_params = rows.query.get_compiler(using=rows.db).as_sql()
+    inner_sql, inner_params = rows_sql(rows)
     k0 = _quoted("k0")
     double = "CAST(%s AS DOUBLE PRECISION)"
     y = f"CASE WHEN ABS(r.x - {double}) < {double} THEN 0.0 ELSE (r.x - {double}) * {double} END"
@@ -51,7 +51,7 @@ def variant_histograms(
         per_unit,
     ]
     counts = {key[0]: [0] * bins for key in moments}
-    with connection.cursor() as cursor:
+    with hash_join_plan(), connection.cursor() as cursor:
         cursor.execute(sql, [*params, *inner_params])
         for variant_id, index, count in cursor.fetchall():
             # The largest value falls on the upper edge: it belongs to the last bin.

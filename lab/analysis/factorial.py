@@ -14,13 +14,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from django.db.models import Case, F, FilteredRelation, IntegerField, Q, Value, When
-
 from lab.analysis.anova import Cell, effects, type3_anova
 from lab.analysis.moments import Moments, grouped_moments
-from lab.analysis.spec import in_spec_condition
+from lab.analysis.rows import factorial_rows
 from lab.errors import BadRequest
-from lab.models import Experiment, Measurement, Metric, Product, Status, Variant
+from lab.models import Experiment, Metric, Product, Status, Variant
 from lab.selectors.experiments import experiment_get
 from lab.selectors.metrics import metric_get
 
@@ -56,30 +54,7 @@ def factors_of(product: Product, keys: list[str]) -> list[Factor]:
 
 def cell_moments(factors: list[Factor], metric: Metric) -> dict[tuple, Moments]:
     """Per combination of variant ids (one per factor): the moments of the metric."""
-    relations = {}
-    live_filters = Q()
-    for i, factor in enumerate(factors):
-        name = f"factor{i}"
-        relations[name] = FilteredRelation(
-            "unit__assignments",
-            condition=Q(unit__assignments__experiment_id=factor.experiment.id),
-        )
-        live_filters &= Q(**{f"{name}__variant_id__in": [v.id for v in factor.levels]})
-    rows = (
-        Measurement.objects.filter(metric_id=metric.id)
-        .annotate(**relations)
-        .filter(live_filters)
-        .values(
-            **{f"k{i}": F(f"factor{i}__variant_id") for i in range(len(factors))},
-            x=F("value"),
-            in_spec=Case(
-                When(in_spec_condition(), then=Value(1)),
-                default=Value(0),
-                output_field=IntegerField(),
-            ),
-        )
-        .order_by()
-    )
+    rows = factorial_rows(metric.id, [(f.experiment.id, [v.id for v in f.levels]) for f in factors])
     groups = tuple(f"k{i}" for i in range(len(factors)))
     return grouped_moments(rows, groups=groups, sums=("in_spec",))
 

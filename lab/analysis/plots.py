@@ -65,7 +65,8 @@ def distributions_svg(
     axes.set_title(title)
     axes.set_xlabel("value")
     axes.set_ylabel("share of units per bin")
-    axes.legend(loc="best", fontsize="small")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="best", fontsize="small")
     axes.grid(alpha=0.3)
     return _svg(figure)
 
@@ -91,7 +92,8 @@ def control_chart_svg(*, title: str, values: list[float], chart: dict, first_ind
     axes.set_title(title)
     axes.set_xlabel("measurement (in order of measured_at)")
     axes.set_ylabel("value")
-    axes.legend(loc="best", fontsize="small")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="best", fontsize="small")
     axes.grid(alpha=0.3)
     return _svg(figure)
 
@@ -120,6 +122,7 @@ def interaction_svg(*, title: str, report: dict) -> str:
     axes.set_xlabel(first)
     axes.set_ylabel(f"mean {report['metric']}")
     axes.set_title(title)
-    axes.legend(loc="best", fontsize="small")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="best", fontsize="small")
     axes.grid(alpha=0.3)
     return _svg(figure)

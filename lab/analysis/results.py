@@ -27,20 +27,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from django.db.models import (
-    Case,
     Count,
-    F,
-    IntegerField,
     Prefetch,
-    Value,
-    When,
     prefetch_related_objects,
 )
 
 from lab.analysis import statistics as stats
 from lab.analysis.moments import grouped_moments
-from lab.analysis.spec import in_spec_condition
-from lab.models import Assignment, Experiment, Measurement, Metric, Status, Variant
+from lab.analysis.rows import experiment_rows
+from lab.models import Assignment, Experiment, Metric, Status, Variant
 from lab.selectors.experiments import experiment_control
 
 CONTROL_MARKED = "is_control"
@@ -103,24 +98,7 @@ def _srm(experiment: Experiment, live: list[Variant]) -> dict:
 def measurement_summaries(experiment: Experiment) -> dict[tuple[int, int], stats.Summary]:
     """Per (metric id, variant id): the summary of the measurements of the experiment's
     units on the product's live metrics, by the variant of each unit's assignment."""
-    rows = (
-        Measurement.objects.filter(
-            unit__assignments__experiment=experiment,
-            metric__product_id=experiment.product_id,
-        )
-        .exclude(metric__status=Status.REMOVED)
-        .values(
-            metric_key=F("metric_id"),
-            variant_key=F("unit__assignments__variant_id"),
-            x=F("value"),
-            in_spec=Case(
-                When(in_spec_condition(), then=Value(1)),
-                default=Value(0),
-                output_field=IntegerField(),
-            ),
-        )
-        .order_by()
-    )
+    rows = experiment_rows(experiment.id, experiment.product_id)
     moments = grouped_moments(rows, groups=("metric_key", "variant_key"), sums=("in_spec",))
     return {key: summary_of(m, in_spec=m.sums["in_spec"]) for key, m in moments.items()}
 

@@ -18,6 +18,14 @@ def in_spec_condition(prefix: str = "metric__") -> Q:
     return above_lower & below_upper
 
 
+def in_spec_sql(value: str, lower: str, upper: str) -> str:
+    """The same rule as SQL over column expressions, for the analyses' hand-written joins."""
+    return (
+        f"(({lower}) IS NULL OR ({value}) >= ({lower})) "
+        f"AND (({upper}) IS NULL OR ({value}) <= ({upper}))"
+    )
+
+
 def no_limits_condition(prefix: str = "metric__") -> Q:
     return Q(**{f"{prefix}lower_limit__isnull": True, f"{prefix}upper_limit__isnull": True})
 

@@ -506,8 +506,10 @@ def test_results__query_count__fixed_whatever_the_data_size(
     # When the data grows twenty-fold
     add_units(57)
     # Then the same queries: token, product, experiment, variants, assignment counts,
-    # the two passes of the measurement aggregates, metrics
-    with django_assert_max_num_queries(8):
+    # the two passes of the measurement aggregates, metrics (on PostgreSQL also the savepoint
+    # and the SET LOCAL of the hash-join plan around the two passes)
+    plan = 3 if connection.vendor == "postgresql" else 0
+    with django_assert_max_num_queries(8 + plan):
         assert queries_of_one_report() == small
     report = tenant.get(RESULTS).json()
     assert [v["n"] for v in report["metrics"][0]["variants"].values()] == [60, 60, 60]
