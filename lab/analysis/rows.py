@@ -40,9 +40,10 @@ def experiment_rows(experiment_id: int, product_id: int) -> tuple[str, list]:
     return sql, [experiment_id, product_id, Status.REMOVED.value]
 
 
-def factorial_rows(metric_id: int, factors: list[tuple[int, list[int]]]) -> tuple[str, list]:
+def factorial_rows(metric: Metric, factors: list[tuple[int, list[int]]]) -> tuple[str, list]:
     """Measurements of the metric on units assigned to one of the listed variants in every
-    experiment: ``k0``…``k{n-1}`` (the variant in each), ``x``, ``in_spec``."""
+    experiment: ``k0``…``k{n-1}`` (the variant in each), ``x``, ``in_spec``. The metric's
+    limits are parameters (one metric), so the metric table is not joined."""
     joins, columns, params = [], [], []
     for i, (experiment_id, variant_ids) in enumerate(factors):
         joins.append(
@@ -51,12 +52,14 @@ def factorial_rows(metric_id: int, factors: list[tuple[int, list[int]]]) -> tupl
         )
         columns.append(f"a{i}.variant_id AS k{i}")
         params.extend([experiment_id, *variant_ids])
+    limit = "CAST(%s AS DOUBLE PRECISION)"
+    in_spec = f"CASE WHEN {in_spec_sql('m.value', limit, limit)} THEN 1 ELSE 0 END"
+    limits = [metric.lower_limit] * 2 + [metric.upper_limit] * 2
     sql = (
-        f"SELECT {', '.join(columns)}, m.value AS x, {_in_spec_column()} AS in_spec "
-        f"FROM {_table(Measurement)} m JOIN {_table(Metric)} mt ON mt.id = m.metric_id "
-        f"{' '.join(joins)} WHERE m.metric_id = %s"
+        f"SELECT {', '.join(columns)}, m.value AS x, {in_spec} AS in_spec "
+        f"FROM {_table(Measurement)} m {' '.join(joins)} WHERE m.metric_id = %s"
     )
-    return sql, [*params, metric_id]
+    return sql, [*limits, *params, metric.id]
 
 
 def chart_rows(experiment_id: int, metric_id: int, variant_ids: list[int]) -> tuple[str, list]:
