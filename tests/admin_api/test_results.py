@@ -1,7 +1,7 @@
 """The results report: per-variant statistics of every measured metric against its limits.
 
 Expected figures are computed here from the raw values with `statistics` and `scipy.stats`,
-independently of the aggregates the database returns and of lab.stats.
+independently of the aggregates the database returns and of lab.analysis.statistics.
 """
 
 import math
