@@ -21,8 +21,9 @@ Then ``mean = c + Σy/(n·s)`` (correctly rounded, with the rounding error kept 
 deviations ``Σy² − (Σy)²/n`` (the corrected two-pass formula), scaled back by ``1/s²``.
 A group whose values are all equal has ``std`` exactly 0: ``MIN = MAX`` says so.
 
-The statements use only ``COUNT``/``MIN``/``MAX``/``SUM`` and ``CAST`` (portable between
-SQLite and PostgreSQL), two per call whatever the number of rows or groups.
+The statements use only ``COUNT``/``MIN``/``MAX``/``SUM``, ``CASE`` and ``CAST`` (portable
+between SQLite and PostgreSQL), two per call whatever the number of rows or groups; on
+PostgreSQL the two passes are one statement over a materialized join (``_one_statement``).
 """
 
 from __future__ import annotations
