@@ -3,6 +3,7 @@
 from ninja import NinjaAPI
 
 from admin_api.routers import (
+    analysis,
     assignments,
     audit,
     client_keys,
@@ -93,3 +94,4 @@ api.add_router(EXPERIMENT + "/results", results.router)
 api.add_router(PRODUCT + "/units", units.router)
 api.add_router(PRODUCT + "/measurements", measurements.router)
 api.add_router(PRODUCT + "/audit", audit.router)
+api.add_router(PRODUCT, analysis.router)

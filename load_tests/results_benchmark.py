@@ -16,6 +16,13 @@ compare a run at 10^5 with one at 10^6), the Python allocation peak of one repor
 EXPLAIN ANALYZE plan of the aggregate query. With `--import-rows N` it also times
 `manage.py import_measurements` on a generated N-row CSV (into a second product), twice:
 once creating every measurement, once updating them all.
+
+With `--analysis-units N` it also seeds a third product, `bench-factorial`: N units, each
+assigned in two experiments (`etch`: 3 variants, `anneal`: 2 variants) and measured once
+(`thickness`: N measurements), and times through the same stack the factorial analysis
+(`etch,anneal`), the control chart of `etch`, and the CSV export of the N units (streamed;
+its peak RSS is sampled while the stream is read). `--no-analyze` leaves every seeded table
+without planner statistics (PostgreSQL right after a bulk import with autovacuum off).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ METRICS = [
 ]
 VARIANTS = [("a", 0.0), ("b", 0.01), ("c", -0.005)]  # key, shift of the mean in SDs × 10
 PRODUCT = "bench"
+FACTORIAL_PRODUCT = "bench-factorial"
 NOISE = "other-tenant"  # another tenant's data in the same tables, which the report skips
 EXPERIMENT = "etch"
 
@@ -64,6 +72,17 @@ def main() -> None:
         help="measurements of another tenant's product in the same tables",
     )
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE")
+    parser.add_argument(
+        "--analysis-units",
+        type=int,
+        default=0,
+        help="also time the factorial analysis, control chart and export over N units",
+    )
+    parser.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="leave the seeded tables without planner statistics (never analyzed)",
+    )
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "")
@@ -99,13 +118,23 @@ def _run(args: argparse.Namespace) -> None:
                 print(f"{product}: reusing the seed of {units * len(METRICS):,} measurements")
             continue
         started = time.perf_counter()
-        _seed(product, units)
+        _seed(product, units, analyze=not args.no_analyze)
         print(
             f"{product}: seeded {units * len(METRICS):,} measurements "
             f"in {time.perf_counter() - started:.1f} s"
         )
 
+    if args.analysis_units and _seeded_size(FACTORIAL_PRODUCT) != args.analysis_units:
+        started = time.perf_counter()
+        _seed_factorial(args.analysis_units, analyze=not args.no_analyze)
+        print(
+            f"{FACTORIAL_PRODUCT}: seeded {args.analysis_units:,} units "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+    _print_statistics_state()
     _time_report(args)
+    if args.analysis_units:
+        _time_analyses(args)
     if args.explain:
         _explain()
     if args.import_rows:
@@ -153,7 +182,7 @@ def _seeded_size(product: str) -> int:
     return Measurement.objects.filter(metric__product__key=product).count()
 
 
-def _seed(product_key: str, units: int) -> None:
+def _seed(product_key: str, units: int, *, analyze: bool = True) -> None:
     """One product's dataset, with set-based SQL: seconds for 10^6 measurements."""
     from django.db import connection, transaction
 
@@ -240,6 +269,8 @@ def _seed(product_key: str, units: int) -> None:
             """,
             [experiment.id, product.id],
         )
+    if not analyze:
+        return
     # Fresh statistics and visibility map, as autovacuum would leave them on a live server.
     with connection.cursor() as cursor:
         for table in ("lab_unit", "lab_assignment", "lab_measurement", "lab_metric"):
@@ -368,6 +399,117 @@ def _time_import(rows: int) -> None:
             )
     finally:
         os.unlink(path)
+
+
+# --- the analyses over 10^6 units ----------------------------------------------------------
+
+
+def _seed_factorial(units: int, *, analyze: bool) -> None:
+    from django.db import connection, transaction
+
+    from lab.models import Experiment, Metric, Product, Variant
+    from lab.services.credentials import api_token_create
+
+    user = api_token_create(username="bench").row.user
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        product = Product.objects.create(user=user, key=FACTORIAL_PRODUCT)
+        metric = Metric.objects.create(
+            product=product, key="thickness", lower_limit=0.9, nominal=1.0, upper_limit=1.1
+        )
+        cursor.execute(
+            """
+            INSERT INTO lab_unit (product_id, key, created_at)
+            SELECT %s, 'F-SN-' || lpad(g::text, 8, '0'), now() FROM generate_series(1, %s) g
+            """,
+            [product.id, units],
+        )
+        for key, variants in (("etch", ["short", "mid", "long"]), ("anneal", ["cool", "hot"])):
+            experiment = Experiment.objects.create(product=product, key=key)
+            ids = [Variant.objects.create(experiment=experiment, key=v).id for v in variants]
+            cursor.execute(
+                """
+                INSERT INTO lab_assignment (experiment_id, unit_id, variant_id, source,
+                                            created_at, updated_at)
+                SELECT %s, u.id, (%s::bigint[])[1 + floor(random() * %s)::int], 'hash',
+                       now(), now()
+                FROM lab_unit u WHERE u.product_id = %s
+                """,
+                [experiment.id, ids, len(ids), product.id],
+            )
+        cursor.execute(
+            """
+            INSERT INTO lab_measurement (metric_id, unit_id, value, measured_at)
+            SELECT %s, u.id, 1.0 + 0.04 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()),
+                   now() - mod(u.id, 100000) * interval '1 second'
+            FROM lab_unit u WHERE u.product_id = %s
+            """,
+            [metric.id, product.id],
+        )
+    if analyze:
+        with connection.cursor() as cursor:
+            for table in ("lab_unit", "lab_assignment", "lab_measurement"):
+                cursor.execute(f"VACUUM ANALYZE {table}")
+
+
+def _print_statistics_state() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+            "WHERE relname IN ('lab_unit', 'lab_assignment', 'lab_measurement') ORDER BY relname"
+        )
+        for name, manual, auto in cursor.fetchall():
+            state = "never analyzed" if manual is None and auto is None else "analyzed"
+            print(f"{name}: {state}")
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _time_analyses(args: argparse.Namespace) -> None:
+    from django.test import Client
+
+    from lab.services.credentials import api_token_create
+
+    token = api_token_create(username="bench").secret
+    client = Client()
+    base = f"/api/admin/v1/products/{FACTORIAL_PRODUCT}"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    for label, path, query in (
+        ("factorial", "/analysis/factorial", {"experiments": "etch,anneal", "metric": "thickness"}),
+        ("control chart", "/experiments/etch/control-chart", {"metric": "thickness"}),
+    ):
+        durations = []
+        for _ in range(args.runs + 1):
+            started = time.perf_counter()
+            response = client.get(base + path, query, **auth)
+            durations.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.content[:500]
+        durations = durations[1:]  # the first call warms up
+        print(
+            f"{label} over {args.analysis_units:,} measurements: {args.runs} runs  "
+            f"min {min(durations) * 1000:.0f} ms  "
+            f"median {statistics.median(durations) * 1000:.0f} ms  "
+            f"max {max(durations) * 1000:.0f} ms"
+        )
+    baseline = _current_rss_mb()
+    peak, size, rows = baseline, 0, 0
+    started = time.perf_counter()
+    response = client.get(base + "/export.csv", **auth)
+    assert response.status_code == 200
+    for chunk in response.streaming_content:
+        size += len(chunk)
+        rows += chunk.count(b"\n")
+        peak = max(peak, _current_rss_mb())
+    elapsed = time.perf_counter() - started
+    print(
+        f"export.csv: {rows - 1:,} units, {size / 2**20:.1f} MiB in {elapsed:.1f} s; "
+        f"RSS {baseline:.1f} MB before, peak {peak:.1f} MB while streaming"
+    )
 
 
 if __name__ == "__main__":

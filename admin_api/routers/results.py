@@ -1,15 +1,17 @@
-"""The characterization report of an experiment (DESIGN §3; docs/results.md explains it)."""
+"""The characterization report of an experiment (docs/results.md explains it)."""
 
 from typing import Literal
 
-from ninja import Path, Router, Schema
+from ninja import Path, Query, Router, Schema
 from pydantic import Field
 
+from lab.analysis import results as analysis
 from lab.selectors import experiments as experiment_selectors
 from lab.selectors import products as product_selectors
-from lab.selectors import results as selectors
 
 router = Router(tags=["results"])
+
+Correction = Literal["holm", "bh", "bonferroni", "none"]
 
 
 class SrmOut(Schema):
@@ -27,10 +29,17 @@ class VsControlOut(Schema):
     t: float | None
     df: float | None
     p_value: float | None
+    p_value_adjusted: float | None = Field(
+        description="`p_value` adjusted for multiple comparisons among every Welch p-value of "
+        "the report (see `correction`)"
+    )
     yield_diff: float | None
     yield_ci_low: float | None
     yield_ci_high: float | None
     yield_p_value: float | None
+    yield_p_value_adjusted: float | None = Field(
+        description="`yield_p_value` adjusted among every yield p-value of the report"
+    )
 
 
 class VariantResultOut(Schema):
@@ -42,6 +51,10 @@ class VariantResultOut(Schema):
     yield_: float | None = Field(alias="yield")
     cp: float | None
     cpk: float | None
+    cp_ci_low: float | None
+    cp_ci_high: float | None
+    cpk_ci_low: float | None
+    cpk_ci_high: float | None
     # Absent on the control itself: it is what the others are compared with.
     vs_control: VsControlOut | None = None
 
@@ -71,6 +84,9 @@ class ResultsOut(Schema):
         description="`is_control`: the variant marked as control; `oldest`: none is marked "
         "(or the marked one is removed), so the oldest variant that is not removed is the control"
     )
+    correction: Correction = Field(
+        description="How the `*_adjusted` p-values are corrected for multiple comparisons"
+    )
     srm: SrmOut
     units: UnitCountsOut
     metrics: list[MetricResultOut]
@@ -83,7 +99,12 @@ class ResultsOut(Schema):
     exclude_unset=True,
     summary="Per-variant statistics of every measured metric against its spec limits",
 )
-def get_results(request, product: Path[str], experiment: Path[str]):
+def get_results(
+    request,
+    product: Path[str],
+    experiment: Path[str],
+    correction: Query[Correction] = analysis.DEFAULT_CORRECTION,
+):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     experiment_obj = experiment_selectors.experiment_get(product=product_obj, key=experiment)
-    return selectors.experiment_results(experiment=experiment_obj)
+    return analysis.experiment_results(experiment=experiment_obj, correction=correction)

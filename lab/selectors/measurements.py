@@ -1,19 +1,7 @@
-from django.db.models import BooleanField, Case, F, Q, QuerySet, Value, When
+from django.db.models import QuerySet
 
+from lab.analysis.spec import IN_SPEC
 from lab.models import Measurement, Product, Status
-
-# Within the metric's closed limits (a missing limit is unbounded); null without limits.
-# The same definition as the `yield` of the results.
-IN_SPEC = Case(
-    When(Q(metric__lower_limit__isnull=True, metric__upper_limit__isnull=True), then=Value(None)),
-    When(
-        (Q(metric__lower_limit__isnull=True) | Q(value__gte=F("metric__lower_limit")))
-        & (Q(metric__upper_limit__isnull=True) | Q(value__lte=F("metric__upper_limit"))),
-        then=Value(True),
-    ),
-    default=Value(False),
-    output_field=BooleanField(null=True),
-)
 
 
 def with_in_spec(queryset: QuerySet[Measurement]) -> QuerySet[Measurement]:

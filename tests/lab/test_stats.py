@@ -1,4 +1,4 @@
-"""lab.stats against published worked examples, and its undefined cases.
+"""lab.analysis.statistics against published worked examples, and its undefined cases.
 
 Each expected value names its source next to it. Where a source prints a rounded figure, the
 tolerance is half a unit of its last printed digit.
@@ -12,7 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from lab.stats import Summary, describe, srm, two_proportion, vs_control, welch
+from lab.analysis.statistics import (
+    Summary,
+    adjust_p_values,
+    capability_intervals,
+    describe,
+    srm,
+    two_proportion,
+    vs_control,
+    welch,
+)
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -28,7 +37,7 @@ def summary_of(values, lower=None, upper=None):
     return Summary(
         n=n,
         mean=statistics.fmean(values) if n else None,
-        variance=statistics.variance(values) if n >= 2 else None,
+        std=statistics.stdev(values) if n >= 2 else None,
         min=min(values) if n else None,
         max=max(values) if n else None,
         in_spec=in_spec,
@@ -36,7 +45,7 @@ def summary_of(values, lower=None, upper=None):
 
 
 def summary_from_sd(n, mean, sd):
-    return Summary(n=n, mean=mean, variance=sd**2, min=None, max=None, in_spec=None)
+    return Summary(n=n, mean=mean, std=sd, min=None, max=None, in_spec=None)
 
 
 def assert_plain(result):
@@ -170,14 +179,13 @@ def test_welch__one_side_without_spread__uses_other_sides_df():
 
     assert result["df"] == pytest.approx(4.0)
     assert result["t"] == pytest.approx(
-        (treatment.mean - 5.0) / math.sqrt(treatment.variance / treatment.n)
+        (treatment.mean - 5.0) / (treatment.std / math.sqrt(treatment.n))
     )
 
 
-def test_welch__tiny_negative_variance__reads_as_zero():
-    control = Summary(n=3, mean=1.0, variance=-1e-18)
-    treatment = summary_of([1.0, 2.0, 3.0])
-    assert welch(control, treatment)["df"] == pytest.approx(2.0)
+def test_summary__negative_std__is_refused():
+    with pytest.raises(ValueError):
+        Summary(n=3, mean=1.0, std=-1e-18)
 
 
 def test_welch__confidence_outside_unit_interval__is_refused():
@@ -191,7 +199,7 @@ def test_welch__confidence_outside_unit_interval__is_refused():
 def test_describe__nist_capability_example__cp_and_cpk():
     # Given NIST/SEMATECH e-Handbook §6.1.6 "What is Process Capability?" (pmc16.htm):
     # USL = 20, LSL = 8, process mean 16, process standard deviation 2
-    summary = Summary(n=50, mean=16.0, variance=4.0, min=11.0, max=21.0, in_spec=49)
+    summary = Summary(n=50, mean=16.0, std=2.0, min=11.0, max=21.0, in_spec=49)
 
     # When
     result = describe(summary, lower=8.0, upper=20.0)
@@ -208,7 +216,7 @@ def test_describe__upper_limit_only__one_sided_cpk_and_no_cp():
     # Given the handbook's process with only its USL. One-sided Cpk is (USL − mean)/(3σ):
     # SAS/QC "The SHEWHART Procedure", The Index Cpk ("If you specify only USL ...");
     # handbook §6.1.6 gives Cpu = (20 − 16)/(3·2) = 0.6667
-    summary = Summary(n=50, mean=16.0, variance=4.0, min=11.0, max=21.0, in_spec=49)
+    summary = Summary(n=50, mean=16.0, std=2.0, min=11.0, max=21.0, in_spec=49)
 
     result = describe(summary, lower=None, upper=20.0)
 
@@ -220,7 +228,7 @@ def test_describe__upper_limit_only__one_sided_cpk_and_no_cp():
 def test_describe__lower_limit_only__one_sided_cpk_and_no_cp():
     # Given the handbook's process with only its LSL: Cpl = (16 − 8)/(3·2) = 1.3333
     # (handbook §6.1.6; one-sided form as in SAS/QC "The Index Cpk")
-    summary = Summary(n=50, mean=16.0, variance=4.0, min=11.0, max=21.0, in_spec=50)
+    summary = Summary(n=50, mean=16.0, std=2.0, min=11.0, max=21.0, in_spec=50)
 
     result = describe(summary, lower=8.0, upper=None)
 
@@ -266,6 +274,10 @@ def test_describe__no_values__everything_but_n_is_none():
         "yield": None,
         "cp": None,
         "cpk": None,
+        "cp_ci_low": None,
+        "cp_ci_high": None,
+        "cpk_ci_low": None,
+        "cpk_ci_high": None,
     }
 
 
@@ -278,7 +290,7 @@ def test_describe__zero_variance__std_zero_and_no_capability():
 
 def test_summary__in_spec_beyond_n__is_refused():
     with pytest.raises(ValueError):
-        Summary(n=2, mean=1.0, variance=0.0, in_spec=3)
+        Summary(n=2, mean=1.0, std=0.0, in_spec=3)
 
 
 # --- two-proportion comparison ---------------------------------------------------------------
@@ -484,7 +496,7 @@ def summaries(draw):
     return Summary(
         n=n,
         mean=draw(maybe_finite),
-        variance=draw(st.none() | st.floats(min_value=-1e-12, max_value=1e308)),
+        std=draw(st.none() | st.floats(min_value=0.0, max_value=1.7e308)),
         min=draw(maybe_finite),
         max=draw(maybe_finite),
         in_spec=draw(st.none() | st.integers(min_value=0, max_value=n)),
@@ -558,3 +570,109 @@ def test_srm__any_counts_and_weights__only_finite_floats_or_none(variants):
         assert 0.0 <= result["p_value"] <= 1.0
         tested_total = sum(counts[key] for key in weights if weights[key] > 0)
         assert math.fsum(result["expected"].values()) == pytest.approx(tested_total)
+
+
+# --- capability intervals --------------------------------------------------------------------
+
+
+def test_capability_intervals__nist_handbook_example():
+    # Given NIST/SEMATECH e-Handbook §6.1.6 (pmc16.htm), "Confidence intervals for indices":
+    # n = 50 units, Cp = 1.0 (LSL 8, USL 20, sd 2) and Cpk = 0.6667.
+    result = capability_intervals(50, 1.0, 2 / 3)
+    # Then Cp lies in Cp·sqrt(χ²/49) with the table quantiles χ²(0.025, 49) = 31.555 and
+    # χ²(0.975, 49) = 70.222 (printed to 3 decimals), and Cpk in
+    # 0.6667 ∓ 1.96·sqrt(1/450 + 0.4444/98) = (0.5056, 0.8278)
+    assert result["cp_ci_low"] == pytest.approx(math.sqrt(31.555 / 49), rel=2e-5)
+    assert result["cp_ci_high"] == pytest.approx(math.sqrt(70.222 / 49), rel=2e-5)
+    half = scipy_stats.norm.ppf(0.975) * math.sqrt(1 / 450 + (2 / 3) ** 2 / 98)
+    assert result["cpk_ci_low"] == pytest.approx(2 / 3 - half, rel=1e-15)
+    assert result["cpk_ci_high"] == pytest.approx(2 / 3 + half, rel=1e-15)
+    assert result["cpk_ci_low"] == pytest.approx(0.5056, abs=5e-5)
+
+
+def test_capability_intervals__undefined_index__null_interval():
+    assert set(capability_intervals(10, None, None).values()) == {None}
+    assert set(capability_intervals(1, 1.0, 1.0).values()) == {None}
+    partial = capability_intervals(10, None, 1.2)
+    assert (partial["cp_ci_low"], partial["cp_ci_high"]) == (None, None)
+    assert partial["cpk_ci_low"] < 1.2 < partial["cpk_ci_high"]
+
+
+def test_describe__limits_at_the_double_range__cp_finite():
+    # Given limits of ±1.7e308: their difference overflows a double, the index does not
+    summary = Summary(n=10, mean=0.0, std=1e307, min=-1e307, max=1e307)
+    result = describe(summary, lower=-1.7e308, upper=1.7e308)
+    assert result["cp"] == pytest.approx(1.7e308 / 3e307, rel=1e-15)
+    assert result["cpk"] == pytest.approx(1.7e308 / 3e307, rel=1e-15)
+
+
+# --- multiple comparisons --------------------------------------------------------------------
+
+
+def holm_by_hand(p_values):
+    """Holm (1979): the i-th smallest of m p-values times (m − i + 1), made monotone."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def bh_by_hand(p_values):
+    """Benjamini–Hochberg (1995): p·m/rank, made monotone from the largest down."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i], reverse=True)
+    adjusted, running = [0.0] * m, 1.0
+    for position, i in enumerate(order):
+        rank = m - position
+        running = min(running, p_values[i] * m / rank)
+        adjusted[i] = running
+    return adjusted
+
+
+P_VALUES = [0.01, 0.04, 0.03, 0.005, 0.20]
+
+
+def test_adjust_p_values__holm_bh_bonferroni_none__match_their_definitions():
+    with_gap = [*P_VALUES[:2], None, *P_VALUES[2:]]
+    for correction, expected in (
+        ("holm", holm_by_hand(P_VALUES)),
+        ("bh", bh_by_hand(P_VALUES)),
+        ("bonferroni", [min(1.0, p * len(P_VALUES)) for p in P_VALUES]),
+        ("none", P_VALUES),
+    ):
+        adjusted = adjust_p_values(with_gap, correction)
+        assert adjusted[2] is None
+        assert [a for a in adjusted if a is not None] == pytest.approx(expected, rel=1e-15)
+
+
+def test_adjust_p_values__unknown_correction__is_refused():
+    with pytest.raises(ValueError):
+        adjust_p_values([0.1], "sidak")
+
+
+# --- the numerical standard ------------------------------------------------------------------
+
+
+def test_welch__tiny_and_huge_spreads__same_statistics_as_unit_scale():
+    # Given the same samples at scales 1, 1e-160 and 1e160 (exact powers of two would be
+    # exact; decimal scales agree to rounding): t, df and p do not depend on the unit
+    base_c, base_t = summary_of([1.0, 2.0, 4.0, 3.5]), summary_of([2.0, 3.0, 5.5, 4.0, 6.0])
+    reference = welch(base_c, base_t)
+    for scale in (2.0**-530, 2.0**530):
+
+        def scaled(s, scale=scale):
+            return Summary(n=s.n, mean=s.mean * scale, std=s.std * scale)
+
+        result = welch(scaled(base_c), scaled(base_t))
+        for key in ("t", "df", "p_value"):
+            assert result[key] == pytest.approx(reference[key], rel=1e-14), key
+        assert result["diff"] == pytest.approx(reference["diff"] * scale, rel=1e-14)
+
+
+def test_welch__double_double_means__difference_keeps_its_digits():
+    # Given means 1e9 + 0.0015 and 1e9 + 0.0005 carried as mean + mean_error
+    control = Summary(n=10, mean=1e9, std=1e-3, mean_error=0.0005)
+    treatment = Summary(n=10, mean=1e9, std=1e-3, mean_error=0.0015)
+    assert welch(control, treatment)["diff"] == pytest.approx(0.001, rel=1e-15)

@@ -1,0 +1,210 @@
+"""Characterization analyses beyond the per-experiment report: the factorial ANOVA across
+experiments, control charts, the SVG plots and the CSV export (docs/results.md §11–15)."""
+
+from typing import Literal
+
+from django.http import HttpResponse, StreamingHttpResponse
+from ninja import Path, Query, Router, Schema
+from pydantic import Field
+
+from lab.analysis import control_chart, export, factorial
+from lab.selectors.experiments import experiment_get
+from lab.selectors.metrics import metric_get
+from lab.selectors.products import product_get
+from lab.selectors.variants import variant_get
+
+router = Router(tags=["analysis"])
+
+
+class CellOut(Schema):
+    variants: dict[str, str] = Field(description="The variant of each experiment in this cell")
+    n: int
+    mean: float | None
+    std: float | None
+    yield_: float | None = Field(alias="yield")
+
+
+class AnovaRowOut(Schema):
+    source: str = Field(description="An experiment key, an interaction `A:B`, `residual`, `total`")
+    df: int
+    sum_sq: float | None
+    mean_sq: float | None = None
+    f: float | None = None
+    p_value: float | None = None
+
+
+class FactorialOut(Schema):
+    experiments: list[str]
+    metric: str
+    n: int
+    sum_sq_type: Literal[3]
+    cells: list[CellOut]
+    anova: list[AnovaRowOut] | None = Field(
+        description="Null when a cell is empty (see `anova_note`)"
+    )
+    anova_note: str | None
+    r_squared: float | None
+    residual_std: float | None
+
+
+class FactorialQuery(Schema):
+    experiments: str = Field(
+        max_length=1000, description="1 to 3 experiment keys separated by commas: `A,B[,C]`"
+    )
+    metric: str = Field(max_length=200, description="The metric key")
+
+
+@router.get(
+    "/analysis/factorial",
+    response=FactorialOut,
+    by_alias=True,
+    exclude_unset=True,
+    summary="Type III ANOVA of a metric across 1 to 3 experiments that share units",
+)
+def get_factorial(request, product: Path[str], query: Query[FactorialQuery]):
+    product_obj = product_get(user=request.auth, key=product)
+    return factorial.factorial_analysis(
+        product=product_obj, experiments=query.experiments, metric=query.metric
+    )
+
+
+# --- control charts --------------------------------------------------------------------------
+
+
+class ChartOut(Schema):
+    n: int
+    center: float | None
+    mr_bar: float | None
+    ucl: float | None
+    lcl: float | None
+    mr_ucl: float | None
+    beyond_limits: int | None
+    longest_run: int | None
+    stable: bool | None
+
+
+class ControlChartOut(Schema):
+    experiment: str
+    metric: str
+    variants: dict[str, ChartOut]
+
+
+class MetricQuery(Schema):
+    metric: str = Field(max_length=200, description="The metric key")
+
+
+class ChartSvgQuery(MetricQuery):
+    variant: str = Field(max_length=200, description="The variant key")
+
+
+def _experiment_and_metric(request, product: str, experiment: str, metric: str):
+    product_obj = product_get(user=request.auth, key=product)
+    experiment_obj = experiment_get(product=product_obj, key=experiment)
+    return product_obj, experiment_obj, metric_get(product=product_obj, key=metric)
+
+
+@router.get(
+    "/experiments/{experiment}/control-chart",
+    response=ControlChartOut,
+    summary="Individuals and moving-range control chart of a metric, per variant",
+)
+def get_control_chart(
+    request, product: Path[str], experiment: Path[str], query: Query[MetricQuery]
+):
+    _, experiment_obj, metric_obj = _experiment_and_metric(
+        request, product, experiment, query.metric
+    )
+    return control_chart.control_charts(experiment=experiment_obj, metric=metric_obj)
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+SVG = {"responses": {"200": {"description": "An SVG picture", "content": {"image/svg+xml": {}}}}}
+
+
+def _svg_response(text: str) -> HttpResponse:
+    return HttpResponse(text, content_type="image/svg+xml")
+
+
+def _pictures():
+    # matplotlib is imported on the first picture, not when the API loads: a worker that
+    # only decides or reports never pays for it.
+    from lab.analysis import pictures
+
+    return pictures
+
+
+@router.get(
+    "/experiments/{experiment}/results.svg",
+    summary="Per-variant distributions of a metric against its spec limits (SVG)",
+    openapi_extra=SVG,
+)
+def get_results_svg(request, product: Path[str], experiment: Path[str], query: Query[MetricQuery]):
+    _, experiment_obj, metric_obj = _experiment_and_metric(
+        request, product, experiment, query.metric
+    )
+    return _svg_response(_pictures().results_picture(experiment=experiment_obj, metric=metric_obj))
+
+
+@router.get(
+    "/experiments/{experiment}/control-chart.svg",
+    summary="Individuals control chart of one variant, out-of-limit points marked (SVG)",
+    openapi_extra=SVG,
+)
+def get_control_chart_svg(
+    request, product: Path[str], experiment: Path[str], query: Query[ChartSvgQuery]
+):
+    _, experiment_obj, metric_obj = _experiment_and_metric(
+        request, product, experiment, query.metric
+    )
+    variant_obj = variant_get(experiment=experiment_obj, key=query.variant)
+    return _svg_response(
+        _pictures().control_chart_picture(
+            experiment=experiment_obj, metric=metric_obj, variant=variant_obj
+        )
+    )
+
+
+@router.get(
+    "/analysis/factorial.svg",
+    summary="Interaction plot of a factorial analysis (SVG)",
+    openapi_extra=SVG,
+)
+def get_factorial_svg(request, product: Path[str], query: Query[FactorialQuery]):
+    product_obj = product_get(user=request.auth, key=product)
+    report = factorial.factorial_analysis(
+        product=product_obj, experiments=query.experiments, metric=query.metric
+    )
+    return _svg_response(_pictures().factorial_picture(report))
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+class ExportQuery(Schema):
+    experiments: str | None = Field(
+        None, max_length=5000, description="Experiment keys separated by commas (default: all)"
+    )
+    metrics: str | None = Field(
+        None, max_length=5000, description="Metric keys separated by commas (default: all)"
+    )
+
+
+@router.get(
+    "/export.csv",
+    summary="One row per unit: its variant in each experiment and its value of each metric",
+    openapi_extra={
+        "responses": {"200": {"description": "CSV, streamed", "content": {"text/csv": {}}}}
+    },
+)
+def get_export(request, product: Path[str], query: Query[ExportQuery]):
+    product_obj = product_get(user=request.auth, key=product)
+    experiments, metrics = export.export_columns(
+        product=product_obj, experiments=query.experiments, metrics=query.metrics
+    )
+    response = StreamingHttpResponse(
+        export.csv_stream(product=product_obj, experiments=experiments, metrics=metrics),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="{product_obj.key}.csv"'
+    return response

@@ -1,0 +1,199 @@
+"""Individuals and moving-range (I-MR) control charts per variant (docs/results.md §12).
+
+For each variant, its measurements of the metric in the order they were taken
+(``measured_at``, then unit key to break ties): ``center`` = the mean, ``mr_bar`` = the mean
+moving range |x_i − x_{i−1}|, control limits ``center ± 3·mr_bar/d2`` (d2 = 1.128) and the
+moving-range limit ``D4·mr_bar`` (D4 = 3.267), as in the NIST/SEMATECH e-Handbook §6.3.2.2.
+``beyond_limits`` counts points outside [lcl, ucl], ``longest_run`` the most consecutive
+points strictly on one side of the center, and ``stable`` is no point beyond the limits and
+no run of 9 or more.
+
+All in the database: the exact moments (``lab.analysis.moments``, two statements), then the
+moving ranges with ``LAG`` and the runs with ``ROW_NUMBER`` (window functions, one statement),
+then the count beyond the limits (one statement). Moving ranges are taken of the scaled
+deviations of ``lab.analysis.moments``, so extreme values neither overflow nor lose digits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from django.db import connection
+
+from lab.analysis.moments import (
+    Moments,
+    _quoted,
+    _scaling,
+    grouped_moments,
+    hash_join_plan,
+    rows_sql,
+)
+from lab.analysis.rows import chart_rows
+from lab.models import Experiment, Metric, Status, Variant
+
+D2 = 1.128
+D4 = 3.267
+RUN_LIMIT = 9
+
+
+@dataclass(frozen=True)
+class Chart:
+    n: int
+    center: float | None
+    mr_bar: float | None
+    ucl: float | None
+    lcl: float | None
+    mr_ucl: float | None
+    beyond_limits: int | None
+    longest_run: int | None
+    stable: bool | None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def shown_variants(experiment: Experiment, moments: dict[tuple, Moments]) -> list[Variant]:
+    """Variants that are not removed, and removed ones with measurements (as in the
+    results report), in creation order."""
+    variants = list(experiment.variants.order_by("id"))
+    measured = {key[0] for key in moments}
+    return [v for v in variants if v.status != Status.REMOVED or v.id in measured]
+
+
+def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
+    variants = list(experiment.variants.order_by("id"))
+    rows = chart_rows(experiment.id, metric.id, [v.id for v in variants])
+    moments = grouped_moments(rows, groups=("k0",))
+    inner_sql, inner_params = rows_sql(rows)
+    spread = {key: m for key, m in moments.items() if m.n >= 2}
+    with hash_join_plan():
+        ranges = _moving_ranges_and_runs(inner_sql, inner_params, spread)
+
+    charts: dict[int, Chart] = {}
+    limits = {}
+    for key, m in moments.items():
+        if m.n < 2:
+            charts[key[0]] = Chart(1, m.mean, None, None, None, None, None, 0, None)
+            continue
+        mr_bar, longest_run = ranges.get(key, (0.0, 0))
+        ucl = _finite(m.mean + 3.0 * mr_bar / D2)
+        lcl = _finite(m.mean - 3.0 * mr_bar / D2)
+        charts[key[0]] = Chart(
+            m.n, m.mean, _finite(mr_bar), ucl, lcl, _finite(D4 * mr_bar), None, longest_run, None
+        )
+        if ucl is not None and lcl is not None:
+            limits[key] = (lcl, ucl)
+    with hash_join_plan():
+        beyond = _beyond_limits(inner_sql, inner_params, limits)
+    for key in limits:
+        chart = charts[key[0]]
+        count = beyond.get(key, 0)
+        charts[key[0]] = Chart(
+            **{
+                **chart.__dict__,
+                "beyond_limits": count,
+                "stable": count == 0 and chart.longest_run < RUN_LIMIT,
+            }
+        )
+
+    empty = Chart(0, None, None, None, None, None, None, None, None)
+    return {
+        "experiment": experiment.key,
+        "metric": metric.key,
+        "variants": {
+            v.key: charts.get(v.id, empty).as_dict() for v in shown_variants(experiment, moments)
+        },
+    }
+
+
+def _constants(groups: dict[tuple, tuple]) -> tuple[str, list]:
+    width = len(next(iter(groups.values())))
+    row = "(CAST(%s AS BIGINT)" + ", CAST(%s AS DOUBLE PRECISION)" * width + ")"
+    params: list = []
+    for key, constants in groups.items():
+        params.extend([key[0], *constants])
+    return ", ".join([row] * len(groups)), params
+
+
+def _moving_ranges_and_runs(
+    inner_sql: str, inner_params: tuple, moments: dict[tuple, Moments]
+) -> dict[tuple, tuple[float, int]]:
+    """Per variant: the mean moving range and the longest run on one side of the center."""
+    if not moments:
+        return {}
+    scalings = {key: _scaling(m.min, m.max) for key, m in moments.items()}
+    values, params = _constants(
+        {
+            key: (scaling.shift, scaling.scale, scaling.negligible, moments[key].mean)
+            for key, scaling in scalings.items()
+        }
+    )
+    k0 = _quoted("k0")
+    order = f"ORDER BY r.{_quoted('t')}, r.{_quoted('u')}"
+    # y: the scaled deviation of lab.analysis.moments (no overflow, no underflow);
+    # side: +1 above the center, −1 below, 0 on it (a point on the center ends a run);
+    # island: the rows of one run share (side, row number − row number within the side).
+    side = "CASE WHEN r.x > g.center THEN 1 WHEN r.x < g.center THEN -1 ELSE 0 END"
+    sql = (
+        f"WITH g(k, c, s, eps, center) AS (VALUES {values}) "
+        "SELECT i.k, SUM(i.mr), COUNT(i.mr), MAX(i.run) FROM ("
+        "SELECT w.k, ABS(w.y - w.previous) AS mr, NULL AS run FROM ("
+        f"SELECT v.k, v.y, LAG(v.y) OVER (PARTITION BY v.k ORDER BY v.t, v.u) AS previous "
+        f"FROM (SELECT r.{k0} AS k, r.{_quoted('t')} AS t, r.{_quoted('u')} AS u, "
+        "CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 ELSE (r.x - g.c) * g.s END AS y "
+        f"FROM ({inner_sql}) r JOIN g ON r.{k0} = g.k) v) w "
+        "UNION ALL "
+        "SELECT runs.k, NULL, COUNT(*) FROM ("
+        f"SELECT r.{k0} AS k, {side} AS side, "
+        f"ROW_NUMBER() OVER (PARTITION BY r.{k0} {order}) "
+        f"- ROW_NUMBER() OVER (PARTITION BY r.{k0}, {side} {order}) AS island "
+        f"FROM ({inner_sql}) r JOIN g ON r.{k0} = g.k) runs "
+        "WHERE runs.side <> 0 GROUP BY runs.k, runs.side, runs.island"
+        ") i GROUP BY i.k"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *inner_params, *inner_params])
+        result = {}
+        for k, total, count, run in cursor.fetchall():
+            scale = scalings[(k,)].scale
+            mr_bar = float(total) / int(count) / scale if count else 0.0
+            result[(k,)] = (mr_bar, int(run or 0))
+        return result
+
+
+def _beyond_limits(
+    inner_sql: str, inner_params: tuple, limits: dict[tuple, tuple[float, float]]
+) -> dict[tuple, int]:
+    if not limits:
+        return {}
+    values, params = _constants(limits)
+    k0 = _quoted("k0")
+    sql = (
+        f"WITH l(k, lcl, ucl) AS (VALUES {values}) "
+        f"SELECT r.{k0}, COUNT(*) FROM ({inner_sql}) r JOIN l ON r.{k0} = l.k "
+        f"WHERE r.x < l.lcl OR r.x > l.ucl GROUP BY r.{k0}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *inner_params])
+        return {(k,): int(count) for k, count in cursor.fetchall()}
+
+
+def chart_points(
+    *, experiment: Experiment, metric: Metric, variant: Variant, limit: int
+) -> tuple[list[float], int]:
+    """The latest ``limit`` values of one variant in chart order, and how many there are
+    in all (for the plot; the statistics above never load rows)."""
+    sql, params = chart_rows(experiment.id, metric.id, [variant.id])
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) r", params)
+        total = int(cursor.fetchone()[0])
+        cursor.execute(
+            f"SELECT r.x FROM ({sql}) r ORDER BY r.t DESC, r.u DESC LIMIT %s", [*params, limit]
+        )
+        latest = [float(row[0]) for row in cursor.fetchall()]
+    return list(reversed(latest)), total

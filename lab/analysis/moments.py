@@ -1,0 +1,299 @@
+"""Per-group moments aggregated in the database, exact to what doubles allow.
+
+A plain ``AVG``/``VAR_POP`` (or ``SUM(x)``, ``SUM(x*x)``) loses digits on the data engineers
+produce: a frequency near 1e9 Hz with a spread of 1e-3 keeps almost none, ten readings of a
+gauge all ``0.1`` get a spread of 1e-17, values beyond 1e154 overflow their squares and values
+below 1e-150 underflow them. Instead, every group (a variant of a metric, a cell of a
+factorial) is aggregated in two statements over the same rows (docs/results.md §9):
+
+1. ``COUNT``, ``MIN``, ``MAX`` (and the caller's extra sums, e.g. the in-spec count). None of
+   them can lose a digit or overflow.
+2. With a shift ``c`` = the group's mid-range and an exact power-of-two scale ``s`` that brings
+   the largest deviation to at most 1, per row ``y = (x − c)·s``, then ``Σy²`` and ``Σy``. The
+   deviations are small, so nothing overflows, underflows or cancels. ``Σy`` is summed exactly:
+   ``z = y·2^40`` is split into an integer part (summed as a 64-bit integer — exact) and a
+   fractional part (whose rounding is ~2^-40 of the spread). Deviations below 2^-500 of the
+   spread are taken as 0 (PostgreSQL refuses a product that underflows; their contribution is
+   far below the last digit of any result).
+
+Then ``mean = c + Σy/(n·s)`` (correctly rounded, with the rounding error kept as
+``mean_error`` so that differences of means keep their digits) and the sum of squared
+deviations ``Σy² − (Σy)²/n`` (the corrected two-pass formula), scaled back by ``1/s²``.
+A group whose values are all equal has ``std`` exactly 0: ``MIN = MAX`` says so.
+
+The statements use only ``COUNT``/``MIN``/``MAX``/``SUM``, ``CASE`` and ``CAST`` (portable
+between SQLite and PostgreSQL), two per call whatever the number of rows or groups; on
+PostgreSQL the two passes are one statement over a materialized join (``_one_statement``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+from django.db import connection, transaction
+from django.db.models import QuerySet
+
+# z = y·2^40 has an integer part below 2^41 in magnitude: a 64-bit integer sum of 2^22 of them
+# cannot overflow on SQLite (PostgreSQL sums bigints as numeric, which never overflows).
+_SPLIT_BITS = 40
+# Exponent bounds that keep every per-group constant a normal double (exact, and accepted by
+# PostgreSQL's float8 input).
+_SCALE_LIMIT = 1000
+_NEGLIGIBLE_BITS = 500
+_MIN_NORMAL_EXPONENT = -1022
+
+
+@contextmanager
+def hash_join_plan() -> Iterator[None]:
+    """Run the enclosed analysis statements with hash joins on PostgreSQL.
+
+    An analysis reads every measurement of an experiment or metric: the right plan scans them
+    once and hash-joins the (few) assignments of the experiment. On tables PostgreSQL has never
+    analyzed (a fresh restore, a bulk import with autovacuum behind or off) its estimates are
+    guesses and it picks nested loops of index lookups instead: 20 s per pass at 10^6 rows
+    instead of 1–4 s (docs/results.md §9). ``SET LOCAL enable_nestloop = off`` makes the plan
+    independent of the statistics; it lasts until the end of the transaction this opens (or
+    of the enclosing one, when the analysis runs inside a transaction).
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_nestloop = off")
+        yield
+
+
+@dataclass(frozen=True)
+class Moments:
+    """One group's aggregates. ``mean + mean_error`` is the exact mean to about twice the
+    precision of a double; ``sum_sq`` is Σ(x − mean)² (``inf`` when it does not fit a
+    double although ``std`` may); ``std`` is the sample standard deviation (n − 1), ``None``
+    below two values or beyond the largest double; ``sums`` holds the caller's extra sums."""
+
+    n: int
+    mean: float
+    mean_error: float
+    std: float | None
+    sum_sq: float
+    min: float
+    max: float
+    sums: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _Scaling:
+    shift: float  # c
+    scale: float  # s = 2^-e, e clamped: y = (x − c)·s
+    split: float  # t: z = y·t, with |z| ≤ 2^40
+    negligible: float  # |x − c| below this counts as 0
+
+
+Rows = QuerySet | tuple[str, Sequence]
+
+
+def rows_sql(rows: Rows) -> tuple[str, tuple]:
+    """The SQL and parameters of a ``values()`` queryset, or of an ``(sql, params)`` pair."""
+    if isinstance(rows, QuerySet):
+        return rows.query.get_compiler(using=rows.db).as_sql()
+    sql, params = rows
+    return sql, tuple(params)
+
+
+def grouped_moments(
+    rows: Rows, *, groups: Sequence[str], sums: Sequence[str] = ()
+) -> dict[tuple, Moments]:
+    """Moments of column ``x`` of ``rows`` per distinct value of the ``groups`` columns.
+
+    ``rows`` is a ``values()`` queryset, or an ``(sql, params)`` select, naming the (integer)
+    group columns, ``x`` (the value) and the integer columns listed in ``sums``. Groups
+    without rows are absent.
+    """
+    with hash_join_plan():
+        return _grouped_moments(rows, groups, sums)
+
+
+def _grouped_moments(rows: Rows, groups: Sequence[str], sums: Sequence[str]) -> dict:
+    if connection.vendor == "postgresql":
+        return _one_statement(rows, groups, sums)
+    inner_sql, inner_params = rows_sql(rows)
+    keys = ", ".join(f"r.{_quoted(name)}" for name in groups)
+    extra = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {keys}, COUNT(*), MIN(r.x), MAX(r.x){extra} "
+            f"FROM ({inner_sql}) r GROUP BY {keys}",
+            inner_params,
+        )
+        first = cursor.fetchall()
+    width = len(groups)
+    scalings = {
+        tuple(row[:width]): _scaling(float(row[width + 1]), float(row[width + 2]))
+        for row in first
+        if row[width + 1] != row[width + 2]
+    }
+    second = _deviation_sums(inner_sql, inner_params, groups, scalings) if scalings else {}
+
+    result = {}
+    for row in first:
+        key = tuple(row[:width])
+        n, low, high = int(row[width]), float(row[width + 1]), float(row[width + 2])
+        extras = {name: int(value or 0) for name, value in zip(sums, row[width + 3 :], strict=True)}
+        if key in scalings:
+            moments = _combine(n, scalings[key], *second[key], low, high)
+        else:
+            # Every value equal: the mean is that value and the spread exactly 0.
+            moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
+        result[key] = replace(moments, sums=extras)
+    return result
+
+
+def _one_statement(rows: Rows, groups: Sequence[str], sums: Sequence[str]) -> dict:
+    """Both passes in one PostgreSQL statement: the rows are joined once into a materialized
+    CTE that both passes scan, and the per-group constants of ``_scaling`` are computed in
+    SQL (exact powers of two; the exponent may exceed ``_scaling``'s by one, which keeps
+    every bound) and returned, so Python combines with the very constants the sums used."""
+    inner_sql, inner_params = rows_sql(rows)
+    width = len(groups)
+    names = [_quoted(name) for name in groups]
+    keys_r = ", ".join(f"r.{n}" for n in names)
+    keys_f = ", ".join(f"f.{n}" for n in names)
+    extra = "".join(f", SUM(r.{_quoted(name)}) AS extra{i}" for i, name in enumerate(sums))
+    extra_f = "".join(f", f.extra{i}" for i in range(len(sums)))
+    join_g = " AND ".join(f"r.{n} = g.{n}" for n in names)
+    join_d = " AND ".join(f"d.{n} = f.{n}" for n in names)
+    exponent = "(FLOOR(LOG(2::numeric, (f.hi / 2 - f.lo / 2)::numeric)) + 1)::int"
+    sql = (
+        f"WITH r AS MATERIALIZED ({inner_sql}), "
+        f"f AS (SELECT {keys_r}, COUNT(*) AS n, MIN(r.x) AS lo, MAX(r.x) AS hi{extra} "
+        f"FROM r GROUP BY {keys_r}), "
+        f"e AS (SELECT {keys_f}, f.lo / 2 + f.hi / 2 AS c, {exponent} AS e FROM f "
+        "WHERE f.hi > f.lo), "
+        f"g AS (SELECT e.*, GREATEST(-{_SCALE_LIMIT}, LEAST({_SCALE_LIMIT}, e.e)) AS se FROM e), "
+        f"h AS (SELECT g.*, POWER(2::float8, -g.se) AS s, "
+        f"POWER(2::float8, {_SPLIT_BITS} - GREATEST(0, g.e - g.se)) AS t, "
+        f"POWER(2::float8, GREATEST(g.e - {_NEGLIGIBLE_BITS}, {_MIN_NORMAL_EXPONENT})) AS eps "
+        "FROM g), "
+        f"d AS (SELECT {', '.join(f'y.{n}' for n in names)}, "
+        "SUM(CAST(y.z AS BIGINT)) AS zi, "
+        "SUM(y.z - CAST(CAST(y.z AS BIGINT) AS DOUBLE PRECISION)) AS zf, "
+        "SUM(y.y * y.y) AS yy FROM ("
+        f"SELECT {', '.join(f'w.{n}' for n in names)}, w.y, w.y * w.t AS z FROM ("
+        f"SELECT {keys_r}, g.t, CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 "
+        f"ELSE (r.x - g.c) * g.s END AS y FROM r JOIN h g ON {join_g}) w) y "
+        f"GROUP BY {', '.join(f'y.{n}' for n in names)}) "
+        f"SELECT {keys_f}, f.n, f.lo, f.hi{extra_f}, h.c, h.s, h.t, h.eps, d.zi, d.zf, d.yy "
+        f"FROM f LEFT JOIN h ON {' AND '.join(f'h.{n} = f.{n}' for n in names)} "
+        f"LEFT JOIN d ON {join_d}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, inner_params)
+        fetched = cursor.fetchall()
+    result = {}
+    for row in fetched:
+        key = tuple(row[:width])
+        n, low, high = int(row[width]), float(row[width + 1]), float(row[width + 2])
+        extras = {
+            name: int(value or 0)
+            for name, value in zip(sums, row[width + 3 : width + 3 + len(sums)], strict=True)
+        }
+        c, s, t, eps, zi, zf, yy = row[width + 3 + len(sums) :]
+        if low == high or c is None:
+            moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
+        else:
+            scaling = _Scaling(shift=float(c), scale=float(s), split=float(t), negligible=eps)
+            moments = _combine(n, scaling, zi, float(zf), float(yy), low, high)
+        result[key] = replace(moments, sums=extras)
+    return result
+
+
+def _quoted(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _scaling(low: float, high: float) -> _Scaling:
+    # Halved first, so that ±1.7e308 do not overflow; half_range ≤ 2^e.
+    shift = low / 2 + high / 2
+    half_range = max(high / 2 - low / 2, math.ulp(0.0))
+    e = math.frexp(half_range)[1]
+    scale_exponent = max(-_SCALE_LIMIT, min(_SCALE_LIMIT, e))
+    # |y| ≤ 2^(e − scale_exponent): z keeps at most 2^40 whatever the clamping did.
+    split_exponent = _SPLIT_BITS - max(0, e - scale_exponent)
+    negligible_exponent = max(e - _NEGLIGIBLE_BITS, _MIN_NORMAL_EXPONENT)
+    return _Scaling(
+        shift=shift,
+        scale=math.ldexp(1.0, -scale_exponent),
+        split=math.ldexp(1.0, split_exponent),
+        negligible=math.ldexp(1.0, negligible_exponent),
+    )
+
+
+def _deviation_sums(
+    inner_sql: str, inner_params: tuple, groups: Sequence[str], scalings: dict[tuple, _Scaling]
+) -> dict[tuple, tuple]:
+    width = len(groups)
+    columns = ", ".join(_quoted(f"k{i}") for i in range(width))
+    one_row = (
+        "(" + ", ".join(["CAST(%s AS BIGINT)"] * width + ["CAST(%s AS DOUBLE PRECISION)"] * 4) + ")"
+    )
+    params: list = []
+    for key, scaling in scalings.items():
+        params.extend([*key, scaling.shift, scaling.scale, scaling.split, scaling.negligible])
+    join = " AND ".join(
+        f"r.{_quoted(name)} = g.{_quoted(f'k{i}')}" for i, name in enumerate(groups)
+    )
+    group_columns = ", ".join(f"r.{_quoted(name)}" for name in groups)
+    keys = ", ".join(f"d.{_quoted(name)}" for name in groups)
+    # y and z = y·t are computed once per row in the inner selects; the outer one splits z
+    # into its integer and fractional parts and sums them.
+    sql = (
+        f"WITH g({columns}, c, s, t, eps) AS (VALUES {', '.join([one_row] * len(scalings))}) "
+        f"SELECT {keys}, SUM(CAST(d.z AS BIGINT)), "
+        "SUM(d.z - CAST(CAST(d.z AS BIGINT) AS DOUBLE PRECISION)), SUM(d.y * d.y) "
+        f"FROM (SELECT {', '.join(f'e.{_quoted(name)}' for name in groups)}, e.y, e.y * e.t AS z "
+        f"FROM (SELECT {group_columns}, g.t, "
+        "CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 ELSE (r.x - g.c) * g.s END AS y "
+        f"FROM ({inner_sql}) r JOIN g ON {join}) e) d "
+        f"GROUP BY {keys}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *inner_params])
+        return {tuple(row[:width]): tuple(row[width:]) for row in cursor.fetchall()}
+
+
+def _combine(
+    n: int,
+    scaling: _Scaling,
+    integer_part,
+    fraction_part: float,
+    squares: float,
+    low: float,
+    high: float,
+) -> Moments:
+    # Σz exactly (the integer part may exceed 2^53: kept as an integer), then Σ(x − c) and
+    # the mean as rationals, rounded once.
+    total_z = Fraction(int(integer_part)) + Fraction(float(fraction_part))
+    sum_y = total_z / Fraction(scaling.split)
+    exact_mean = Fraction(scaling.shift) + sum_y / n / Fraction(scaling.scale)
+    mean = min(max(float(exact_mean), low), high)
+    mean_error = float(exact_mean - Fraction(mean))
+    # The corrected two-pass formula on the scaled deviations: Σy² − (Σy)²/n.
+    scaled_sum_sq = max(float(squares) - float(sum_y * sum_y / n), 0.0)
+    exponent = -math.frexp(scaling.scale)[1] + 1  # scale = 2^-exponent
+    std = None
+    if n >= 2:
+        std = _ldexp(math.sqrt(scaled_sum_sq / (n - 1)), exponent)
+        # A spread beyond the largest double (values of ±1.7e308) is not a figure.
+        std = std if math.isfinite(std) else None
+    return Moments(n, mean, mean_error, std, _ldexp(scaled_sum_sq, 2 * exponent), low, high, {})
+
+
+def _ldexp(x: float, exponent: int) -> float:
+    try:
+        return math.ldexp(x, exponent)
+    except OverflowError:
+        return math.inf

@@ -1,0 +1,210 @@
+"""The characterization report of an experiment (docs/results.md).
+
+The database aggregates; Python only combines the aggregates. A fixed number of statements
+whatever the number of units or measurements:
+
+1. the experiment's variants (all statuses: removed ones can still hold measured units);
+2. assignment counts per variant and source (the sample-ratio check and the unit counts),
+   and the number of measured units;
+3. and 4. per (metric, variant) the moments of ``lab.analysis.moments`` (count, exact mean,
+   standard deviation, min, max) and the in-spec count, over the measurements of units
+   assigned in this experiment — two grouped joins;
+5. the metrics found (key, limits, unit of measure).
+
+Which metrics and variants appear:
+- a metric appears when it is not removed and at least one unit assigned in the experiment
+  has a measurement of it; metrics are ordered by key;
+- under each metric, every variant that is not removed appears (``n`` = 0 when none of its
+  units was measured), and a removed variant appears only when some of its units were
+  measured — their values are real physical history, and the reader sees why it was removed;
+  variants are in creation order.
+
+After the blocks are built, the p-values of the whole report are adjusted for multiple
+comparisons (two families: the Welch p-values and the yield p-values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from django.db.models import (
+    Count,
+    Prefetch,
+    prefetch_related_objects,
+)
+
+from lab.analysis import statistics as stats
+from lab.analysis.moments import grouped_moments
+from lab.analysis.rows import experiment_rows
+from lab.models import (
+    Assignment,
+    AssignmentSource,
+    Experiment,
+    Measurement,
+    Metric,
+    Status,
+    Variant,
+)
+from lab.selectors.experiments import experiment_control
+
+CONTROL_MARKED = "is_control"
+CONTROL_OLDEST = "oldest"
+DEFAULT_CORRECTION = "holm"
+
+
+def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORRECTION) -> dict:
+    """The results report of `experiment` (already scoped to the caller's product)."""
+    if correction not in stats.CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}")
+    # One query for every variant; the control rule below reads the same prefetched list.
+    prefetch_related_objects(
+        [experiment], Prefetch("variants", queryset=Variant.objects.order_by("id"))
+    )
+    variants = list(experiment.variants.all())
+    live = [variant for variant in variants if variant.status != Status.REMOVED]
+    # The one control rule of the service: the variant marked `is_control` unless it is
+    # removed, else the oldest variant that is not removed; None when all are removed.
+    control = experiment_control(experiment)
+
+    report = {
+        "experiment": experiment.key,
+        "control": control.key if control else None,
+        "control_reason": (
+            None if control is None else CONTROL_MARKED if control.is_control else CONTROL_OLDEST
+        ),
+        "correction": correction,
+        "metrics": [],
+    }
+    report["srm"], report["units"] = _srm_and_units(experiment, live)
+
+    summaries = measurement_summaries(experiment)
+    if summaries:
+        metrics = Metric.objects.filter(id__in={metric_id for metric_id, _ in summaries})
+        by_metric: dict[int, dict[int, stats.Summary]] = {}
+        for (metric_id, variant_id), summary in summaries.items():
+            by_metric.setdefault(metric_id, {})[variant_id] = summary
+        for metric in metrics.order_by("key"):
+            report["metrics"].append(
+                _metric_report(metric, variants, control, by_metric.get(metric.id, {}))
+            )
+    _adjust(report, correction)
+    return report
+
+
+# Assignments the hash made (docs/results.md, "Eligible, assigned, measured"): the units the
+# experiment admitted (schedule, layer, conditions) and bucketed by their weights.
+HASHED_SOURCES = (AssignmentSource.HASH, AssignmentSource.REBUCKETED)
+
+
+def _srm_and_units(experiment: Experiment, live: list[Variant]) -> tuple[dict, dict]:
+    """The sample-ratio check over hash-bucketed units only (a forced unit is an operator's
+    choice, not evidence about the split), and how many units were eligible, assigned and
+    measured. Two aggregate queries."""
+    hashed_by_id: dict[int, int] = {}
+    assigned = eligible = 0
+    rows = (
+        Assignment.objects.filter(experiment=experiment)
+        .values_list("variant_id", "source")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for variant_id, source, n in rows:
+        assigned += n
+        if source in HASHED_SOURCES:
+            eligible += n
+            hashed_by_id[variant_id] = hashed_by_id.get(variant_id, 0) + n
+    measured = (
+        Measurement.objects.filter(
+            unit_id__in=Assignment.objects.filter(experiment=experiment).values("unit_id"),
+            metric__product_id=experiment.product_id,
+        )
+        .exclude(metric__status=Status.REMOVED)
+        .values("unit_id")
+        .distinct()
+        .count()
+    )
+    srm = stats.srm(
+        counts={variant.key: hashed_by_id.get(variant.id, 0) for variant in live},
+        weights={variant.key: variant.weight for variant in live},
+    )
+    return srm, {"eligible": eligible, "assigned": assigned, "measured": measured}
+
+
+def measurement_summaries(experiment: Experiment) -> dict[tuple[int, int], stats.Summary]:
+    """Per (metric id, variant id): the summary of the measurements of the experiment's
+    units on the product's live metrics, by the variant of each unit's assignment."""
+    rows = experiment_rows(experiment.id, experiment.product_id)
+    moments = grouped_moments(rows, groups=("metric_key", "variant_key"), sums=("in_spec",))
+    return {key: summary_of(m, in_spec=m.sums["in_spec"]) for key, m in moments.items()}
+
+
+def summary_of(moments, *, in_spec: int | None) -> stats.Summary:
+    return stats.Summary(
+        n=moments.n,
+        mean=moments.mean,
+        std=moments.std,
+        min=moments.min,
+        max=moments.max,
+        in_spec=in_spec,
+        mean_error=moments.mean_error,
+    )
+
+
+# With no control (every variant removed) each comparison is undefined: every figure null.
+_NO_COMPARISON = stats.vs_control(stats.Summary(n=0), stats.Summary(n=0), has_limits=False)
+
+
+def _metric_report(
+    metric: Metric,
+    variants: list[Variant],
+    control: Variant | None,
+    summaries: dict[int, stats.Summary],
+) -> dict:
+    lower, upper = metric.lower_limit, metric.upper_limit
+    has_limits = lower is not None or upper is not None
+
+    def summary_of_variant(variant: Variant) -> stats.Summary:
+        summary = summaries.get(variant.id) or stats.Summary(n=0, in_spec=0)
+        if not has_limits:
+            # The in-spec count of a metric without limits counts every value; there is
+            # no spec, so there is no yield.
+            summary = replace(summary, in_spec=None)
+        return summary
+
+    control_summary = summary_of_variant(control) if control is not None else None
+    shown = {}
+    for variant in variants:
+        if variant.status == Status.REMOVED and variant.id not in summaries:
+            continue
+        summary = summary_of_variant(variant)
+        block = stats.describe(summary, lower, upper)
+        if control is None or variant.id != control.id:
+            block["vs_control"] = (
+                stats.vs_control(control_summary, summary, has_limits=has_limits)
+                if control_summary is not None
+                else dict(_NO_COMPARISON)
+            )
+        shown[variant.key] = block
+    return {
+        "metric": metric.key,
+        "lower_limit": lower,
+        "nominal": metric.nominal,
+        "upper_limit": upper,
+        "unit_of_measure": metric.unit_of_measure,
+        "variants": shown,
+    }
+
+
+def _adjust(report: dict, correction: str) -> None:
+    """Adds ``p_value_adjusted`` and ``yield_p_value_adjusted`` to every comparison: each
+    family (all Welch p-values of the report; all yield p-values) adjusted together."""
+    comparisons = [
+        block["vs_control"]
+        for metric in report["metrics"]
+        for block in metric["variants"].values()
+        if "vs_control" in block
+    ]
+    for key in ("p_value", "yield_p_value"):
+        adjusted = stats.adjust_p_values([c[key] for c in comparisons], correction)
+        for comparison, value in zip(comparisons, adjusted, strict=True):
+            comparison[f"{key}_adjusted"] = value
