@@ -206,13 +206,14 @@ def shell_programs(text: str) -> list[str]:
     programs = []
     for command in logical_lines(text):
         unquoted = re.sub(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"", "''", command, flags=re.S)
-        substitutions = re.findall(r"\$\(([^()]*)\)", unquoted)
-        for segment in [*re.split(r"\|\||&&|[|;]", unquoted), *substitutions]:
+        # A command substitution starts a command of its own.
+        unquoted = re.sub(r"\$\(|`|[(){}]", " ; ", unquoted)
+        for segment in re.split(r"\|\||&&|[|;&]", unquoted):
             words = segment.split()
             while words and _ASSIGNMENT.match(words[0]):
                 words = words[1:]
-            if words and words[0] not in ("(", ")", "$(", "{", "}"):
-                programs.append(words[0].removeprefix("$(").removeprefix("("))
+            if words and words[0] != "!":
+                programs.append(words[0])
     return programs
 
 

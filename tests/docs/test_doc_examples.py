@@ -9,6 +9,7 @@ shows are compared with the real ones. What counts as an example and how answers
 written: tests/docs/doc_examples.py.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -77,7 +78,7 @@ def _tenant(server, username: str) -> dict[str, str]:
 def _python_block(block: Block, variables: dict[str, str]) -> str:
     names = "".join(f"{name} = os.environ[{name!r}]\n" for name in sorted(variables))
     return (
-        f'"$DOC_PYTHON" - <<\'__DOC_PYTHON_END__\'\nimport os\n{names}{block.text}'
+        f"\"$DOC_PYTHON\" - <<'__DOC_PYTHON_END__'\nimport os\n{names}{block.text}"
         "__DOC_PYTHON_END__\n"
     )
 
@@ -156,7 +157,7 @@ def run_page(server, page: Path, folder: Path) -> list[str]:
         if expectation.has_body:
             body = _read(folder / f"body.{call}")
             try:
-                actual = __import__("json").loads(body)
+                actual = json.loads(body)
             except ValueError:
                 problems.append(f"{label}: the answer is not JSON: {body[:300]!r}")
                 continue
@@ -175,12 +176,10 @@ def run_page(server, page: Path, folder: Path) -> list[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    "page", documents(ROOT), ids=lambda page: str(page.relative_to(ROOT))
-)
+@pytest.mark.parametrize("page", documents(ROOT), ids=lambda page: str(page.relative_to(ROOT)))
 def test_page__every_example__runs_and_answers_as_shown(server, page, tmp_path):
     try:
         problems = run_page(server, page, tmp_path)
     except DocError as error:
-        pytest.fail(str(error))
+        pytest.fail(str(error), pytrace=False)
     assert not problems, "\n".join(problems)
