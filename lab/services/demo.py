@@ -7,7 +7,7 @@ working until they are revoked.
 
 The demo's experiments get fixed salts (`DEMO_SALTS`) instead of random ones, so that
 every install answers the same for the same unit and the docs can show real answers
-(docs/contract.md#demo-product). An experiment that already exists keeps its salt: a salt
+(docs/contract.md#10-the-demo-product). An experiment that already exists keeps its salt: a salt
 is immutable, since changing it would re-bucket every unit not yet assigned.
 """
 
