@@ -5,9 +5,10 @@ Which fenced blocks are examples, and how their expected answers are written:
 - ```sh (also bash, shell) blocks are commands a reader pastes: they are run, block after
   block, in one shell per page, so variables set in one block serve the next ones.
   Their commands must be ones the runner can run against a test server (curl, variable
-  assignments, echo/printf, python3 and jq as filters); any other command (make, pip,
-  docker, gunicorn, manage.py...) needs a marker on the line right before the block:
-  `<!-- doctest: skip — why it cannot run -->`.
+  assignments, echo/printf, python3 and jq as filters, and `python manage.py` demo,
+  create_api_token and import_measurements against the server's database); any other
+  command (make, pip, docker, gunicorn, manage.py runserver...) needs a marker on the line
+  right before the block: `<!-- doctest: skip — why it cannot run -->`.
 - ```python blocks are run as scripts, with the page's variables (TOKEN, LAB_CLIENT_KEY)
   defined as Python names.
 - Every other block (json, text, sql, csv, an untagged one) is an illustration and is not
@@ -42,6 +43,10 @@ ALLOWED_PROGRAMS = {
     "test",
     "[",
     "true",
+    # Management commands that run against the test server's database and return.
+    "manage.py create_api_token",
+    "manage.py demo",
+    "manage.py import_measurements",
 }
 ELLIPSIS = "…"
 
@@ -212,7 +217,9 @@ def shell_programs(text: str) -> list[str]:
             words = segment.split()
             while words and _ASSIGNMENT.match(words[0]):
                 words = words[1:]
-            if words and words[0] != "!":
+            if words and words[0] in ("python", "python3") and words[1:2] == ["manage.py"]:
+                programs.append(" ".join(["manage.py", *words[2:3]]))
+            elif words and words[0] != "!":
                 programs.append(words[0])
     return programs
 

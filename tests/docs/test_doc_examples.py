@@ -117,8 +117,13 @@ def run_page(server, page: Path, folder: Path) -> list[str]:
         **variables,
         "DOC_DIR": str(folder),
         "DOC_PYTHON": sys.executable,
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        # `python` is the project's (as in an activated virtualenv), `python3` the system's.
+        "PATH": os.pathsep.join(
+            [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        ),
     }
+    # `python manage.py ...` works in the folder the examples run in (their files stay there).
+    (folder / "manage.py").symlink_to(ROOT / "manage.py")
     completed = subprocess.run(
         ["bash", "--noprofile", "--norc", "-c", text],
         cwd=folder,

@@ -37,7 +37,15 @@ def test_page__every_block__can_run_or_says_why_not(path):
 
 
 @pytest.mark.parametrize(
-    "command", ["make serve", "pip install lab", "docker run lab", "gunicorn x", "python -m x"]
+    "command",
+    [
+        "make serve",
+        "pip install lab",
+        "docker run lab",
+        "gunicorn x",
+        "python -m x",
+        "python manage.py runserver",
+    ],
 )
 def test_unmarked_block__that_cannot_run__is_refused(tmp_path, command):
     (block,) = parse_blocks(page(tmp_path, f"Text.\n\n```sh\n{command}\n```\n"))
@@ -70,6 +78,8 @@ def test_programs__of_pipes_substitutions_and_continuations():
         "curl -s $LAB | jq . && echo ok  # make a comment\n"
     )
     assert shell_programs(text) == ["curl", "python3", "curl", "jq", "echo"]
+    managed = "python manage.py create_api_token alice | tail -n 1\npython manage.py runserver\n"
+    assert shell_programs(managed) == ["manage.py create_api_token", "tail", "manage.py runserver"]
 
 
 def test_expected_answers__comment_status_and_following_json_block(tmp_path):
@@ -149,3 +159,20 @@ def test_run_page__right_answers__pass_and_a_failing_command_is_reported(server,
     folder.mkdir()
     problems = run_page(server, page(tmp_path, failing, "runner-failing.md"), folder)
     assert len(problems) == 1 and "the block failed (exit 3)" in problems[0], problems
+
+
+@pytest.mark.e2e
+def test_run_page__management_command__runs_against_the_server_database(server, tmp_path):
+    # A CSV written by the example, imported with the command a reader would type
+    text = (
+        "```sh\nprintf 'unit,metric,value\\nSN-9,thickness,1.01\\n' > lot.csv\n"
+        "python manage.py import_measurements lot.csv --product demo-widget "
+        "--user doc-runner-manage --no-progress\n"
+        "curl -s 'http://127.0.0.1:8000/api/admin/v1/products/demo-widget/measurements"
+        '?unit=SN-9\' -H "Authorization: Bearer $TOKEN"\n'
+        '# {"items": [{"metric": "thickness", "unit": "SN-9", "value": 1.01, "…": "…"}], '
+        '"count": 1}\n```\n'
+    )
+    folder = tmp_path / "run"
+    folder.mkdir()
+    assert run_page(server, page(tmp_path, text, "runner-manage.md"), folder) == []
