@@ -9,8 +9,8 @@ Which fenced blocks are examples, and how their expected answers are written:
   create_api_token and import_measurements against the server's database); any other
   command (make, pip, docker, gunicorn, manage.py runserver...) needs a marker on the line
   right before the block: `<!-- doctest: skip — why it cannot run -->`.
-- ```python blocks are run as scripts, with the page's variables (TOKEN, LAB_CLIENT_KEY)
-  defined as Python names.
+- ```python blocks are run as scripts, with the variables README.md asks a reader to set
+  (LAB, TOKEN, LAB_CLIENT_KEY, CLIENT_KEY) defined as Python names.
 - Every other block (json, text, sql, csv, an untagged one) is an illustration and is not
   run; an untagged block that starts like a command (curl, make, $ ...) is an error, so a
   command cannot escape the runner by losing its tag.

@@ -2,11 +2,12 @@
 
 Each page gets a tenant of its own on the end-to-end server (a real gunicorn over a fresh
 database): the demo product made by `python manage.py demo` and an admin API token from
-`python manage.py create_api_token`, exactly what `make serve` prints. Their secrets are
-the page's `$LAB_CLIENT_KEY` and `$TOKEN`. Then the page's shell blocks run in order in one
-bash, with `curl` wrapped to record each call's status and answer, and the answers the page
-shows are compared with the real ones. What counts as an example and how answers are
-written: tests/docs/doc_examples.py.
+`python manage.py create_api_token`, exactly what `make serve` prints. The page's shell
+starts with the variables README.md asks a reader to set: `$LAB`, `$TOKEN`,
+`$LAB_CLIENT_KEY` (and `$CLIENT_KEY`, the same key). Then the page's shell blocks run in
+order in one bash, with `curl` wrapped to record each call's status and answer, and the
+answers the page shows are compared with the real ones. What counts as an example and how
+answers are written: tests/docs/doc_examples.py.
 """
 
 import json
@@ -68,11 +69,17 @@ def _manage(server, *args: str) -> list[str]:
 
 
 def _tenant(server, username: str) -> dict[str, str]:
-    """What `make serve` gives a reader: the demo's client key and an admin API token."""
+    """The variables README.md asks a reader to set from what `make serve` printed: the
+    admin API's URL, an admin API token and the demo's client key."""
     demo = _manage(server, "demo", "--username", username, "--base-url", server.base_url)
     client_key = next(line for line in demo if line.startswith("Client key: "))
-    token = _manage(server, "create_api_token", username)[-1]
-    return {"LAB_CLIENT_KEY": client_key.removeprefix("Client key: "), "TOKEN": token}
+    client_key = client_key.removeprefix("Client key: ")
+    return {
+        "LAB": f"{server.base_url}/api/admin/v1",
+        "TOKEN": _manage(server, "create_api_token", username)[-1],
+        "LAB_CLIENT_KEY": client_key,
+        "CLIENT_KEY": client_key,
+    }
 
 
 def _python_block(block: Block, variables: dict[str, str]) -> str:
@@ -182,9 +189,9 @@ def run_page(server, page: Path, folder: Path) -> list[str]:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("page", documents(ROOT), ids=lambda page: str(page.relative_to(ROOT)))
-def test_page__every_example__runs_and_answers_as_shown(server, page, tmp_path):
+def test_page__every_example__runs_and_answers_as_shown(docs_server, page, tmp_path):
     try:
-        problems = run_page(server, page, tmp_path)
+        problems = run_page(docs_server, page, tmp_path)
     except DocError as error:
         pytest.fail(str(error), pytrace=False)
     assert not problems, "\n".join(problems)

@@ -121,7 +121,7 @@ def test_mismatch__placeholders(expected, actual, matches):
 
 
 @pytest.mark.e2e
-def test_run_page__wrong_answer_and_wrong_status__are_reported(server, tmp_path):
+def test_run_page__wrong_answer_and_wrong_status__are_reported(docs_server, tmp_path):
     text = (
         "```sh\nJSON='Content-Type: application/json'\n"
         'curl -s -X POST http://127.0.0.1:8000/api/v1/decide -H "Authorization: Bearer '
@@ -134,7 +134,7 @@ def test_run_page__wrong_answer_and_wrong_status__are_reported(server, tmp_path)
     )
     folder = tmp_path / "run"
     folder.mkdir()
-    problems = run_page(server, page(tmp_path, text, "runner-wrong.md"), folder)
+    problems = run_page(docs_server, page(tmp_path, text, "runner-wrong.md"), folder)
     assert len(problems) == 3, problems
     assert "$.variants.etch-time: expected 'short', got 'long'" in problems[0]
     assert "answered 404" in problems[1]
@@ -142,7 +142,7 @@ def test_run_page__wrong_answer_and_wrong_status__are_reported(server, tmp_path)
 
 
 @pytest.mark.e2e
-def test_run_page__right_answers__pass_and_a_failing_command_is_reported(server, tmp_path):
+def test_run_page__right_answers__pass_and_a_failing_command_is_reported(docs_server, tmp_path):
     good = (
         "```sh\ncurl -s http://127.0.0.1:8000/api/admin/v1/products/demo-widget "
         '-H "Authorization: Bearer $TOKEN"\n'
@@ -151,18 +151,18 @@ def test_run_page__right_answers__pass_and_a_failing_command_is_reported(server,
     )
     folder = tmp_path / "good"
     folder.mkdir()
-    assert run_page(server, page(tmp_path, good, "runner-good.md"), folder) == []
+    assert run_page(docs_server, page(tmp_path, good, "runner-good.md"), folder) == []
     failing = (
         "```sh\ncurl -s http://127.0.0.1:8000/healthz | python3 -c 'raise SystemExit(3)'\n```\n"
     )
     folder = tmp_path / "failing"
     folder.mkdir()
-    problems = run_page(server, page(tmp_path, failing, "runner-failing.md"), folder)
+    problems = run_page(docs_server, page(tmp_path, failing, "runner-failing.md"), folder)
     assert len(problems) == 1 and "the block failed (exit 3)" in problems[0], problems
 
 
 @pytest.mark.e2e
-def test_run_page__management_command__runs_against_the_server_database(server, tmp_path):
+def test_run_page__management_command__runs_against_the_server_database(docs_server, tmp_path):
     # A CSV written by the example, imported with the command a reader would type
     text = (
         "```sh\nprintf 'unit,metric,value\\nSN-9,thickness,1.01\\n' > lot.csv\n"
@@ -175,4 +175,4 @@ def test_run_page__management_command__runs_against_the_server_database(server, 
     )
     folder = tmp_path / "run"
     folder.mkdir()
-    assert run_page(server, page(tmp_path, text, "runner-manage.md"), folder) == []
+    assert run_page(docs_server, page(tmp_path, text, "runner-manage.md"), folder) == []
