@@ -1,4 +1,5 @@
-"""The characterization report of an experiment (docs/results.md explains it)."""
+"""The characterization report of an experiment (docs/contract.md#71-the-results-report;
+docs/results.md explains it)."""
 
 from typing import Literal
 

@@ -1,9 +1,8 @@
 """Forced assignments: an operator puts units (one, or a whole lot) on a variant.
 
-A forced assignment wins like any stored one (docs/decide.md, "What each status means for
-the answer"), so forcing changes what decide
-answers for those units only; decide reads stored assignments from the database on every
-request, so no config version is bumped.
+A forced assignment wins like any stored one (docs/contract.md#3-the-decide-engine, rule 5),
+so forcing changes what decide answers for those units only; decide reads stored assignments
+from the database on every request, so no config version is bumped.
 
 Forcing onto a `disabled` (closed) variant is allowed: closing stops the hash from sending
 NEW units there, while forcing is an operator's deliberate choice of unit and variant (as

@@ -30,7 +30,8 @@ UNIT_DIGITS = 9
 ASSIGNMENTS_MAX = 100_000_000
 
 # Three enabled experiments with 2-3 variants each, every unit covered: a known unit
-# has one stored assignment per experiment, which is the case load_tests/README.md measures.
+# has one stored assignment per experiment, which is the case the first target of
+# docs/contract.md#9-performance-targets measures.
 BENCHMARK_EXPERIMENTS = [
     {
         "key": "exp-a",

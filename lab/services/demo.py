@@ -4,18 +4,32 @@
 have changed them since), missing ones are created. Client keys are stored hashed, so
 an earlier key cannot be shown again: every run issues a new one; earlier ones keep
 working until they are revoked.
+
+The demo's experiments get fixed salts (`DEMO_SALTS`) instead of random ones, so that
+every install answers the same for the same unit and the docs can show real answers
+(docs/contract.md#10-the-demo-product). An experiment that already exists keeps its salt: a salt
+is immutable, since changing it would re-bucket every unit not yet assigned.
 """
 
 from dataclasses import dataclass
 
 from django.db import transaction
 
-from lab.models import Product
+from lab.models import Experiment, Product
+from lab.services.config_version import product_config_changed
 from lab.services.credentials import client_key_create
 from lab.services.seeding import product_seed
 
 DEMO_PRODUCT = "demo-widget"
 DEMO_UNIT = "SN-0001"
+
+# Fixed, public salts: with them SN-0001 gets etch-time "long", anneal-temp "425c" and
+# coating "supplier-a" on every install (SN-0002 is outside the coating's coverage).
+DEMO_SALTS = {
+    "etch-time": "c5445fff3494b2b6b05415ef244e78bf",
+    "anneal-temp": "29029e50570f2d52a811467b056d1365",
+    "coating": "317bf3e7d314ff2f45ab67413d8b6fff",
+}
 
 DEMO_STEPS = [
     {"key": "etch", "name": "Etch", "position": 10},
@@ -74,11 +88,19 @@ class DemoSeed:
     product: Product
     client_key: str
     created: bool
+    # Experiments of an earlier install whose salts are not the fixed ones: they answer
+    # differently from the docs' examples (and keep doing so: a salt never changes).
+    random_salts: tuple[str, ...] = ()
 
 
 @transaction.atomic
 def demo_seed(*, username: str = "demo") -> DemoSeed:
     """Create what is missing of the demo product of `username` and issue a client key."""
+    existing = set(
+        Experiment.objects.filter(
+            product__user__username=username, product__key=DEMO_PRODUCT
+        ).values_list("key", flat=True)
+    )
     seeded = product_seed(
         username=username,
         key=DEMO_PRODUCT,
@@ -88,6 +110,17 @@ def demo_seed(*, username: str = "demo") -> DemoSeed:
         metrics=DEMO_METRICS,
     )
     product, created = seeded.product, seeded.created
+    new = [key for key in DEMO_SALTS if key not in existing]
+    for key in new:
+        Experiment.objects.filter(product=product, key=key).update(salt=DEMO_SALTS[key])
+    if new:
+        product_config_changed(product)
+    stored = Experiment.objects.filter(product=product, key__in=DEMO_SALTS).order_by("id")
+    random_salts = tuple(
+        key for key, salt in stored.values_list("key", "salt") if salt != DEMO_SALTS[key]
+    )
 
     issued = client_key_create(product=product, name="demo")
-    return DemoSeed(product=product, client_key=issued.secret, created=created)
+    return DemoSeed(
+        product=product, client_key=issued.secret, created=created, random_salts=random_salts
+    )

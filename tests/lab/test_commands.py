@@ -9,6 +9,7 @@ from django.core.management import call_command
 
 from lab.models import ClientKey, Experiment, Metric, Product, Status, Variant
 from lab.services.credentials import CLIENT_KEY_KIND, matches, split_prefix
+from lab.services.demo import DEMO_SALTS
 
 
 def run(command: str, *args: str) -> list[str]:
@@ -141,3 +142,51 @@ def test_demo__rerun__keeps_what_an_operator_changed():
     # Then it stays paused, and the output lists the running ones only
     assert Experiment.objects.get(key="coating").status == Status.DISABLED
     assert "Enabled experiments: etch-time, anneal-temp" in lines
+
+
+@pytest.mark.django_db
+def test_demo__fixed_salts__every_install_answers_as_the_docs_show(client):
+    # Given a demo seeded on a fresh database (the docs' examples show these answers)
+    secret = client_key_of(run("demo"))
+    assert dict(Experiment.objects.values_list("key", "salt")) == DEMO_SALTS
+
+    def decide(unit):
+        response = client.post(
+            "/api/v1/decide",
+            data={"unit": unit},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {secret}",
+        )
+        assert response.status_code == 200, response.content
+        return response.json()["variants"]
+
+    # Then SN-0001 gets the documented variants, and SN-0002 is outside the coating's coverage
+    assert decide("SN-0001") == {
+        "etch-time": "long",
+        "anneal-temp": "425c",
+        "coating": "supplier-a",
+    }
+    assert decide("SN-0002") == {"etch-time": "short", "anneal-temp": "450c", "coating": None}
+
+
+@pytest.mark.django_db
+def test_demo__second_user__gets_the_same_salts():
+    run("demo")
+    run("demo", "--username", "other")
+    for user in ("demo", "other"):
+        salts = Experiment.objects.filter(product__user__username=user).values_list("key", "salt")
+        assert dict(salts) == DEMO_SALTS
+
+
+@pytest.mark.django_db
+def test_demo__earlier_install_with_random_salts__keeps_them_and_says_so():
+    # Given a demo from an earlier install, whose experiments got random salts
+    run("demo")
+    Experiment.objects.filter(key="coating").update(salt="0123456789abcdef0123456789abcdef")
+    # When the demo runs again
+    lines = run("demo")
+    # Then the salt is kept (assignments stay reproducible) and the output says why the
+    # answers differ from the docs
+    assert Experiment.objects.get(key="coating").salt == "0123456789abcdef0123456789abcdef"
+    notes = [line for line in lines if line.startswith("Note: ")]
+    assert len(notes) == 1 and notes[0].startswith("Note: coating kept the random salt"), lines

@@ -32,6 +32,13 @@ class Command(BaseCommand):
                 f"Note: the product is {product.status}, so decide answers null for every "
                 "experiment until it is enabled again."
             )
+        if seed.random_salts:
+            self.stdout.write(
+                "Note: " + ", ".join(seed.random_salts) + " kept the random salt of an earlier"
+                " install, so their answers differ from the examples in the docs (a salt never"
+                " changes). For the documented answers, start from a new database or run"
+                " `python manage.py demo --username NAME` with a user that has no demo yet."
+            )
         self.stdout.write(f"Client key: {seed.client_key}")
         self.stdout.write(f"Decide for unit {DEMO_UNIT}:")
         self.stdout.write(
