@@ -1,8 +1,6 @@
 """Characterization analyses beyond the per-experiment report: the factorial ANOVA across
 experiments, control charts, the SVG plots and the CSV export (docs/results.md §11–15)."""
 
-from typing import Literal
-
 from django.http import HttpResponse, StreamingHttpResponse
 from ninja import Path, Query, Router, Schema
 from pydantic import Field
@@ -37,7 +35,7 @@ class FactorialOut(Schema):
     experiments: list[str]
     metric: str
     n: int
-    sum_sq_type: Literal[3]
+    sum_sq_type: int = Field(3, description="Always 3: Type III (adjusted) sums of squares")
     cells: list[CellOut]
     anova: list[AnovaRowOut] | None = Field(
         description="Null when a cell is empty (see `anova_note`)"
@@ -119,7 +117,15 @@ def get_control_chart(
 
 # --- plots -----------------------------------------------------------------------------------
 
-SVG = {"responses": {"200": {"description": "An SVG picture", "content": {"image/svg+xml": {}}}}}
+# Each media type names its schema: Swagger UI fails to render the whole page on an empty one.
+SVG = {
+    "responses": {
+        200: {
+            "description": "An SVG picture",
+            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+        }
+    }
+}
 
 
 def _svg_response(text: str) -> HttpResponse:
@@ -194,7 +200,12 @@ class ExportQuery(Schema):
     "/export.csv",
     summary="One row per unit: its variant in each experiment and its value of each metric",
     openapi_extra={
-        "responses": {"200": {"description": "CSV, streamed", "content": {"text/csv": {}}}}
+        "responses": {
+            200: {
+                "description": "CSV, streamed",
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            }
+        }
     },
 )
 def get_export(request, product: Path[str], query: Query[ExportQuery]):
