@@ -61,7 +61,7 @@ def metrics(request):
 
 
 def not_found(request, exception=None):
-    """Unknown URLs answer JSON like every other error (DESIGN §3: all JSON)."""
+    """Unknown URLs answer JSON like every other error (docs/contract.md: every answer is JSON)."""
     return JsonResponse({"detail": f"no route for {request.path!r}"}, status=404)
 
 

@@ -1,4 +1,5 @@
-"""The decide benchmark (DESIGN §5), in one command. See load_tests/README.md.
+"""The decide benchmark (docs/contract.md, "Performance targets"), in one command.
+See load_tests/README.md.
 
     python load_tests/bench.py                  # the full run: about 11 minutes
     python load_tests/bench.py --quick          # a smoke run: well under a minute
@@ -1613,7 +1614,8 @@ def machine_description() -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark decide against a no-op ceiling on one machine (DESIGN §5).",
+        description="Benchmark decide against a no-op ceiling on one machine "
+        "(docs/contract.md, 'Performance targets').",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 s")

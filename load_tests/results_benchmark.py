@@ -1,4 +1,5 @@
-"""Benchmark of the results report (DESIGN §5: 10^6 measurements in under 2 s).
+"""Benchmark of the results report (docs/contract.md, "Performance targets": 10^6
+measurements in under 2 s).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/lab \\
         python load_tests/results_benchmark.py --measurements 1000000
