@@ -4,8 +4,6 @@ its own, `lab_docs_<pid>`, so that both can run in one session."""
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.e2e.conftest import (
-    ROOT,
-    WORKERS,
-    Server,
-    _free_port,
-    _sqlite_database,
-    _wait_until_up,
-)
+from tests.e2e.conftest import Server, _sqlite_database, gunicorn, migrate, server_env
 
 
 def _postgres_database() -> Iterator[tuple[str, str]]:
@@ -46,52 +37,10 @@ def docs_server() -> Iterator[Server]:
     databases = _postgres_database() if postgres else _sqlite_database(folder)
     database_url, vendor = next(databases)
     try:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key
-            not in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "DJANGO_SETTINGS_MODULE")
-        }
-        env.update(
-            DATABASE_URL=database_url,
-            DJANGO_SETTINGS_MODULE="lab.settings",
-            PYTHONPATH=str(ROOT),
-            LOG_LEVEL="WARNING",
-            ACCESS_LOG_LEVEL="WARNING",
-        )
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert migrate.returncode == 0, migrate.stderr[-3000:]
-        port = _free_port()
-        log_path = folder / "gunicorn.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"),
-                    *("-b", f"127.0.0.1:{port}", "-w", str(WORKERS), "lab.wsgi:application"),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        running = Server(f"http://127.0.0.1:{port}", env, log_path, vendor=vendor)
-        try:
-            _wait_until_up(running, process)
+        env = server_env(database_url)
+        migrate(env)
+        with gunicorn(env, folder, vendor) as running:
             yield running
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
     finally:
         databases.close()
         shutil.rmtree(folder, ignore_errors=True)
