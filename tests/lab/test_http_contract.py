@@ -140,3 +140,11 @@ def test_body__schema_error__loc_names_the_field_once(tenant, product):
     assert response.status_code == 422
     locs = [error["loc"] for error in response.json()["detail"]]
     assert ["body", "variants", 0, "key"] in locs
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ROUTES)
+def test_content_length__every_answer_says_how_long_it_is(client, path):
+    # Sent as it is (not chunked), and a kept-alive connection knows where it ends
+    for response in (client.get(path), client.get(path, HTTP_HOST="evil.example")):
+        assert int(response["Content-Length"]) == len(response.content)
