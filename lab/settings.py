@@ -143,7 +143,7 @@ LOGGING = {
     "filters": {"request_id": {"()": "lab.logging.RequestIdFilter"}},
     "formatters": {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "pythonjsonlogger.orjson.OrjsonFormatter",
             "fmt": "%(levelname)s %(name)s %(message)s %(request_id)s",
             "rename_fields": {"levelname": "level", "name": "logger"},
             # ISO 8601 in UTC with its offset, whatever the host's time zone.
