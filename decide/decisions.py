@@ -23,7 +23,7 @@ from typing import NamedTuple
 from django.db import transaction
 
 from decide import config as config_cache
-from decide import metrics, store
+from decide import known, metrics, store
 from decide.auth import ClientCredential
 from decide.config import ProductConfig
 from decide.engine import EMPTY_ATTRIBUTES, CompiledExperiment, decide_one
@@ -92,14 +92,26 @@ def decide(
     does not know, or refuses to store a variant the config chose (not that experiment's),
     the config is compiled again from the database and the request decided again with it.
     """
+    sent = attributes or {}
+
+    memory = known.known_units() if len(unit_keys) == 1 else None
+    if memory is not None:
+        entry = memory.get(credential, unit_keys[0])
+        if entry is not None:
+            served = _from_memory(entry, unit_keys, experiments, step, include_paused, sent)
+            if served is not None:
+                return served
+        generation = memory.generation()
+
     state, units = store.read_units(credential, unit_keys)
     config = config_cache.get_config(state.product_id, state.config_version)
-    sent = attributes or {}
 
     def plan_with(config: ProductConfig) -> _Plan:
         return _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
 
     plan = plan_with(config)
+    if memory is not None and units and _answerable_from_memory(plan):
+        memory.put(credential, unit_keys[0], state, units[unit_keys[0]], generation)
     try:
         if plan.config_disagrees:
             raise _ConfigDisagrees()
@@ -112,6 +124,50 @@ def decide(
         except _ConfigDisagrees:
             raise ServiceUnavailable("the decision could not be stored; retry") from None
     return Decided(config, _answers(plan, stored))
+
+
+def _from_memory(
+    entry: known.Entry,
+    unit_keys: Sequence[str],
+    experiments: Sequence[str] | None,
+    step: str | None,
+    include_paused: bool,
+    sent: Mapping[str, Mapping[str, object]],
+) -> Decided | None:
+    """The decision from a known unit's entry, if every answer is a read (else None)."""
+    state = store.ProductState(entry.product_id, entry.status, entry.config_version)
+    config = config_cache.get_config(state.product_id, state.config_version)
+    units = {unit_keys[0]: entry.unit}
+    plan = _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
+    if not _answerable_from_memory(plan):
+        return None
+    return Decided(config, _answers(plan, {}))
+
+
+# Null answers that the config alone decides, whatever the attributes sent and whatever
+# another worker stored meanwhile without an operator (decide.known, rule 3).
+_CONFIG_ONLY_NULLS = frozenset(
+    {
+        Reason.OUTSIDE,
+        Reason.OFF_SCHEDULE,
+        Reason.OUTSIDE_LAYER,
+        Reason.PAUSED,
+        Reason.DISABLED,
+        Reason.UNKNOWN,
+    }
+)
+
+
+def _answerable_from_memory(plan: _Plan) -> bool:
+    """True when the plan stores nothing and each answer is a stored assignment or a null
+    that the config alone decides."""
+    if plan.writes or plan.config_disagrees:
+        return False
+    for decisions in plan.decisions.values():
+        for answer in decisions.values():
+            if answer.variant is None and answer.reason not in _CONFIG_ONLY_NULLS:
+                return False
+    return True
 
 
 def _plan(

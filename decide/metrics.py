@@ -72,11 +72,27 @@ config_cache = Counter(
     "Shared (Redis) cache lookups of compiled product configs on a worker-memory miss.",
     ["result"],
 )
+known_units = Counter(
+    "lab_known_units",
+    "Single-unit decisions looked up in the worker's memory of known units (decide.known): "
+    "hit, answered without the database; miss, answered by the database.",
+    ["result"],
+)
+known_units_invalidations = Counter(
+    "lab_known_units_invalidations",
+    "Notifications applied to the memory of known units: scope all (everything forgotten) "
+    "or unit (units forgotten, counted one by one).",
+    ["scope"],
+)
 
 # Children resolved once: the hot path does no label lookups, and every series exists at 0.
 _requests = {(e, o): decide_requests.labels(e, o) for e in ENDPOINTS for o in OUTCOMES}
 _durations = {e: decide_duration.labels(e) for e in ENDPOINTS}
 cache_hit, cache_miss, cache_error = (config_cache.labels(r) for r in CACHE_RESULTS)
+known_hit, known_miss = (known_units.labels(r) for r in ("hit", "miss"))
+known_invalidated_all, known_invalidated_units = (
+    known_units_invalidations.labels(s) for s in ("all", "unit")
+)
 
 _OUTCOME_BY_STATUS = {
     304: "not_modified",

@@ -103,6 +103,17 @@ def _cache(prefix: str) -> dict:
 
 CACHES = {"default": _cache("lab"), "decide": _cache("decide")}
 
+# --- Known units in memory (decide.known, docs/decide.md "Known units in memory"): each
+# worker answers units it has decided from memory, invalidated by PostgreSQL LISTEN/NOTIFY.
+# PostgreSQL only. The entries per worker process, and their lifetime in seconds (a bound
+# for writes no trigger sees).
+DECIDE_KNOWN_UNITS = env.bool("DECIDE_KNOWN_UNITS", default=True)
+DECIDE_KNOWN_UNITS_MAX = env.int("DECIDE_KNOWN_UNITS_MAX", default=20_000)
+DECIDE_KNOWN_UNITS_TTL = env.float("DECIDE_KNOWN_UNITS_TTL", default=300.0)
+# Where the listener connects when DATABASE_URL goes through a transaction-pooling PgBouncer
+# (LISTEN needs a session of its own); DATABASE_URL's database when empty.
+DECIDE_KNOWN_UNITS_LISTEN_URL = env.str("DECIDE_KNOWN_UNITS_LISTEN_URL", default="")
+
 # --- Static files: the only ones are the Swagger UI assets of /api/v1/docs and
 # /api/admin/v1/docs, shipped inside django-ninja. WhiteNoise serves them from the installed
 # packages through Django's finders, so the embedded default, gunicorn, the nginx front and

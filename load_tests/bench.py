@@ -925,6 +925,52 @@ def run_openloop(
     return result
 
 
+def warm_known_units(server: Server, known: Scenario, args: argparse.Namespace) -> None:
+    """Known-unit load until the workers answer nearly all of it from memory (decide.known).
+
+    A worker remembers the units it has decided: with random units, every worker must have
+    decided every known unit once, which takes a while (the peer is warmed too, for its JIT).
+    In 5-second slices, until 95% of a slice's decisions are answered from memory or
+    --known-warmup seconds have passed; a server without the memory stops after one slice.
+    """
+    spent = 0.0
+    while spent < args.known_warmup:
+        seconds = min(5.0, args.known_warmup - spent)
+        before = memory_lookups(server)
+        run_wrk(server, known, seconds, args)
+        spent += seconds
+        ratio = memory_hit_ratio(before, memory_lookups(server))
+        log(f"warming {server.label} on known units: {spent:.0f} s, from memory {ratio or 0:.1%}")
+        if not ratio or ratio >= 0.95:
+            return
+
+
+def memory_lookups(server) -> dict[str, float] | None:
+    """The server's `lab_known_units_total` counters (decide.known), None for the peer."""
+    if not isinstance(server, Server):
+        return None
+    try:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    counts = {}
+    for line in text.splitlines():
+        match = re.match(r'^lab_known_units_total\{result="(\w+)"\} (\S+)$', line)
+        if match:
+            counts[match.group(1)] = float(match.group(2))
+    return counts
+
+
+def memory_hit_ratio(before: dict | None, after: dict | None) -> float | None:
+    """The share of single-unit decisions answered from the workers' memory in between."""
+    if not before or not after:
+        return None
+    hits = after.get("hit", 0) - before.get("hit", 0)
+    misses = after.get("miss", 0) - before.get("miss", 0)
+    return hits / (hits + misses) if hits + misses > 0 else None
+
+
 def probe(server: Server, scenario: Scenario) -> str | None:
     """One request before measuring: None if it answers 200, else why the scenario is skipped."""
     seeded = server.seeded
@@ -1016,11 +1062,18 @@ def phase_main(servers: list[Server], scenarios: list[Scenario], args, peer=None
             raise RuntimeError(f"the peer does not answer as seeded: {problem}")
         runs[peer.label] = {PEER_SCENARIO.name: []}
         plan.append((peer, PEER_SCENARIO))
+    known = next((s for s in available if s.name == "known"), None)
+    if known is not None and args.known_warmup > 0:
+        for server in servers:
+            warm_known_units(server, known, args)
     for round_number in range(args.rounds):
         order = plan if round_number % 2 == 0 else list(reversed(plan))
         for server, scenario in order:
             run_wrk(server, scenario, args.warmup, args)
+            before = memory_lookups(server) if scenario.name == "known" else None
             result = run_wrk(server, scenario, args.duration, args)
+            if before is not None:
+                result["memory_hit_ratio"] = memory_hit_ratio(before, memory_lookups(server))
             result["round"] = round_number + 1
             runs[server.label][scenario.name].append(result)
             log(
@@ -1054,6 +1107,7 @@ def summarize_main(main: dict) -> dict:
                     [(r["gunicorn_cpu_s"] + r["postgres_cpu_s"]) / r["wall_s"] for r in runs]
                 ),
                 "postgres_cores": spread([r["postgres_cpu_s"] / r["wall_s"] for r in runs]),
+                "memory_hit_ratio": spread([r.get("memory_hit_ratio") for r in runs]),
                 "generator_cores": spread([r["generator_cpu_s"] / r["wall_s"] for r in runs]),
                 "other_cores": spread([r["other_cpu_s"] / r["wall_s"] for r in runs]),
                 "server_cpu_us_per_request": spread(
@@ -1476,6 +1530,11 @@ def render_markdown(report: dict) -> str:
                 f"Known-unit decide vs the no-op ceiling: "
                 f"**{_span(rows['known']['ratio_to_ceiling'], 2)}×** (target ≥ 0.5×)."
             )
+        if "known" in rows and rows["known"].get("memory_hit_ratio", {}).get("n"):
+            lines.append(
+                f"Known-unit decisions answered from the workers' memory (decide.known): "
+                f"{_span(rows['known']['memory_hit_ratio'], 3)}."
+            )
         if "known" in rows and "ratio_to_peer" in rows["known"]:
             lines.append(
                 f"Known-unit decide vs Unleash's per-user evaluation: "
@@ -1685,6 +1744,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="measure Unleash's per-user evaluation in the main phase's rounds (default: on "
         "when npm is installed; --peer makes a missing npm an error, --no-peer skips it)",
+    )
+    parser.add_argument(
+        "--known-warmup",
+        type=float,
+        default=120.0,
+        help="at most this many seconds of known-unit load on each server before the first "
+        "round, until its workers answer 95%% of it from memory (decide.known)",
     )
     parser.add_argument(
         "--peer-warmup", type=float, default=15.0, help="seconds of load before Unleash's rounds"

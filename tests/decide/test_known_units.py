@@ -1,0 +1,287 @@
+"""Known units answered from a worker's memory (decide.known), kept fresh by LISTEN/NOTIFY.
+
+PostgreSQL only, and committed for real (transactional tests): notifications are sent at
+commit. Each test starts this process's listener and waits until it listens.
+"""
+
+import threading
+import time
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+
+from decide import known, metrics, store
+from decide.auth import parse_client_key
+from lab.models import Assignment, Product, Unit
+from lab.services.assignments import assignment_force
+from lab.services.credentials import client_key_revoke
+from lab.services.units import unit_set_attributes
+from tests.conftest import requires_postgres
+from tests.decide.conftest import make_experiment, unit_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def memory(settings):
+    requires_postgres()
+    settings.DECIDE_KNOWN_UNITS = True
+    known.reset()
+    started = known.known_units()
+    _wait_until(lambda: started._listening)
+    yield started
+    known.reset()
+
+
+@pytest.fixture
+def listener():
+    """A LISTEN connection of the test's own, to read the triggers' notifications."""
+    requires_postgres()
+    params = connection.get_connection_params()
+    for unused in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(unused, None)
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute(f"LISTEN {known.CHANNEL}")
+
+        def received(wait: float = 0.5) -> list[str]:
+            return [n.payload for n in conn.notifies(timeout=wait)]
+
+        yield received
+
+
+def _hits() -> float:
+    return metrics.known_hit._value.get()
+
+
+def _units_forgotten() -> float:
+    return metrics.known_invalidated_units._value.get()
+
+
+def test_known_unit__answered_from_memory_without_a_query(
+    memory, decider, django_assert_num_queries
+):
+    make_experiment(decider.product, "etch")
+    first = decider.decide("SN-1")  # stores the assignment
+    assert decider.decide("SN-1") == first  # read from the database, then remembered
+    hits = _hits()
+    with django_assert_num_queries(0):
+        assert decider.decide("SN-1") == first
+    assert _hits() == hits + 1
+
+
+def test_new_unit__not_remembered_until_its_assignments_are_stored(
+    memory, decider, django_assert_num_queries
+):
+    make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    assert len(memory) == 0  # its first decision wrote: what was read is not the truth now
+    decider.decide("SN-1")
+    assert len(memory) == 1
+
+
+def test_forced_assignment__forgotten_and_answered_as_forced(memory, decider):
+    experiment = make_experiment(decider.product, "etch")
+    unit = unit_for(experiment, "a")
+    decider.decide(unit)
+    decider.decide(unit)
+    assert len(memory) == 1
+    before = _units_forgotten()
+    assignment_force(experiment=experiment, unit_key=unit, variant_key="b", actor="test")
+    _wait_until(lambda: _units_forgotten() > before)
+    assert len(memory) == 0
+    assert decider.decide(unit)["etch"] == "b"
+
+
+def test_revoked_key__next_decision_is_401(memory, decider):
+    make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    decider.decide("SN-1")
+    assert decider.post("/api/v1/decide", {"unit": "SN-1"}).status_code == 200
+    key = decider.product.client_keys.get()
+    client_key_revoke(product=decider.product, key_id=key.id)
+    _wait_until(lambda: len(memory) == 0)
+    assert decider.post("/api/v1/decide", {"unit": "SN-1"}).status_code == 401
+
+
+def test_paused_experiment__forgotten_with_everything(memory, decider):
+    experiment = make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    decider.decide("SN-1")
+    decider.change(experiment, status="disabled")
+    _wait_until(lambda: len(memory) == 0)
+    assert decider.decide("SN-1") == {}  # a paused experiment is no longer listed
+
+
+def test_wrong_secret_with_a_known_prefix__checked_by_the_database(memory, decider):
+    make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    decider.decide("SN-1")
+    prefix = parse_client_key(decider.secret).prefix
+    forged = f"lck_{prefix}_{'x' * 43}"
+    assert decider.post("/api/v1/decide", {"unit": "SN-1"}, key=forged).status_code == 401
+
+
+def test_condition_miss__never_answered_from_memory(memory, decider, django_assert_num_queries):
+    experiment = make_experiment(decider.product, "etch")
+    decider.change(
+        experiment, conditions=[{"attribute": "line", "operator": "in", "values": ["A"]}]
+    )
+    # A unit that exists (stored by another experiment's decision) but fails the condition
+    make_experiment(decider.product, "anneal")
+    decider.decide("SN-1", attributes={"line": "B"})
+    decider.decide("SN-1", attributes={"line": "B"})
+    # Its null answer depends on what is sent, and another worker may store a variant for
+    # it meanwhile: every such decision asks the database.
+    with django_assert_num_queries(1):
+        assert decider.decide("SN-1", attributes={"line": "B"})["etch"] is None
+
+
+def test_listener_lost__database_answers_until_it_listens_again(memory, decider):
+    experiment = make_experiment(decider.product, "etch")
+    unit = unit_for(experiment, "a")
+    decider.decide(unit)
+    decider.decide(unit)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND datname = current_database()",
+            [known.APPLICATION_NAME],
+        )
+    _wait_until(lambda: not memory._listening)
+    assert len(memory) == 0
+    # A change made while nobody listens: no notification reaches this worker
+    Assignment.objects.filter(experiment=experiment).update(
+        variant=experiment.variants.get(key="b"), source="forced"
+    )
+    assert decider.decide(unit)["etch"] == "b"  # from the database
+    _wait_until(lambda: memory._listening, timeout=10)
+    decider.decide(unit)
+    assert decider.decide(unit)["etch"] == "b"
+
+
+def test_read_while_a_notification_is_applied__not_kept(memory, decider):
+    make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    generation = memory.generation()
+    memory.apply(["u:999999999"])  # anything applied between the read and the put
+    state, units = store.read_units(parse_client_key(decider.secret), ["SN-1"])
+    memory.put(parse_client_key(decider.secret), "SN-1", state, units["SN-1"], generation)
+    assert len(memory) == 0
+
+
+def test_malformed_notification__forgets_everything(memory, decider):
+    make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    decider.decide("SN-1")
+    assert len(memory) == 1
+    memory.apply(["u:12,not-a-number"])
+    assert len(memory) == 0
+
+
+# --- The triggers of migration 0005: what each write notifies.
+
+
+def test_triggers__decide_first_decisions_notify_nothing(listener, decider):
+    make_experiment(decider.product, "etch")
+    listener(0.2)  # the setup's own notifications
+    decider.decide("SN-1")
+    assert listener(0.3) == []
+
+
+def test_triggers__forcing_names_the_unit(listener, decider):
+    experiment = make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    unit_id = Unit.objects.get(key="SN-1").id
+    listener(0.2)
+    assignment_force(experiment=experiment, unit_key="SN-1", variant_key="b", actor="t")
+    assert f"u:{unit_id}" in listener()
+
+
+def test_triggers__attributes_name_the_unit_and_config_changes_everything(listener, decider):
+    make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    unit = Unit.objects.get(key="SN-1")
+    listener(0.2)
+    unit_set_attributes(unit=unit, attributes={"line": "A"})
+    assert listener() == [f"u:{unit.id}"]
+    Product.objects.filter(pk=decider.product.pk).update(name="renamed")
+    assert listener() == ["*"]
+
+
+def test_triggers__deleting_many_assignments_is_one_notification(listener, decider):
+    experiment = make_experiment(decider.product, "etch")
+    decider.batch([f"SN-{i}" for i in range(5)])
+    ids = sorted(Unit.objects.filter(key__startswith="SN-").values_list("id", flat=True))
+    listener(0.2)
+    with transaction.atomic():
+        Assignment.objects.filter(experiment=experiment).delete()
+    (payload,) = listener()
+    assert payload.startswith("u:")
+    assert sorted(int(i) for i in payload[2:].split(",")) == ids
+
+
+def test_triggers__more_than_200_units_forget_everything(listener, decider):
+    experiment = make_experiment(decider.product, "etch")
+    decider.batch([f"SN-{i}" for i in range(201)])
+    listener(0.2)
+    Assignment.objects.filter(experiment=experiment).update(source="forced")
+    assert listener() == ["*"]
+
+
+def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory, decider):
+    """Forced back and forth while four threads decide: once a change is applied, no
+    decision that starts afterwards answers the earlier variant."""
+    experiment = make_experiment(decider.product, "etch")
+    unit = unit_for(experiment, "a")
+    decider.decide(unit)
+    decided: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def decide_forever():
+        from django.test import Client
+
+        client = Client()
+        while not stop.is_set():
+            started = time.monotonic()
+            response = client.post(
+                "/api/v1/decide",
+                {"unit": unit},
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {decider.secret}",
+            )
+            decided.append((started, response.json()["variants"]["etch"]))
+        connection.close()
+
+    threads = [threading.Thread(target=decide_forever) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    applied_at: list[tuple[float, str]] = []  # (when a change was applied, its variant)
+    changes_started: list[float] = []
+    try:
+        for variant_key in ("b", "a", "b", "a", "b"):
+            before = _units_forgotten()
+            changes_started.append(time.monotonic())
+            assignment_force(
+                experiment=experiment, unit_key=unit, variant_key=variant_key, actor="t"
+            )
+            _wait_until(lambda before=before: _units_forgotten() > before)
+            applied_at.append((time.monotonic(), variant_key))
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert len(decided) > 20
+    # Between a change's being applied and the start of the next change
+    next_started = [*changes_started[1:], float("inf")]
+    for (applied, variant_key), until in zip(applied_at, next_started, strict=True):
+        answers = {v for started, v in decided if applied < started < until}
+        assert answers == {variant_key}, (variant_key, answers)

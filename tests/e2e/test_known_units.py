@@ -1,0 +1,163 @@
+"""Drills for the memory of known units (decide.known) on a real gunicorn with several
+workers on PostgreSQL, under load from parallel clients:
+
+- a unit forced back and forth while every worker decides it: no decision that starts after
+  the admin API answered gets the earlier variant, on any worker;
+- a client key revoked while it is deciding: every request that starts after the revocation
+  answered is refused (401);
+- every worker's listener connection terminated: decisions keep answering, and a change
+  made while nobody listens is seen at once.
+
+Each drill prints what it measured (decisions checked, answers from memory).
+"""
+
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+import pytest
+import requests
+
+from tests.e2e.conftest import Server
+
+pytestmark = pytest.mark.e2e
+
+THREADS = 6
+
+
+def _admin(server: Server, method: str, path: str, token: str, body=None) -> requests.Response:
+    return requests.request(
+        method,
+        server.url(f"/api/admin/v1{path}"),
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def _memory_hits(server: Server) -> float:
+    return server.metrics().get(("lab_known_units_total", (("result", "hit"),)), 0.0)
+
+
+class Load:
+    """THREADS clients deciding one unit in a loop, each request on a new connection (so on
+    any worker); every answer recorded with the time its request started."""
+
+    def __init__(self, server: Server, key: Callable[[], str], unit: str):
+        self.server, self.key, self.unit = server, key, unit
+        self.answers: list[tuple[float, int, dict | None]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(THREADS)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            response = self.server.post("/api/v1/decide", {"unit": self.unit}, self.key())
+            body = response.json()["variants"] if response.status_code == 200 else None
+            self.answers.append((started, response.status_code, body))
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def between(self, start: float, end: float) -> list[tuple[int, dict | None]]:
+        return [(status, body) for at, status, body in self.answers if start < at < end]
+
+
+@pytest.fixture
+def postgres_server(server) -> Server:
+    if server.vendor != "postgresql":
+        pytest.skip("the memory of known units is PostgreSQL only (LISTEN/NOTIFY)")
+    return server
+
+
+def test_forced_back_and_forth_under_load__no_worker_answers_the_earlier_variant(
+    postgres_server, seeded
+):
+    server, token, key = postgres_server, seeded["api_token"], seeded["client_key"]
+    path = f"/products/{seeded['product']}/experiments/anneal/assignments/drill-force"
+    for _ in range(30):  # every worker decides it, stores it, then remembers it
+        server.decide(key, "drill-force")
+    hits = _memory_hits(server)
+
+    changes: list[tuple[float, float, str]] = []  # (request sent, answered, variant)
+    with Load(server, lambda: key, "drill-force") as load:
+        time.sleep(0.3)
+        for variant in ("a", "b", "c", "a", "b", "c"):
+            sent = time.monotonic()
+            response = _admin(server, "PUT", path, token, {"variant": variant})
+            assert response.status_code in (200, 201), response.text
+            changes.append((sent, time.monotonic(), variant))
+            time.sleep(0.25)
+
+    checked = 0
+    for (_, answered, variant), following in zip(
+        changes, [*changes[1:], (float("inf"), 0, "")], strict=True
+    ):
+        window = load.between(answered, following[0])
+        assert window, "no decision between two changes"
+        stale = [body for status, body in window if status != 200 or body["anneal"] != variant]
+        assert not stale, f"after forcing {variant!r}: {stale[:3]}"
+        checked += len(window)
+    served_from_memory = _memory_hits(server) - hits
+    print(f"{checked} decisions checked after 6 changes; {served_from_memory:.0f} from memory")
+    assert served_from_memory > 0
+
+
+def test_key_revoked_under_load__every_later_request_refused(postgres_server, seeded):
+    server, token, slug = postgres_server, seeded["api_token"], seeded["product"]
+    response = _admin(server, "POST", f"/products/{slug}/client-keys", token, {"name": "drill"})
+    assert response.status_code == 201, response.text
+    issued = response.json()
+    for _ in range(30):
+        server.decide(issued["secret"], "drill-revoke")
+
+    with Load(server, lambda: issued["secret"], "drill-revoke") as load:
+        time.sleep(0.5)
+        sent = time.monotonic()
+        response = _admin(server, "DELETE", f"/products/{slug}/client-keys/{issued['id']}", token)
+        assert response.status_code == 204, response.text
+        revoked = time.monotonic()
+        time.sleep(0.5)
+
+    before = load.between(0, sent)
+    after = load.between(revoked, float("inf"))
+    assert before and {status for status, _ in before} == {200}
+    assert after and {status for status, _ in after} == {401}, {s for s, _ in after}
+    print(f"{len(before)} answered before the revocation, {len(after)} refused after")
+
+
+def test_listeners_terminated__decisions_go_on_and_a_change_meanwhile_is_seen(
+    postgres_server, seeded
+):
+    server, token, key = postgres_server, seeded["api_token"], seeded["client_key"]
+    path = f"/products/{seeded['product']}/experiments/anneal/assignments/drill-listen"
+    for _ in range(30):
+        current = server.decide(key, "drill-listen")["anneal"]
+    forced = next(v for v in ("a", "b", "c") if v != current)
+    database_url = server.env["DATABASE_URL"]
+
+    with Load(server, lambda: key, "drill-listen") as load:
+        time.sleep(0.3)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            terminated = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'lab decide.known' AND datname = current_database()"
+            ).fetchone()[0]
+        response = _admin(server, "PUT", path, token, {"variant": forced})
+        assert response.status_code in (200, 201), response.text
+        answered = time.monotonic()
+        time.sleep(2.5)  # the listeners reconnect after a second
+
+    assert terminated >= 1
+    window = load.between(answered, float("inf"))
+    assert window
+    assert {(status, body["anneal"]) for status, body in window} == {(200, forced)}
+    print(f"{terminated} listeners terminated; {len(window)} decisions after the change")
