@@ -1,4 +1,4 @@
-# Lab: the service image. gunicorn's sync workers must not face clients directly: run it
+# Lab: the service image. gunicorn's workers must not face clients directly: run it
 # behind nginx with deploy/compose.yaml (docs/operations.md, "The Docker image"):
 #   docker compose -f deploy/compose.yaml up --build -d
 #   docker compose -f deploy/compose.yaml run --rm lab python manage.py create_api_token admin

@@ -3,8 +3,8 @@
 Command-line flags (`-b`, `-w`, ...) and GUNICORN_CMD_ARGS override everything here.
 Environment:
   GUNICORN_BIND      address to listen on (default 127.0.0.1:8000; several: comma-separated)
-  GUNICORN_WORKERS   sync worker processes (or WEB_CONCURRENCY; default 2 * CPUs + 1, at
-                     most 12)
+  GUNICORN_WORKERS   worker processes (or WEB_CONCURRENCY; default 2 * CPUs + 1, at most 12)
+  GUNICORN_THREADS   request threads per worker (default 1: one request at a time)
   GUNICORN_TIMEOUT   seconds before a silent worker is restarted (default 30)
   GUNICORN_PRELOAD   load the application once in the master before forking workers
                      (default true; docs/operations.md, "Start-up")
@@ -30,9 +30,15 @@ workers = int(
     or os.environ.get("WEB_CONCURRENCY")
     or min(2 * multiprocessing.cpu_count() + 1, MAX_DEFAULT_WORKERS)
 )
-# Sync workers: decide is short, CPU-light and holds one persistent database connection per
-# worker (CONN_MAX_AGE); no thread or event-loop safety to reason about.
-worker_class = "sync"
+# gthread workers with ONE request thread each: like sync workers, a worker serves one
+# request at a time and holds one persistent database connection (CONN_MAX_AGE), but it
+# keeps HTTP/1.1 connections alive between requests (up to `keepalive` seconds idle, in the
+# worker's poller, not in its thread), where the sync worker closes every connection after
+# its response. Measured against sync in one run: known-unit decide 2.6x, the no-op 1.4x
+# (load_tests/RESULTS.md, "Keep-alive: gthread workers"). GUNICORN_THREADS raises the
+# threads per worker (each then holds its own database connection).
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # Import Django, the URLconf and every API module (SciPy included) once, in the master, and
 # fork workers that already have them: on 2 cores, five workers each importing for a second

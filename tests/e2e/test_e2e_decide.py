@@ -72,3 +72,29 @@ def test_e2e__batch_and_bad_requests(server, seeded):
     assert server.post("/api/v1/decide", {"unit": "a/b"}, key).status_code == 422
     assert server.post("/api/v1/decide", {"unit": "SN"}, "lck_0123456789ab_x").status_code == 401
     assert server.get("/readyz").status_code == 200
+
+
+def test_e2e__keep_alive__decisions_on_one_connection(server, seeded):
+    """gunicorn.conf.py's gthread workers keep a client's connection open between requests."""
+    import http.client
+    import json as json_module
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server.base_url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    headers = {
+        "Authorization": f"Bearer {seeded['client_key']}",
+        "Content-Type": "application/json",
+    }
+    try:
+        sockets = set()
+        for unit in ("ka-1", "ka-2", "ka-1"):
+            connection.request("POST", "/api/v1/decide", json_module.dumps({"unit": unit}), headers)
+            response = connection.getresponse()
+            assert response.status == 200
+            assert json_module.loads(response.read())["unit"] == unit
+            assert response.getheader("Connection", "").lower() != "close"
+            sockets.add(id(connection.sock))
+        assert len(sockets) == 1  # one TCP connection carried the three requests
+    finally:
+        connection.close()

@@ -1,4 +1,4 @@
-"""The production front (`make serve-production`): nginx in front of gunicorn's sync workers.
+"""The production front (`make serve-production`): nginx in front of gunicorn's workers.
 
 These tests run the command's own launcher (deploy/serve.py --front nginx) against a
 database of their own, and talk to it over real sockets: the slow-client drill, the body
@@ -325,7 +325,7 @@ def test_front__slow_clients_hold_twice_the_workers__decide_still_answers_at_onc
 
 
 def test_bare_gunicorn__same_trickle__stalls_decide(database_env):
-    """The control: without the front, workers + 1 trickling connections hold every sync
+    """The control: without the front, workers + 1 trickling connections hold every
     worker, and a normal decide waits (here: past a 3 s timeout)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="lab-bare-") as home:
