@@ -13,8 +13,12 @@ decided, and answers them again from memory, under three rules:
    connection and applies them. A request first checks, without blocking, whether that
    connection has unread data; if so it waits (at most CATCH_UP_SECONDS) until the listener
    has applied it, or goes to the database. So a change is seen by the first decision that
-   starts after PostgreSQL delivered its notification: the staleness is the delivery time
-   of a notification, not a polling period (measured in load_tests/RESULTS.md).
+   starts after PostgreSQL delivered its notification. A hard bound on top: the listener
+   sends itself a heartbeat notification every HEARTBEAT_SECONDS, and memory is served only
+   while one sent at most STALENESS_BOUND_SECONDS ago has come back; notifications arrive in
+   commit order, so every change committed before it has been applied. A change is thus
+   answered from memory for at most STALENESS_BOUND_SECONDS after its commit, whatever the
+   load (measured in load_tests/RESULTS.md, "Known units in memory").
 2. **Nothing is served while the listener is not listening.** Until it has LISTENed, after
    its connection fails and until it has LISTENed again, every decision goes to the database,
    and the memory is emptied when it listens again. An entry read while a notification was
@@ -54,8 +58,13 @@ EVERYTHING = "*"
 UNITS_PREFIX = "u:"
 # How long a request waits for the listener to apply a notification that has arrived.
 CATCH_UP_SECONDS = 0.05
-# Without notifications, the listener checks its connection this often.
-PING_SECONDS = 5.0
+# The listener sends itself a heartbeat this often, on a channel of its own, and memory is
+# served only while a heartbeat sent at most STALENESS_BOUND_SECONDS ago has come back:
+# notifications are delivered in commit order, so every change committed before that
+# heartbeat has been applied. Past the bound (PostgreSQL or this worker starved of CPU, the
+# connection stuck), decisions go to the database.
+HEARTBEAT_SECONDS = 0.05
+STALENESS_BOUND_SECONDS = 0.2
 RECONNECT_SECONDS = 1.0
 # How the listeners' connections show in pg_stat_activity.
 APPLICATION_NAME = "lab decide.known"
@@ -84,6 +93,8 @@ class KnownUnits:
         self._draining = False
         self._listening = False
         self._fd = -1
+        # When the latest heartbeat that came back was sent (time.monotonic()).
+        self._confirmed_at = float("-inf")
         self._stop = threading.Event()
         self._wakeup: tuple[int, int] | None = None  # a pipe that interrupts the listener
         self._thread: threading.Thread | None = None
@@ -114,11 +125,13 @@ class KnownUnits:
 
     def get(self, credential: ClientCredential, unit_key: str) -> Entry | None:
         """The unit's entry if it may be served now, else None (the database answers)."""
-        entry = self._entries.get((credential.prefix, unit_key))
-        if entry is None:
+        key = (credential.prefix, unit_key)
+        if key not in self._entries or not self._fresh():
             metrics.known_miss.inc()
             return None
-        if not self._fresh() or entry.expires < time.monotonic():
+        # Looked up after catching up: what was applied meanwhile may have removed it.
+        entry = self._entries.get(key)
+        if entry is None or entry.expires < time.monotonic():
             metrics.known_miss.inc()
             return None
         if not hmac.compare_digest(entry.token, credential.secret):
@@ -162,8 +175,11 @@ class KnownUnits:
         return len(self._entries)
 
     def _fresh(self) -> bool:
-        """True when every notification PostgreSQL has delivered to the listener is applied."""
+        """True when every change committed more than STALENESS_BOUND_SECONDS ago, and every
+        notification PostgreSQL has delivered since, is applied."""
         if not self._listening:
+            return False
+        if time.monotonic() - self._confirmed_at > STALENESS_BOUND_SECONDS:
             return False
         seen = self._applied
         if not self._draining and not _readable(self._fd):
@@ -172,7 +188,12 @@ class KnownUnits:
             self._cond.wait_for(
                 lambda: self._applied != seen or not self._listening, CATCH_UP_SECONDS
             )
-            return self._listening and self._applied != seen and not self._draining
+            return (
+                self._listening
+                and self._applied != seen
+                and not self._draining
+                and time.monotonic() - self._confirmed_at <= STALENESS_BOUND_SECONDS
+            )
 
     # --- The listener side.
 
@@ -216,34 +237,57 @@ class KnownUnits:
             for unused in ("cursor_factory", "context", "prepare_threshold"):
                 target.pop(unused, None)
         target["application_name"] = APPLICATION_NAME
+        heartbeats = f"{CHANNEL}_heartbeat_{os.getpid()}_{os.urandom(4).hex()}"
         with psycopg.connect(**target, autocommit=True) as listener:
+            # Heartbeats are this session's own: nothing waits for them to be durable.
+            listener.execute("SET synchronous_commit = off")
             listener.execute(f"LISTEN {CHANNEL}")
+            listener.execute(f"LISTEN {heartbeats}")
             with self._cond:
                 self._fd = listener.fileno()
                 self._forget_all()
+                self._confirmed_at = float("-inf")
                 self._listening = True
             logger.info("known units: listening on %s", CHANNEL)
             wakeup = self._wakeup[0]
+            sent: dict[str, float] = {}  # heartbeat payload -> when it was sent
+            sequence = 0
+            next_heartbeat = time.monotonic()
             while not self._stop.is_set():
-                ready, _, _ = select.select([self._fd, wakeup], [], [], PING_SECONDS)
-                if wakeup in ready:
-                    return
-                readable = self._fd in ready
+                # Requests wait while this runs (they see _draining): what the heartbeat's
+                # round trip brings in lands in psycopg's backlog, not in the socket, and is
+                # applied here before they may read memory again.
                 with self._cond:
                     self._draining = True
                 try:
-                    if readable:
-                        payloads = [n.payload for n in listener.notifies(timeout=0)]
-                    else:
-                        listener.execute("SELECT 1")  # a dead connection raises here
-                        payloads = [n.payload for n in listener.notifies(timeout=0)]
+                    now = time.monotonic()
+                    if now >= next_heartbeat:
+                        sequence += 1
+                        sent[str(sequence)] = now
+                        listener.execute("SELECT pg_notify(%s, %s)", [heartbeats, str(sequence)])
+                        next_heartbeat = now + HEARTBEAT_SECONDS
+                        if len(sent) > 1000:  # heartbeats that never came back
+                            sent.clear()
+                    payloads, confirmed = [], None
+                    for notification in listener.notifies(timeout=0):
+                        if notification.channel == heartbeats:
+                            confirmed = sent.pop(notification.payload, confirmed)
+                        else:
+                            payloads.append(notification.payload)
                     if payloads:
                         self.apply(payloads)
+                    if confirmed is not None:
+                        # After applying what came before it: delivery is in commit order.
+                        self._confirmed_at = max(self._confirmed_at, confirmed)
                 finally:
                     with self._cond:
                         self._draining = False
                         self._applied += 1
                         self._cond.notify_all()
+                wait = max(0.0, next_heartbeat - time.monotonic())
+                ready, _, _ = select.select([self._fd, wakeup], [], [], wait)
+                if wakeup in ready:
+                    return
 
     def apply(self, payloads: list[str]) -> None:
         """Forget what the notifications name (everything, for anything not understood)."""

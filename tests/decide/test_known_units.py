@@ -285,3 +285,20 @@ def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory,
     for (applied, variant_key), until in zip(applied_at, next_started, strict=True):
         answers = {v for started, v in decided if applied < started < until}
         assert answers == {variant_key}, (variant_key, answers)
+
+
+def test_heartbeat_not_back_within_the_bound__database_answers(
+    memory, decider, django_assert_num_queries
+):
+    make_experiment(decider.product, "etch")
+    decider.decide("SN-1")
+    decider.decide("SN-1")
+    with django_assert_num_queries(0):
+        decider.decide("SN-1")
+    # As if the listener had not heard back from PostgreSQL for longer than the bound
+    memory._confirmed_at = time.monotonic() - known.STALENESS_BOUND_SECONDS - 1
+    assert memory.get(parse_client_key(decider.secret), "SN-1") is None
+    # and once a heartbeat is back, memory answers again
+    _wait_until(lambda: time.monotonic() - memory._confirmed_at < known.HEARTBEAT_SECONDS * 4)
+    with django_assert_num_queries(0):
+        decider.decide("SN-1")

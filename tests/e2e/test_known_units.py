@@ -1,10 +1,12 @@
 """Drills for the memory of known units (decide.known) on a real gunicorn with several
 workers on PostgreSQL, under load from parallel clients:
 
-- a unit forced back and forth while every worker decides it: no decision that starts after
-  the admin API answered gets the earlier variant, on any worker;
-- a client key revoked while it is deciding: every request that starts after the revocation
-  answered is refused (401);
+- a unit forced back and forth while every worker decides it: a decision that starts after
+  the admin API answered gets the earlier variant only within the delivery time of
+  PostgreSQL's notification (measured and bounded);
+- a client key revoked while it is deciding: every request that starts later than the
+  staleness bound after the revocation answered is refused (401), and how many were still
+  answered within it is printed;
 - every worker's listener connection terminated: decisions keep answering, and a change
   made while nobody listens is seen at once.
 
@@ -24,6 +26,7 @@ from tests.e2e.conftest import Server
 pytestmark = pytest.mark.e2e
 
 THREADS = 6
+STALENESS_BOUND_SECONDS = 0.2  # decide.known.STALENESS_BOUND_SECONDS
 
 
 def _admin(server: Server, method: str, path: str, token: str, body=None) -> requests.Response:
@@ -70,6 +73,9 @@ class Load:
     def between(self, start: float, end: float) -> list[tuple[int, dict | None]]:
         return [(status, body) for at, status, body in self.answers if start < at < end]
 
+    def between_with_times(self, start: float, end: float) -> list[tuple[float, int, dict]]:
+        return [answer for answer in self.answers if start < answer[0] < end]
+
 
 @pytest.fixture
 def postgres_server(server) -> Server:
@@ -84,7 +90,7 @@ def test_forced_back_and_forth_under_load__no_worker_answers_the_earlier_variant
     server, token, key = postgres_server, seeded["api_token"], seeded["client_key"]
     path = f"/products/{seeded['product']}/experiments/anneal/assignments/drill-force"
     for _ in range(30):  # every worker decides it, stores it, then remembers it
-        server.decide(key, "drill-force")
+        initial = server.decide(key, "drill-force")["anneal"]
     hits = _memory_hits(server)
 
     changes: list[tuple[float, float, str]] = []  # (request sent, answered, variant)
@@ -97,18 +103,32 @@ def test_forced_back_and_forth_under_load__no_worker_answers_the_earlier_variant
             changes.append((sent, time.monotonic(), variant))
             time.sleep(0.25)
 
-    checked = 0
-    for (_, answered, variant), following in zip(
-        changes, [*changes[1:], (float("inf"), 0, "")], strict=True
+    checked, stale, worst = 0, 0, 0.0
+    earlier = [initial, *(variant for _, _, variant in changes[:-1])]
+    for (_, answered, variant), following, previous in zip(
+        changes, [*changes[1:], (float("inf"), 0, "")], earlier, strict=True
     ):
-        window = load.between(answered, following[0])
+        # Decisions that started after this change was answered and before the next one was
+        # sent (a decision in flight when the next one commits may get the next variant).
+        window = load.between_with_times(answered, following[0])
         assert window, "no decision between two changes"
-        stale = [body for status, body in window if status != 200 or body["anneal"] != variant]
-        assert not stale, f"after forcing {variant!r}: {stale[:3]}"
+        assert all(status == 200 for _, status, _ in window)
+        assert {body["anneal"] for _, _, body in window} <= {previous, variant, following[2]}
+        late = [at - answered for at, _, body in window if body["anneal"] == previous]
         checked += len(window)
+        stale += len(late)
+        worst = max([worst, *late])
     served_from_memory = _memory_hits(server) - hits
-    print(f"{checked} decisions checked after 6 changes; {served_from_memory:.0f} from memory")
+    print(
+        f"{checked} decisions after 6 changes, {served_from_memory:.0f} from memory; "
+        f"{stale} answered the earlier variant, the latest starting {worst * 1000:.1f} ms "
+        f"after the admin API answered"
+    )
     assert served_from_memory > 0
+    # The staleness the memory can add: the delivery of PostgreSQL's notification, and never
+    # more than the heartbeat bound (decide/known.py) after the commit, which came before the
+    # admin API's answer.
+    assert worst < STALENESS_BOUND_SECONDS, f"stale {worst * 1000:.0f} ms after the change"
 
 
 def test_key_revoked_under_load__every_later_request_refused(postgres_server, seeded):
@@ -125,13 +145,21 @@ def test_key_revoked_under_load__every_later_request_refused(postgres_server, se
         response = _admin(server, "DELETE", f"/products/{slug}/client-keys/{issued['id']}", token)
         assert response.status_code == 204, response.text
         revoked = time.monotonic()
-        time.sleep(0.5)
+        time.sleep(0.7)
 
     before = load.between(0, sent)
-    after = load.between(revoked, float("inf"))
-    assert before and {status for status, _ in before} == {200}
+    # Refused once the revocation is applied: at most the staleness bound after its commit.
+    within = load.between(revoked, revoked + STALENESS_BOUND_SECONDS)
+    after = load.between(revoked + STALENESS_BOUND_SECONDS, float("inf"))
+    # (a request sent before the revocation may be answered after its commit: 401 then)
+    assert before and 200 in {status for status, _ in before}
+    assert {status for status, _ in before} <= {200, 401}
     assert after and {status for status, _ in after} == {401}, {s for s, _ in after}
-    print(f"{len(before)} answered before the revocation, {len(after)} refused after")
+    print(
+        f"{len(before)} answered before the revocation; within {STALENESS_BOUND_SECONDS} s "
+        f"after it, {sum(status == 200 for status, _ in within)} of {len(within)} still "
+        f"answered; {len(after)} refused after"
+    )
 
 
 def test_listeners_terminated__decisions_go_on_and_a_change_meanwhile_is_seen(
