@@ -8,9 +8,10 @@ moving-range limit ``D4·mr_bar`` (D4 = 3.267), as in the NIST/SEMATECH e-Handbo
 points strictly on one side of the center, and ``stable`` is no point beyond the limits and
 no run of 9 or more.
 
-All in the database: the exact moments (``lab.analysis.moments``, two statements), then the
-moving ranges with ``LAG`` and the runs with ``ROW_NUMBER`` (window functions, one statement),
-then the count beyond the limits (one statement). Moving ranges are taken of the scaled
+All in the database: the exact moments (``lab.analysis.moments``), then one statement over a
+single sort in chart order: the moving ranges with ``LAG``, the runs with ``ROW_NUMBER`` and a
+running ``MAX`` of the rows where the side changes, and the count beyond the limits (computed
+there with the same double arithmetic as here). Moving ranges are taken of the scaled
 deviations of ``lab.analysis.moments``, so extreme values neither overflow nor lose digits.
 """
 
@@ -69,13 +70,16 @@ def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
     variants = list(experiment.variants.order_by("id"))
     variant_ids = [v.id for v in variants]
     # The moments and the count beyond the limits need no order: no join with the units.
-    rows = chart_rows(experiment.id, metric.id, variant_ids, ordered=False)
+    rows = chart_rows(experiment.id, metric.id, variant_ids)
     moments = grouped_moments(rows, groups=("k0",), metric_ids=[metric.id])
     inner_sql, inner_params = rows_sql(rows)
     spread = {key: m for key, m in moments.items() if m.n >= 2}
     with hash_join_plan():
         ranges = _moving_ranges_and_runs(
-            *rows_sql(chart_rows(experiment.id, metric.id, variant_ids)), spread
+            *rows_sql(
+                chart_rows(experiment.id, metric.id, variant_ids, product_id=experiment.product_id)
+            ),
+            spread,
         )
 
     charts: dict[int, Chart] = {}
@@ -217,7 +221,9 @@ def chart_points(
 ) -> tuple[list[float], int]:
     """The latest ``limit`` values of one variant in chart order, and how many there are
     in all (for the plot; the statistics above never load rows)."""
-    sql, params = chart_rows(experiment.id, metric.id, [variant.id])
+    sql, params = chart_rows(
+        experiment.id, metric.id, [variant.id], product_id=experiment.product_id
+    )
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM ({sql}) r", params)
         total = int(cursor.fetchone()[0])

@@ -20,7 +20,7 @@ def variant_histograms(
     *, experiment: Experiment, metric: Metric, variants: list[Variant], bins: int = BINS
 ) -> tuple[list[float], dict[int, list[int]]]:
     """(bin edges, counts per variant id); no edges when nothing is measured."""
-    rows = chart_rows(experiment.id, metric.id, [v.id for v in variants], ordered=False)
+    rows = chart_rows(experiment.id, metric.id, [v.id for v in variants])
     moments = grouped_moments(rows, groups=("k0",), metric_ids=[metric.id])
     if not moments:
         return [], {}

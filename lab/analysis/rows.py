@@ -65,15 +65,19 @@ def factorial_rows(metric: Metric, factors: list[tuple[int, list[int]]]) -> tupl
 
 
 def chart_rows(
-    experiment_id: int, metric_id: int, variant_ids: list[int], *, ordered: bool = True
+    experiment_id: int, metric_id: int, variant_ids: list[int], *, product_id: int | None = None
 ) -> tuple[str, list]:
-    """Measurements of the metric on units of the listed variants, with what orders them:
-    ``k0`` (variant), ``x``, ``t`` (measured_at), ``u`` (unit key). Without ``ordered``,
-    only ``k0`` and ``x`` (the moments need no order, hence no join with the units)."""
+    """Measurements of the metric on units of the listed variants: ``k0`` (variant), ``x``,
+    and, given the ``product_id`` of the units, what orders them: ``t`` (measured_at), ``u``
+    (unit key). Without it, no join with the units (the moments need no order)."""
     if not variant_ids:
         variant_ids = [0]  # no variant: no row (ids start at 1)
+    ordered = product_id is not None
     order_columns = ", m.measured_at AS t, un.key AS u" if ordered else ""
-    unit_join = f"JOIN {_table(Unit)} un ON un.id = m.unit_id " if ordered else ""
+    # The product's units only, through the unique (product, key) index.
+    unit_join = (
+        f"JOIN {_table(Unit)} un ON un.id = m.unit_id AND un.product_id = %s " if ordered else ""
+    )
     sql = (
         f"SELECT a.variant_id AS k0, m.value AS x{order_columns} "
         f"FROM {_table(Measurement)} m "
@@ -82,4 +86,4 @@ def chart_rows(
         f"WHERE m.metric_id = %s AND a.experiment_id = %s "
         f"AND a.variant_id IN ({_placeholders(variant_ids)})"
     )
-    return sql, [metric_id, experiment_id, *variant_ids]
+    return sql, [*([product_id] if ordered else []), metric_id, experiment_id, *variant_ids]
