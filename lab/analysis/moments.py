@@ -22,8 +22,10 @@ deviations ``Σy² − (Σy)²/n`` (the corrected two-pass formula), scaled back
 A group whose values are all equal has ``std`` exactly 0: ``MIN = MAX`` says so.
 
 The statements use only ``COUNT``/``MIN``/``MAX``/``SUM``, ``CASE`` and ``CAST`` (portable
-between SQLite and PostgreSQL), two per call whatever the number of rows or groups; on
-PostgreSQL the two passes are one statement over a materialized join (``_one_statement``).
+between SQLite and PostgreSQL), two per call whatever the number of rows or groups. On
+PostgreSQL the constants come from each metric's range instead (an index lookup), so that
+one pass sums everything; the groups it cannot keep exactly get the second pass
+(``_one_pass``).
 """
 
 from __future__ import annotations
@@ -162,10 +164,8 @@ def grouped_moments(
 def _grouped_moments(
     rows: Rows, groups: Sequence[str], sums: Sequence[str], metric_ids: Sequence[int] | None
 ) -> dict:
-    if connection.vendor == "postgresql":
-        if metric_ids:
-            return _one_pass(rows, groups, sums, list(metric_ids))
-        return _one_statement(rows, groups, sums)
+    if connection.vendor == "postgresql" and metric_ids:
+        return _one_pass(rows, groups, sums, list(metric_ids))
     inner_sql, inner_params = rows_sql(rows)
     keys = ", ".join(f"r.{_quoted(name)}" for name in groups)
     extra = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
@@ -194,65 +194,6 @@ def _grouped_moments(
         else:
             # Every value equal: the mean is that value and the spread exactly 0.
             moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
-        result[key] = replace(moments, sums=extras)
-    return result
-
-
-def _one_statement(rows: Rows, groups: Sequence[str], sums: Sequence[str]) -> dict:
-    """Both passes in one PostgreSQL statement: the rows are joined once into a materialized
-    CTE that both passes scan, and the per-group constants of ``_scaling`` are computed in
-    SQL (exact powers of two; the exponent may exceed ``_scaling``'s by one, which keeps
-    every bound) and returned, so Python combines with the very constants the sums used."""
-    inner_sql, inner_params = rows_sql(rows)
-    width = len(groups)
-    names = [_quoted(name) for name in groups]
-    keys_r = ", ".join(f"r.{n}" for n in names)
-    keys_f = ", ".join(f"f.{n}" for n in names)
-    extra = "".join(f", SUM(r.{_quoted(name)}) AS extra{i}" for i, name in enumerate(sums))
-    extra_f = "".join(f", f.extra{i}" for i in range(len(sums)))
-    join_g = " AND ".join(f"r.{n} = g.{n}" for n in names)
-    join_d = " AND ".join(f"d.{n} = f.{n}" for n in names)
-    exponent = "(FLOOR(LOG(2::numeric, (f.hi / 2 - f.lo / 2)::numeric)) + 1)::int"
-    sql = (
-        f"WITH r AS MATERIALIZED ({inner_sql}), "
-        f"f AS (SELECT {keys_r}, COUNT(*) AS n, MIN(r.x) AS lo, MAX(r.x) AS hi{extra} "
-        f"FROM r GROUP BY {keys_r}), "
-        f"e AS (SELECT {keys_f}, f.lo / 2 + f.hi / 2 AS c, {exponent} AS e FROM f "
-        "WHERE f.hi > f.lo), "
-        f"g AS (SELECT e.*, GREATEST(-{_SCALE_LIMIT}, LEAST({_SCALE_LIMIT}, e.e)) AS se FROM e), "
-        f"h AS (SELECT g.*, POWER(2::float8, -g.se) AS s, "
-        f"POWER(2::float8, {_SPLIT_BITS} - GREATEST(0, g.e - g.se)) AS t, "
-        f"POWER(2::float8, GREATEST(g.e - {_NEGLIGIBLE_BITS}, {_MIN_NORMAL_EXPONENT})) AS eps "
-        "FROM g), "
-        f"d AS (SELECT {', '.join(f'y.{n}' for n in names)}, "
-        "SUM(CAST(y.z AS BIGINT)) AS zi, "
-        "SUM(y.z - CAST(CAST(y.z AS BIGINT) AS DOUBLE PRECISION)) AS zf, "
-        "SUM(y.y * y.y) AS yy FROM ("
-        f"SELECT {', '.join(f'w.{n}' for n in names)}, w.y, w.y * w.t AS z FROM ("
-        f"SELECT {keys_r}, g.t, CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 "
-        f"ELSE (r.x - g.c) * g.s END AS y FROM r JOIN h g ON {join_g}) w) y "
-        f"GROUP BY {', '.join(f'y.{n}' for n in names)}) "
-        f"SELECT {keys_f}, f.n, f.lo, f.hi{extra_f}, h.c, h.s, h.t, h.eps, d.zi, d.zf, d.yy "
-        f"FROM f LEFT JOIN h ON {' AND '.join(f'h.{n} = f.{n}' for n in names)} "
-        f"LEFT JOIN d ON {join_d}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, inner_params)
-        fetched = cursor.fetchall()
-    result = {}
-    for row in fetched:
-        key = tuple(row[:width])
-        n, low, high = int(row[width]), float(row[width + 1]), float(row[width + 2])
-        extras = {
-            name: int(value or 0)
-            for name, value in zip(sums, row[width + 3 : width + 3 + len(sums)], strict=True)
-        }
-        c, s, t, eps, zi, zf, yy = row[width + 3 + len(sums) :]
-        if low == high or c is None:
-            moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
-        else:
-            scaling = _Scaling(shift=float(c), scale=float(s), split=float(t), negligible=eps)
-            moments = _combine(n, scaling, zi, float(zf), float(yy), low, high)
         result[key] = replace(moments, sums=extras)
     return result
 

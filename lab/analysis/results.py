@@ -4,12 +4,13 @@ The database aggregates; Python only combines the aggregates. A fixed number of 
 whatever the number of units or measurements:
 
 1. the experiment's variants (all statuses: removed ones can still hold measured units);
-2. assignment counts per variant and source (the sample-ratio check and the unit counts),
+2. the product's live metrics (key, limits, unit of measure);
+3. assignment counts per variant and source (the sample-ratio check and the unit counts),
    and the number of measured units;
-3. and 4. per (metric, variant) the moments of ``lab.analysis.moments`` (count, exact mean,
+4. per (metric, variant) the moments of ``lab.analysis.moments`` (count, exact mean,
    standard deviation, min, max) and the in-spec count, over the measurements of units
-   assigned in this experiment — two grouped joins;
-5. the metrics found (key, limits, unit of measure).
+   assigned in this experiment — two grouped joins (on PostgreSQL the metrics' ranges, one
+   grouped join, and a second one only for the groups it cannot keep).
 
 Which metrics and variants appear:
 - a metric appears when it is not removed and at least one unit assigned in the experiment
