@@ -73,14 +73,15 @@ def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
     rows = chart_rows(experiment.id, metric.id, variant_ids)
     moments = grouped_moments(rows, groups=("k0",), metric_ids=[metric.id])
     inner_sql, inner_params = rows_sql(rows)
-    spread = {key: m for key, m in moments.items() if m.n >= 2}
-    with hash_join_plan():
-        ranges = _moving_ranges_and_runs(
-            *rows_sql(
-                chart_rows(experiment.id, metric.id, variant_ids, product_id=experiment.product_id)
-            ),
-            spread,
-        )
+    # One window statement per variant: each sorts one variant's history, so that none of
+    # them approaches the statement timeout when the experiment has 10^6 measurements.
+    ranges: dict[tuple, tuple] = {}
+    for key, m in moments.items():
+        if m.n < 2:
+            continue
+        ordered = chart_rows(experiment.id, metric.id, [key[0]], product_id=experiment.product_id)
+        with hash_join_plan():
+            ranges |= _moving_ranges_and_runs(*rows_sql(ordered), {key: m})
 
     charts: dict[int, Chart] = {}
     limits = {}
@@ -159,6 +160,10 @@ def _moving_ranges_and_runs(
     # distance from a row to the start of its run (rn − start + 1) on a side other than 0.
     side = "CASE WHEN r.x > g.center THEN 1 WHEN r.x < g.center THEN -1 ELSE 0 END"
     window = "WINDOW w AS (PARTITION BY v.k ORDER BY v.t, v.u)"
+    constants = (
+        "SELECT column1 AS k, column2 AS c, column3 AS s, column4 AS eps, column5 AS center "
+        f"FROM (VALUES {values}) v"
+    )
     # The limits as control_charts computes them (center ± 3·mr_bar/d2, in doubles), where
     # no sum can overflow; then the points beyond them, from the same rows.
     width = "3.0 * l.mr_bar / CAST(%s AS DOUBLE PRECISION)"
@@ -166,8 +171,8 @@ def _moving_ranges_and_runs(
         f"ABS(l.center) < CAST(%s AS DOUBLE PRECISION) AND {width} < CAST(%s AS DOUBLE PRECISION)"
     )
     sql = (
-        f"WITH g(k, c, s, eps, center) AS (VALUES {values}), "
-        "o AS MATERIALIZED (SELECT v.k, v.x, v.side, v.mr, v.rn, "
+        # The constants inline (a CTE read twice would keep the join out of the workers).
+        "WITH o AS MATERIALIZED (SELECT v.k, v.x, v.side, v.mr, v.rn, "
         "MAX(CASE WHEN v.starts = 1 THEN v.rn END) OVER "
         f"(PARTITION BY v.k ORDER BY v.t, v.u ROWS UNBOUNDED PRECEDING) AS start FROM ("
         "SELECT v.k, v.x, v.t, v.u, v.side, ABS(v.y - LAG(v.y) OVER w) AS mr, "
@@ -175,10 +180,11 @@ def _moving_ranges_and_runs(
         "CASE WHEN LAG(v.side) OVER w = v.side THEN 0 ELSE 1 END AS starts "
         f"FROM (SELECT r.{k0} AS k, r.x, r.{t} AS t, r.{u} AS u, {side} AS side, "
         "CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 ELSE (r.x - g.c) * g.s END AS y "
-        f"FROM ({inner_sql}) r JOIN g ON r.{k0} = g.k) v {window}) v), "
+        f"FROM ({inner_sql}) r JOIN ({constants}) g ON r.{k0} = g.k) v {window}) v), "
         "a AS (SELECT o.k, SUM(o.mr) AS total, COUNT(o.mr) AS n, "
         "MAX(CASE WHEN o.side <> 0 THEN o.rn - o.start + 1 END) AS run FROM o GROUP BY o.k), "
-        "l AS (SELECT a.*, g.center, a.total / a.n / g.s AS mr_bar FROM a JOIN g ON g.k = a.k "
+        "l AS (SELECT a.*, g.center, a.total / a.n / g.s AS mr_bar "
+        f"FROM a JOIN ({constants}) g ON g.k = a.k "
         "WHERE a.n > 0), "
         f"b AS (SELECT l.k, l.total, l.n, l.run, CASE WHEN {safe} THEN l.center - {width} END "
         f"AS lcl, CASE WHEN {safe} THEN l.center + {width} END AS ucl FROM l) "
@@ -189,7 +195,7 @@ def _moving_ranges_and_runs(
     big = math.ldexp(1.0, 1020)
     limit_params = [big, D2, big, D2] * 2
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *inner_params, *limit_params])
+        cursor.execute(sql, [*inner_params, *params, *params, *limit_params])
         result = {}
         for k, total, count, run, lcl, ucl, beyond in cursor.fetchall():
             scale = scalings[(k,)].scale
