@@ -8,11 +8,12 @@ moving-range limit ``D4·mr_bar`` (D4 = 3.267), as in the NIST/SEMATECH e-Handbo
 points strictly on one side of the center, and ``stable`` is no point beyond the limits and
 no run of 9 or more.
 
-All in the database: the exact moments (``lab.analysis.moments``), then one statement over a
-single sort in chart order: the moving ranges with ``LAG``, the runs with ``ROW_NUMBER`` and a
-running ``MAX`` of the rows where the side changes, and the count beyond the limits (computed
-there with the same double arithmetic as here). Moving ranges are taken of the scaled
-deviations of ``lab.analysis.moments``, so extreme values neither overflow nor lose digits.
+All in the database: the exact moments (``lab.analysis.moments``), then per variant one
+statement over a single sort in chart order: the moving ranges with ``LAG``, the runs with
+``ROW_NUMBER`` and a running ``MAX`` of the rows where the side changes, and the count beyond
+the limits (computed there with the same double arithmetic as here). Moving ranges are taken
+of the scaled deviations of ``lab.analysis.moments``, so extreme values neither overflow nor
+lose digits.
 """
 
 from __future__ import annotations
