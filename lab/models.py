@@ -325,7 +325,12 @@ class Measurement(models.Model):
                 fields=["metric", "unit"], name="measurement_unique_per_metric_unit"
             ),
         ]
-        indexes = [models.Index(fields=["unit"], name="measurement_unit")]
+        indexes = [
+            models.Index(fields=["unit"], name="measurement_unit"),
+            # A metric's range (MIN and MAX) in two lookups: the shift and scale of the
+            # analyses' one pass (lab/analysis/moments.py, docs/results.md §9).
+            models.Index(fields=["metric", "value"], name="measurement_metric_value"),
+        ]
 
 
 class ApiToken(models.Model):

@@ -21,7 +21,7 @@ def variant_histograms(
 ) -> tuple[list[float], dict[int, list[int]]]:
     """(bin edges, counts per variant id); no edges when nothing is measured."""
     rows = chart_rows(experiment.id, metric.id, [v.id for v in variants])
-    moments = grouped_moments(rows, groups=("k0",))
+    moments = grouped_moments(rows, groups=("k0",), metric_ids=[metric.id])
     if not moments:
         return [], {}
     low = min(m.min for m in moments.values())

@@ -22,8 +22,10 @@ deviations ``Σy² − (Σy)²/n`` (the corrected two-pass formula), scaled back
 A group whose values are all equal has ``std`` exactly 0: ``MIN = MAX`` says so.
 
 The statements use only ``COUNT``/``MIN``/``MAX``/``SUM``, ``CASE`` and ``CAST`` (portable
-between SQLite and PostgreSQL), two per call whatever the number of rows or groups; on
-PostgreSQL the two passes are one statement over a materialized join (``_one_statement``).
+between SQLite and PostgreSQL), two per call whatever the number of rows or groups. On
+PostgreSQL the constants come from each metric's range instead (an index lookup), so that
+one pass sums everything; the groups it cannot keep exactly get the second pass
+(``_one_pass``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from fractions import Fraction
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
+from lab.models import Measurement
+
 # z = y·2^40 has an integer part below 2^41 in magnitude: a 64-bit integer sum of 2^22 of them
 # cannot overflow on SQLite (PostgreSQL sums bigints as numeric, which never overflows).
 _SPLIT_BITS = 40
@@ -45,26 +49,58 @@ _SPLIT_BITS = 40
 _SCALE_LIMIT = 1000
 _NEGLIGIBLE_BITS = 500
 _MIN_NORMAL_EXPONENT = -1022
+# How much coarser than a group's own scale the one pass's metric scale may be, and how much
+# wider than the group's own bound its deviations from the metric's shift (_one_pass).
+_SLACK_BITS = 11
+_WIDER_BITS = 1
+
+
+# The plan settings of every analysis statement on PostgreSQL (hash_join_plan), for the
+# enclosing transaction only.
+PLAN_SETTINGS = {
+    # Nested loops of index lookups were the never-analyzed planner's choice: 20 s a pass.
+    "enable_nestloop": "off",
+    # A grouped aggregate after a sort of 10^6 rows (what the planner picks when it guesses a
+    # few thousand rows) is slower than a hash aggregate of the few groups.
+    "enable_sort": "off",
+    # Compiling the per-row expressions cost more (0.2–0.5 s a statement) than it saved.
+    "jit": "off",
+    # The hash of 10^6 assignments (the factorial) and the sort of the control chart fit in
+    # memory instead of spilling to disk in batches.
+    "work_mem": "64MB",
+    # A parallel plan whatever the row estimates: the join and a partial aggregate run in the
+    # workers, and only the few grouped rows cross to the leader.
+    # (The scan of an experiment's measurements through an index is guessed at a few pages,
+    # below the size from which a scan would be split between workers.)
+    "parallel_setup_cost": "0",
+    "parallel_tuple_cost": "0.01",
+    "min_parallel_table_scan_size": "0",
+    "min_parallel_index_scan_size": "0",
+}
 
 
 @contextmanager
 def hash_join_plan() -> Iterator[None]:
-    """Run the enclosed analysis statements with hash joins on PostgreSQL.
+    """Run the enclosed analysis statements with the plan of ``PLAN_SETTINGS`` on PostgreSQL.
 
     An analysis reads every measurement of an experiment or metric: the right plan scans them
-    once and hash-joins the (few) assignments of the experiment. On tables PostgreSQL has never
-    analyzed (a fresh restore, a bulk import with autovacuum behind or off) its estimates are
-    guesses and it picks nested loops of index lookups instead: 20 s per pass at 10^6 rows
-    instead of 1–4 s (docs/results.md §9). ``SET LOCAL enable_nestloop = off`` makes the plan
-    independent of the statistics; it lasts until the end of the transaction this opens (or
-    of the enclosing one, when the analysis runs inside a transaction).
+    once, in parallel, and hash-joins the assignments of the experiment. On tables PostgreSQL
+    has never analyzed (a fresh restore, a bulk import with autovacuum behind or off) its
+    estimates are guesses and it picks nested loops of index lookups instead: 20 s per pass
+    at 10^6 rows instead of about 1 s (docs/results.md §9). The settings make the plan
+    independent of the statistics; one ``set_config`` statement sets them until the end of
+    the transaction this opens (or of the enclosing one, when the analysis runs inside a
+    transaction).
     """
     if connection.vendor != "postgresql":
         yield
         return
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL enable_nestloop = off")
+            calls = ", ".join(["set_config(%s, %s, true)"] * len(PLAN_SETTINGS))
+            cursor.execute(
+                f"SELECT {calls}", [item for pair in PLAN_SETTINGS.items() for item in pair]
+            )
         yield
 
 
@@ -105,21 +141,31 @@ def rows_sql(rows: Rows) -> tuple[str, tuple]:
 
 
 def grouped_moments(
-    rows: Rows, *, groups: Sequence[str], sums: Sequence[str] = ()
+    rows: Rows,
+    *,
+    groups: Sequence[str],
+    sums: Sequence[str] = (),
+    metric_ids: Sequence[int] | None = None,
 ) -> dict[tuple, Moments]:
     """Moments of column ``x`` of ``rows`` per distinct value of the ``groups`` columns.
 
     ``rows`` is a ``values()`` queryset, or an ``(sql, params)`` select, naming the (integer)
     group columns, ``x`` (the value) and the integer columns listed in ``sums``. Groups
     without rows are absent.
+
+    ``metric_ids``: the metrics whose measurements the rows are — one metric, or several
+    when ``metric_key`` (the metric id) is a group column. On PostgreSQL it allows the one
+    pass of ``_one_pass``: each metric's own range (an index lookup) gives the shift and scale.
     """
     with hash_join_plan():
-        return _grouped_moments(rows, groups, sums)
+        return _grouped_moments(rows, groups, sums, metric_ids)
 
 
-def _grouped_moments(rows: Rows, groups: Sequence[str], sums: Sequence[str]) -> dict:
-    if connection.vendor == "postgresql":
-        return _one_statement(rows, groups, sums)
+def _grouped_moments(
+    rows: Rows, groups: Sequence[str], sums: Sequence[str], metric_ids: Sequence[int] | None
+) -> dict:
+    if connection.vendor == "postgresql" and metric_ids:
+        return _one_pass(rows, groups, sums, list(metric_ids))
     inner_sql, inner_params = rows_sql(rows)
     keys = ", ".join(f"r.{_quoted(name)}" for name in groups)
     extra = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
@@ -152,48 +198,55 @@ def _grouped_moments(rows: Rows, groups: Sequence[str], sums: Sequence[str]) -> 
     return result
 
 
-def _one_statement(rows: Rows, groups: Sequence[str], sums: Sequence[str]) -> dict:
-    """Both passes in one PostgreSQL statement: the rows are joined once into a materialized
-    CTE that both passes scan, and the per-group constants of ``_scaling`` are computed in
-    SQL (exact powers of two; the exponent may exceed ``_scaling``'s by one, which keeps
-    every bound) and returned, so Python combines with the very constants the sums used."""
+def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str], metric_ids: list[int]):
+    """One pass over the rows on PostgreSQL, exact: the shift and scale of each row come from
+    its metric's range (``MIN``/``MAX`` of all the metric's measurements, two lookups in the
+    ``(metric, value)`` index) instead of its group's, so the constants are known before the
+    rows are read and count, min, max, the caller's sums and the deviation sums are one
+    grouped pass. A group keeps this pass's sums when its values lie within ``c ± 2^e``,
+    where ``2^e`` is the bound of its own half-range that the two-pass method would scale by
+    (``_scaling``): every deviation then has the same bound, hence the same rounding bounds,
+    as with the group's own mid-range; the metric's scale is at most ``2^_SLACK_BITS`` coarser
+    (within that, a negligible deviation is still below ``2^-500`` of the group's spread).
+    The other groups (a variant far from the metric's centre, a spread far below the metric's
+    range) are summed again by the exact second pass of ``_deviation_sums`` with their own
+    constants; the answer never depends on which path a group took beyond rounding."""
     inner_sql, inner_params = rows_sql(rows)
+    if len(metric_ids) > 1 and "metric_key" not in groups:
+        raise ValueError("several metrics need metric_key among the group columns")
     width = len(groups)
-    names = [_quoted(name) for name in groups]
-    keys_r = ", ".join(f"r.{n}" for n in names)
-    keys_f = ", ".join(f"f.{n}" for n in names)
-    extra = "".join(f", SUM(r.{_quoted(name)}) AS extra{i}" for i, name in enumerate(sums))
-    extra_f = "".join(f", f.extra{i}" for i in range(len(sums)))
-    join_g = " AND ".join(f"r.{n} = g.{n}" for n in names)
-    join_d = " AND ".join(f"d.{n} = f.{n}" for n in names)
-    exponent = "(FLOOR(LOG(2::numeric, (f.hi / 2 - f.lo / 2)::numeric)) + 1)::int"
+    keys_r = ", ".join(f"r.{_quoted(name)}" for name in groups)
+    several = len(metric_ids) > 1
+    join_r = f"JOIN k ON k.id = r.{_quoted('metric_key')}" if several else "CROSS JOIN k"
+    # A metric without a measurement yet gets an empty range: any row of it is outside.
+    ranges = {metric_id: (0.0, 0.0) for metric_id in metric_ids} | metric_ranges(metric_ids)
+    constants = {metric_id: _metric_scaling(low, high) for metric_id, (low, high) in ranges.items()}
+    row = "(CAST(%s AS BIGINT)" + ", CAST(%s AS DOUBLE PRECISION)" * 6 + ")"
+    params: list = []
+    for metric_id, (low, high) in ranges.items():
+        scaling = constants[metric_id][0]
+        params.extend(
+            [metric_id, low, high, scaling.shift, scaling.scale, scaling.split, scaling.negligible]
+        )
+    extras = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
+    # Per row: y = (x − c)·s and z = y·t, split and summed as in _deviation_sums. A value
+    # outside its metric's range (measured after the range was read) is left out of the sums;
+    # its group's MIN or MAX shows it, and the group is summed again by the second pass.
     sql = (
-        f"WITH r AS MATERIALIZED ({inner_sql}), "
-        f"f AS (SELECT {keys_r}, COUNT(*) AS n, MIN(r.x) AS lo, MAX(r.x) AS hi{extra} "
-        f"FROM r GROUP BY {keys_r}), "
-        f"e AS (SELECT {keys_f}, f.lo / 2 + f.hi / 2 AS c, {exponent} AS e FROM f "
-        "WHERE f.hi > f.lo), "
-        f"g AS (SELECT e.*, GREATEST(-{_SCALE_LIMIT}, LEAST({_SCALE_LIMIT}, e.e)) AS se FROM e), "
-        f"h AS (SELECT g.*, POWER(2::float8, -g.se) AS s, "
-        f"POWER(2::float8, {_SPLIT_BITS} - GREATEST(0, g.e - g.se)) AS t, "
-        f"POWER(2::float8, GREATEST(g.e - {_NEGLIGIBLE_BITS}, {_MIN_NORMAL_EXPONENT})) AS eps "
-        "FROM g), "
-        f"d AS (SELECT {', '.join(f'y.{n}' for n in names)}, "
-        "SUM(CAST(y.z AS BIGINT)) AS zi, "
-        "SUM(y.z - CAST(CAST(y.z AS BIGINT) AS DOUBLE PRECISION)) AS zf, "
-        "SUM(y.y * y.y) AS yy FROM ("
-        f"SELECT {', '.join(f'w.{n}' for n in names)}, w.y, w.y * w.t AS z FROM ("
-        f"SELECT {keys_r}, g.t, CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 "
-        f"ELSE (r.x - g.c) * g.s END AS y FROM r JOIN h g ON {join_g}) w) y "
-        f"GROUP BY {', '.join(f'y.{n}' for n in names)}) "
-        f"SELECT {keys_f}, f.n, f.lo, f.hi{extra_f}, h.c, h.s, h.t, h.eps, d.zi, d.zf, d.yy "
-        f"FROM f LEFT JOIN h ON {' AND '.join(f'h.{n} = f.{n}' for n in names)} "
-        f"LEFT JOIN d ON {join_d}"
+        f"WITH k(id, lo, hi, c, s, t, eps) AS (VALUES {', '.join([row] * len(ranges))}) "
+        f"SELECT {keys_r}, COUNT(*), MIN(r.x), MAX(r.x){extras}, "
+        "SUM(CAST(r.q_z AS BIGINT)), "
+        "SUM(r.q_z - CAST(CAST(r.q_z AS BIGINT) AS DOUBLE PRECISION)), "
+        "SUM(r.q_y * r.q_y) FROM ("
+        "SELECT w.*, w.q_y * w.q_t AS q_z FROM (SELECT r.*, k.t AS q_t, "
+        "CASE WHEN r.x < k.lo OR r.x > k.hi THEN 0.0 WHEN ABS(r.x - k.c) < k.eps THEN 0.0 "
+        "ELSE (r.x - k.c) * k.s END AS q_y "
+        f"FROM ({inner_sql}) r {join_r}) w) r GROUP BY {keys_r}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, inner_params)
+        cursor.execute(sql, [*params, *inner_params])
         fetched = cursor.fetchall()
-    result = {}
+    first, kept, again = {}, {}, {}
     for row in fetched:
         key = tuple(row[:width])
         n, low, high = int(row[width]), float(row[width + 1]), float(row[width + 2])
@@ -201,14 +254,72 @@ def _one_statement(rows: Rows, groups: Sequence[str], sums: Sequence[str]) -> di
             name: int(value or 0)
             for name, value in zip(sums, row[width + 3 : width + 3 + len(sums)], strict=True)
         }
-        c, s, t, eps, zi, zf, yy = row[width + 3 + len(sums) :]
-        if low == high or c is None:
-            moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
+        zi, zf, yy = row[width + 3 + len(sums) :]
+        metric_id = key[groups.index("metric_key")] if several else metric_ids[0]
+        first[key] = (n, low, high, extras)
+        if low == high:
+            continue
+        scaling, exponent = constants[metric_id]
+        metric_low, metric_high = ranges[metric_id]
+        if metric_low <= low and high <= metric_high and _within(scaling, exponent, low, high):
+            kept[key] = _combine(n, scaling, zi, float(zf), float(yy), low, high)
         else:
-            scaling = _Scaling(shift=float(c), scale=float(s), split=float(t), negligible=eps)
-            moments = _combine(n, scaling, zi, float(zf), float(yy), low, high)
+            again[key] = _scaling(low, high)
+    second = _deviation_sums(inner_sql, inner_params, groups, again) if again else {}
+    result = {}
+    for key, (n, low, high, extras) in first.items():
+        if low == high:
+            # Every value equal: the mean is that value and the spread exactly 0.
+            moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
+        elif key in kept:
+            moments = kept[key]
+        else:
+            moments = _combine(n, again[key], *second[key], low, high)
         result[key] = replace(moments, sums=extras)
     return result
+
+
+def metric_ranges(metric_ids: Sequence[int]) -> dict[int, tuple[float, float]]:
+    """Each metric's smallest and largest value (of all its measurements), in one statement:
+    the first and last entries of the (metric, value) index per metric. Metrics without a
+    measurement are absent."""
+    measurement = _quoted(Measurement._meta.db_table)
+    values = ", ".join(["(CAST(%s AS BIGINT))"] * len(metric_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT v.id, (SELECT MIN(m.value) FROM {measurement} m WHERE m.metric_id = v.id), "
+            f"(SELECT MAX(m.value) FROM {measurement} m WHERE m.metric_id = v.id) "
+            f"FROM (VALUES {values}) v(id)",
+            list(metric_ids),
+        )
+        return {
+            int(metric_id): (float(low), float(high))
+            for metric_id, low, high in cursor.fetchall()
+            if low is not None
+        }
+
+
+def _metric_scaling(low: float, high: float) -> tuple[_Scaling, int]:
+    """The constants of ``_scaling`` over a metric's range, with the negligible deviations
+    ``_SLACK_BITS`` further down, and the unclamped exponent ``e`` (half-range < 2^e)."""
+    scaling = _scaling(low, high)
+    exponent = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]
+    negligible = math.ldexp(
+        1.0, max(exponent - _NEGLIGIBLE_BITS - _SLACK_BITS, _MIN_NORMAL_EXPONENT)
+    )
+    return replace(scaling, negligible=negligible), exponent
+
+
+def _within(scaling: _Scaling, exponent: int, low: float, high: float) -> bool:
+    """Whether a metric's constants keep the bounds of the group's own (``_scaling``) within
+    ``_WIDER_BITS``: the group's values within ``c ± 2^(e_own + _WIDER_BITS)``, and the
+    metric's scale unclamped and at most ``_SLACK_BITS`` coarser than the group's."""
+    own = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]  # as in _scaling
+    if max(abs(own), abs(exponent)) > _SCALE_LIMIT or not 0 <= exponent - own <= _SLACK_BITS:
+        return False
+    bound = Fraction(2) ** (own + _WIDER_BITS)
+    shift = Fraction(scaling.shift)
+    return Fraction(high) - shift < bound and shift - Fraction(low) < bound
 
 
 def _quoted(name: str) -> str:

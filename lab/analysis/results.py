@@ -4,12 +4,13 @@ The database aggregates; Python only combines the aggregates. A fixed number of 
 whatever the number of units or measurements:
 
 1. the experiment's variants (all statuses: removed ones can still hold measured units);
-2. assignment counts per variant and source (the sample-ratio check and the unit counts),
+2. the product's live metrics (key, limits, unit of measure);
+3. assignment counts per variant and source (the sample-ratio check and the unit counts),
    and the number of measured units;
-3. and 4. per (metric, variant) the moments of ``lab.analysis.moments`` (count, exact mean,
+4. per (metric, variant) the moments of ``lab.analysis.moments`` (count, exact mean,
    standard deviation, min, max) and the in-spec count, over the measurements of units
-   assigned in this experiment — two grouped joins;
-5. the metrics found (key, limits, unit of measure).
+   assigned in this experiment — two grouped joins (on PostgreSQL the metrics' ranges, one
+   grouped join, and a second one only for the groups it cannot keep).
 
 Which metrics and variants appear:
 - a metric appears when it is not removed and at least one unit assigned in the experiment
@@ -29,6 +30,8 @@ from dataclasses import replace
 
 from django.db.models import (
     Count,
+    Exists,
+    OuterRef,
     Prefetch,
     prefetch_related_objects,
 )
@@ -75,17 +78,22 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
         "correction": correction,
         "metrics": [],
     }
-    report["srm"], report["units"] = _srm_and_units(experiment, live)
-
-    summaries = measurement_summaries(experiment)
-    if summaries:
-        metrics = Metric.objects.filter(id__in={metric_id for metric_id, _ in summaries})
-        by_metric: dict[int, dict[int, stats.Summary]] = {}
-        for (metric_id, variant_id), summary in summaries.items():
-            by_metric.setdefault(metric_id, {})[variant_id] = summary
-        for metric in metrics.order_by("key"):
+    # The product's live metrics, by key; those with a measurement of the experiment appear.
+    metrics = list(
+        Metric.objects.filter(product_id=experiment.product_id)
+        .exclude(status=Status.REMOVED)
+        .order_by("key")
+    )
+    metric_ids = [metric.id for metric in metrics]
+    report["srm"], report["units"] = _srm_and_units(experiment, live, metric_ids)
+    summaries = measurement_summaries(experiment, metric_ids)
+    by_metric: dict[int, dict[int, stats.Summary]] = {}
+    for (metric_id, variant_id), summary in summaries.items():
+        by_metric.setdefault(metric_id, {})[variant_id] = summary
+    for metric in metrics:
+        if metric.id in by_metric:
             report["metrics"].append(
-                _metric_report(metric, variants, control, by_metric.get(metric.id, {}))
+                _metric_report(metric, variants, control, by_metric[metric.id])
             )
     _adjust(report, correction)
     return report
@@ -96,7 +104,9 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
 HASHED_SOURCES = (AssignmentSource.HASH, AssignmentSource.REBUCKETED)
 
 
-def _srm_and_units(experiment: Experiment, live: list[Variant]) -> tuple[dict, dict]:
+def _srm_and_units(
+    experiment: Experiment, live: list[Variant], metric_ids: list[int]
+) -> tuple[dict, dict]:
     """The sample-ratio check over hash-bucketed units only (a forced unit is an operator's
     choice, not evidence about the split), and how many units were eligible, assigned and
     measured. Two aggregate queries."""
@@ -113,15 +123,19 @@ def _srm_and_units(experiment: Experiment, live: list[Variant]) -> tuple[dict, d
         if source in HASHED_SOURCES:
             eligible += n
             hashed_by_id[variant_id] = hashed_by_id.get(variant_id, 0) + n
+    # Counted from the assignments' side: a unit is measured when one of its measurements is
+    # of a live metric (one lookup in the unique (metric, unit) index per assignment), rather
+    # than by de-duplicating every measurement of the experiment.
     measured = (
-        Measurement.objects.filter(
-            unit_id__in=Assignment.objects.filter(experiment=experiment).values("unit_id"),
-            metric__product_id=experiment.product_id,
+        Assignment.objects.filter(experiment=experiment)
+        .filter(
+            Exists(
+                Measurement.objects.filter(unit_id=OuterRef("unit_id"), metric_id__in=metric_ids)
+            )
         )
-        .exclude(metric__status=Status.REMOVED)
-        .values("unit_id")
-        .distinct()
         .count()
+        if metric_ids
+        else 0
     )
     srm = stats.srm(
         counts={variant.key: hashed_by_id.get(variant.id, 0) for variant in live},
@@ -130,11 +144,18 @@ def _srm_and_units(experiment: Experiment, live: list[Variant]) -> tuple[dict, d
     return srm, {"eligible": eligible, "assigned": assigned, "measured": measured}
 
 
-def measurement_summaries(experiment: Experiment) -> dict[tuple[int, int], stats.Summary]:
+def measurement_summaries(
+    experiment: Experiment, metric_ids: list[int]
+) -> dict[tuple[int, int], stats.Summary]:
     """Per (metric id, variant id): the summary of the measurements of the experiment's
-    units on the product's live metrics, by the variant of each unit's assignment."""
-    rows = experiment_rows(experiment.id, experiment.product_id)
-    moments = grouped_moments(rows, groups=("metric_key", "variant_key"), sums=("in_spec",))
+    units on the listed metrics (the product's live ones), by the variant of each unit's
+    assignment."""
+    if not metric_ids:
+        return {}
+    rows = experiment_rows(experiment.id, metric_ids)
+    moments = grouped_moments(
+        rows, groups=("metric_key", "variant_key"), sums=("in_spec",), metric_ids=metric_ids
+    )
     return {key: summary_of(m, in_spec=m.sums["in_spec"]) for key, m in moments.items()}
 
 

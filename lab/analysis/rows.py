@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db import connection
 
 from lab.analysis.spec import in_spec_sql
-from lab.models import Assignment, Measurement, Metric, Status, Unit
+from lab.models import Assignment, Measurement, Metric, Unit
 
 
 def _table(model) -> str:
@@ -26,18 +26,20 @@ def _placeholders(values: list) -> str:
     return ", ".join(["%s"] * len(values))
 
 
-def experiment_rows(experiment_id: int, product_id: int) -> tuple[str, list]:
-    """Every measurement of the product's live metrics on a unit assigned in the experiment:
-    ``metric_key``, ``variant_key`` (the unit's variant), ``x``, ``in_spec`` (1 or 0)."""
+def experiment_rows(experiment_id: int, metric_ids: list[int]) -> tuple[str, list]:
+    """Every measurement of the listed metrics (the product's live ones) on a unit assigned
+    in the experiment: ``metric_key``, ``variant_key`` (the unit's variant), ``x``,
+    ``in_spec`` (1 or 0). The metric ids are listed so that the measurements are read
+    through the (metric, …) indexes, never the other products' rows."""
     sql = (
         f"SELECT m.metric_id AS metric_key, a.variant_id AS variant_key, m.value AS x, "
         f"{_in_spec_column()} AS in_spec "
         f"FROM {_table(Measurement)} m "
         f"JOIN {_table(Assignment)} a ON a.unit_id = m.unit_id "
         f"JOIN {_table(Metric)} mt ON mt.id = m.metric_id "
-        "WHERE a.experiment_id = %s AND mt.product_id = %s AND mt.status <> %s"
+        f"WHERE a.experiment_id = %s AND m.metric_id IN ({_placeholders(metric_ids)})"
     )
-    return sql, [experiment_id, product_id, Status.REMOVED.value]
+    return sql, [experiment_id, *metric_ids]
 
 
 def factorial_rows(metric: Metric, factors: list[tuple[int, list[int]]]) -> tuple[str, list]:
@@ -62,17 +64,26 @@ def factorial_rows(metric: Metric, factors: list[tuple[int, list[int]]]) -> tupl
     return sql, [*limits, *params, metric.id]
 
 
-def chart_rows(experiment_id: int, metric_id: int, variant_ids: list[int]) -> tuple[str, list]:
-    """Measurements of the metric on units of the listed variants, with what orders them:
-    ``k0`` (variant), ``x``, ``t`` (measured_at), ``u`` (unit key)."""
+def chart_rows(
+    experiment_id: int, metric_id: int, variant_ids: list[int], *, product_id: int | None = None
+) -> tuple[str, list]:
+    """Measurements of the metric on units of the listed variants: ``k0`` (variant), ``x``,
+    and, given the ``product_id`` of the units, what orders them: ``t`` (measured_at), ``u``
+    (unit key). Without it, no join with the units (the moments need no order)."""
     if not variant_ids:
         variant_ids = [0]  # no variant: no row (ids start at 1)
+    ordered = product_id is not None
+    order_columns = ", m.measured_at AS t, un.key AS u" if ordered else ""
+    # The product's units only, through the unique (product, key) index.
+    unit_join = (
+        f"JOIN {_table(Unit)} un ON un.id = m.unit_id AND un.product_id = %s " if ordered else ""
+    )
     sql = (
-        "SELECT a.variant_id AS k0, m.value AS x, m.measured_at AS t, un.key AS u "
+        f"SELECT a.variant_id AS k0, m.value AS x{order_columns} "
         f"FROM {_table(Measurement)} m "
         f"JOIN {_table(Assignment)} a ON a.unit_id = m.unit_id "
-        f"JOIN {_table(Unit)} un ON un.id = m.unit_id "
+        f"{unit_join}"
         f"WHERE m.metric_id = %s AND a.experiment_id = %s "
         f"AND a.variant_id IN ({_placeholders(variant_ids)})"
     )
-    return sql, [metric_id, experiment_id, *variant_ids]
+    return sql, [*([product_id] if ordered else []), metric_id, experiment_id, *variant_ids]

@@ -1,11 +1,12 @@
-"""Runs Lab's hot-path and report statements through EXPLAIN ANALYZE on a never-analyzed
-database, as `python tests/lab/plan_probe.py` with DATABASE_URL naming an empty database.
+"""Runs Lab's hot-path, report and analysis statements through EXPLAIN ANALYZE (with the
+analysis plan settings where the analysis set them) on a never-analyzed database, as
+`python tests/lab/plan_probe.py` with DATABASE_URL naming an empty database.
 
 It migrates the database, fills it with bulk inserts (no ANALYZE: the state of a fresh
-restore or a bulk import with autovacuum behind), captures every statement that decide and
-the results report run, explains each one with the parameters it ran with, and prints one
-JSON line: for every scan of a large table, how many rows it read. tests/lab/test_plans.py
-asserts on it.
+restore or a bulk import with autovacuum behind), captures every statement that decide,
+the results report and the analyses run, explains each one with the parameters it ran with,
+and prints one JSON line: for every scan of a large table, how many rows it read.
+tests/lab/test_plans.py asserts on it.
 """
 
 import json
@@ -100,12 +101,18 @@ def explain(statements):
     from django.db import connection, transaction
 
     results = []
+    settings = None  # the analysis plan's settings, once a statement of the scenario set them
     for sql, params in statements:
         head = sql.lstrip().split(None, 1)[0].upper()
         if head not in ("SELECT", "WITH", "INSERT", "UPDATE"):
             continue
+        if sql.lstrip().startswith("SELECT set_config("):
+            settings = (sql, params)
+            continue
         with transaction.atomic():
             with connection.cursor() as cursor:
+                if settings is not None:
+                    cursor.execute(*settings)
                 cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
                 plan = cursor.fetchone()[0]
             transaction.set_rollback(True)
@@ -139,11 +146,14 @@ def main():
 
         return run
 
-    def results():
-        response = client.get(
-            "/api/admin/v1/products/plan-0/experiments/etch/results", **admin_auth
-        )
-        assert response.status_code == 200, response.content
+    def admin_get(path):
+        def run():
+            response = client.get("/api/admin/v1/products/plan-0" + path, **admin_auth)
+            assert response.status_code == 200, response.content
+
+        return run
+
+    results = admin_get("/experiments/etch/results")
 
     decide({"unit": "WARM-UP"})()  # compiles the config: later decisions are the hot path
     scenarios = {
@@ -153,6 +163,8 @@ def main():
             {"units": [f"SN-{i}" for i in range(100)]}, "/api/v1/decide/batch"
         ),
         "results_report": results,
+        "factorial": admin_get("/analysis/factorial?experiments=etch,anneal&metric=thickness"),
+        "control_chart": admin_get("/experiments/etch/control-chart?metric=thickness"),
     }
     report = {name: explain(capture(run)) for name, run in scenarios.items()}
     print(json.dumps({"units_per_product": UNITS, "scenarios": report}))

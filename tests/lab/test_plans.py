@@ -1,8 +1,9 @@
 """No hot-path or report plan depends on ANALYZE having run (docs/operations.md, "Query plans").
 
 tests/lab/plan_probe.py fills a fresh, never-analyzed PostgreSQL database with two products of
-20,000 units (and their assignments and measurements), runs decide and the results report,
-and explains every statement they ran. A known unit must be found through an index that is
+20,000 units (and their assignments and measurements), runs decide, the results report, the
+factorial analysis and the control chart, and explains every statement they ran (with the
+analysis plan settings they ran with). A known unit must be found through an index that is
 selective on the unit, never by reading a product's units or assignments.
 """
 
@@ -28,6 +29,10 @@ BUDGET = {
     # The report reads the experiment's 20,000 assignments and measurements, not the other
     # product's too.
     "results_report": 25_000,
+    # The factorial reads the 20,000 assignments of each experiment; the control chart also
+    # the product's 20,000 units (for the order), never the other product's.
+    "factorial": 25_000,
+    "control_chart": 25_000,
 }
 
 
