@@ -95,3 +95,24 @@ def test_export__bad_query__clear_error(tenant, exported, query, status):
 
 def test_export__another_tenant__404(other_tenant, exported):
     assert other_tenant.get(EXPORT).status_code == 404
+
+
+def test_export__postgresql__its_statements_get_the_export_timeout(tenant, plant, settings):
+    """The first fetch sorts every unit (about 9 s at 10^6): the export runs under
+    EXPORT_STATEMENT_TIMEOUT_MS, not the 5 s default (set_config local to its transaction)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("statement timeouts are PostgreSQL's")
+    plant.experiment("etch", ["a", "b"])
+    plant.metric("y")
+    plant.units([{"etch": "ab"[i % 2]} for i in range(4500)], {"y": [1.0] * 4500})
+    settings.EXPORT_STATEMENT_TIMEOUT_MS = 123_456
+    response = tenant.get(EXPORT)
+    chunks = iter(response.streaming_content)
+    next(chunks)  # a first chunk of rows: the export's transaction is open
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        during = cursor.fetchone()[0]
+    list(chunks)
+    assert during == "123456ms"
