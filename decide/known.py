@@ -238,9 +238,14 @@ class KnownUnits:
                 target.pop(unused, None)
         target["application_name"] = APPLICATION_NAME
         heartbeats = f"{CHANNEL}_heartbeat_{os.getpid()}_{os.urandom(4).hex()}"
-        with psycopg.connect(**target, autocommit=True) as listener:
-            # Heartbeats are this session's own: nothing waits for them to be durable.
-            listener.execute("SET synchronous_commit = off")
+        # Two sessions: one that only listens, so that every notification it has not read
+        # yet is unread data on its socket (what requests check), and one that sends the
+        # heartbeats (nothing waits for them to be durable).
+        with (
+            psycopg.connect(**target, autocommit=True) as listener,
+            psycopg.connect(**target, autocommit=True) as sender,
+        ):
+            sender.execute("SET synchronous_commit = off")
             listener.execute(f"LISTEN {CHANNEL}")
             listener.execute(f"LISTEN {heartbeats}")
             with self._cond:
@@ -254,20 +259,23 @@ class KnownUnits:
             sequence = 0
             next_heartbeat = time.monotonic()
             while not self._stop.is_set():
-                # Requests wait while this runs (they see _draining): what the heartbeat's
-                # round trip brings in lands in psycopg's backlog, not in the socket, and is
-                # applied here before they may read memory again.
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    sequence += 1
+                    sent[str(sequence)] = now
+                    sender.execute("SELECT pg_notify(%s, %s)", [heartbeats, str(sequence)])
+                    next_heartbeat = now + HEARTBEAT_SECONDS
+                    if len(sent) > 1000:  # heartbeats that never came back
+                        sent.clear()
+                wait = max(0.0, next_heartbeat - time.monotonic())
+                ready, _, _ = select.select([self._fd, wakeup], [], [], wait)
+                if wakeup in ready:
+                    return
+                if self._fd not in ready:
+                    continue
                 with self._cond:
                     self._draining = True
                 try:
-                    now = time.monotonic()
-                    if now >= next_heartbeat:
-                        sequence += 1
-                        sent[str(sequence)] = now
-                        listener.execute("SELECT pg_notify(%s, %s)", [heartbeats, str(sequence)])
-                        next_heartbeat = now + HEARTBEAT_SECONDS
-                        if len(sent) > 1000:  # heartbeats that never came back
-                            sent.clear()
                     payloads, confirmed = [], None
                     for notification in listener.notifies(timeout=0):
                         if notification.channel == heartbeats:
@@ -284,10 +292,6 @@ class KnownUnits:
                         self._draining = False
                         self._applied += 1
                         self._cond.notify_all()
-                wait = max(0.0, next_heartbeat - time.monotonic())
-                ready, _, _ = select.select([self._fd, wakeup], [], [], wait)
-                if wakeup in ready:
-                    return
 
     def apply(self, payloads: list[str]) -> None:
         """Forget what the notifications name (everything, for anything not understood)."""

@@ -96,7 +96,11 @@ def test_forced_back_and_forth_under_load__no_worker_answers_the_earlier_variant
     changes: list[tuple[float, float, str]] = []  # (request sent, answered, variant)
     with Load(server, lambda: key, "drill-force") as load:
         time.sleep(0.3)
-        for variant in ("a", "b", "c", "a", "b", "c"):
+        # Around the cycle from the stored variant: any three consecutive ones are distinct
+        others = ["a", "b", "c"]
+        start = others.index(initial)
+        cycle = [others[(start + step) % 3] for step in (1, 2, 3)]
+        for variant in cycle * 2:
             sent = time.monotonic()
             response = _admin(server, "PUT", path, token, {"variant": variant})
             assert response.status_code in (200, 201), response.text
