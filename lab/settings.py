@@ -111,7 +111,7 @@ CACHES = {"default": _cache("lab"), "decide": _cache("decide")}
 # for writes no trigger sees).
 DECIDE_KNOWN_UNITS = env.bool("DECIDE_KNOWN_UNITS", default=True)
 DECIDE_KNOWN_UNITS_MAX = env.int("DECIDE_KNOWN_UNITS_MAX", default=20_000)
-DECIDE_KNOWN_UNITS_TTL = env.float("DECIDE_KNOWN_UNITS_TTL", default=300.0)
+DECIDE_KNOWN_UNITS_TTL = env.float("DECIDE_KNOWN_UNITS_TTL", default=3600.0)
 # Where the listener connects when DATABASE_URL goes through a transaction-pooling PgBouncer
 # (LISTEN needs a session of its own); DATABASE_URL's database when empty.
 DECIDE_KNOWN_UNITS_LISTEN_URL = env.str("DECIDE_KNOWN_UNITS_LISTEN_URL", default="")
