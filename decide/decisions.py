@@ -135,7 +135,7 @@ def _from_memory(
     sent: Mapping[str, Mapping[str, object]],
 ) -> Decided | None:
     """The decision from a known unit's entry, if every answer is a read (else None)."""
-    state = store.ProductState(entry.product_id, entry.status, entry.config_version)
+    state = entry.state
     config = config_cache.get_config(state.product_id, state.config_version)
     units = {unit_keys[0]: entry.unit}
     plan = _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)

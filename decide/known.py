@@ -72,9 +72,7 @@ APPLICATION_NAME = "lab decide.known"
 
 class Entry(NamedTuple):
     token: str  # the full client key that was checked against the database
-    product_id: int
-    status: str
-    config_version: int
+    state: object  # decide.store.ProductState: the key's product, status and config version
     unit: object  # decide.store.UnitRow
     expires: float
 
@@ -157,19 +155,8 @@ class KnownUnits:
                 return
             if key not in self._entries and len(self._entries) >= self.max_entries:
                 self._evict(next(iter(self._entries)))
-            self._entries[key] = Entry(
-                credential.secret,
-                state.product_id,
-                state.status,
-                state.config_version,
-                unit,
-                time.monotonic() + self.ttl,
-            )
+            self._entries[key] = Entry(credential.secret, state, unit, time.monotonic() + self.ttl)
             self._keys_by_unit.setdefault(unit.unit_id, set()).add(key)
-
-    def forget(self, credential: ClientCredential, unit_key: str) -> None:
-        with self._cond:
-            self._evict((credential.prefix, unit_key))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -177,9 +164,7 @@ class KnownUnits:
     def _fresh(self) -> bool:
         """True when every change committed more than STALENESS_BOUND_SECONDS ago, and every
         notification PostgreSQL has delivered since, is applied."""
-        if not self._listening:
-            return False
-        if time.monotonic() - self._confirmed_at > STALENESS_BOUND_SECONDS:
+        if not self._listening or not self._heartbeat_recent():
             return False
         seen = self._applied
         if not self._draining and not _readable(self._fd):
@@ -192,8 +177,11 @@ class KnownUnits:
                 self._listening
                 and self._applied != seen
                 and not self._draining
-                and time.monotonic() - self._confirmed_at <= STALENESS_BOUND_SECONDS
+                and self._heartbeat_recent()
             )
+
+    def _heartbeat_recent(self) -> bool:
+        return time.monotonic() - self._confirmed_at <= STALENESS_BOUND_SECONDS
 
     # --- The listener side.
 
@@ -229,14 +217,7 @@ class KnownUnits:
     def _listen_once(self) -> None:
         import psycopg
 
-        if settings.DECIDE_KNOWN_UNITS_LISTEN_URL:
-            # LISTEN needs a session of its own: not through a transaction-pooling PgBouncer.
-            target = {"conninfo": settings.DECIDE_KNOWN_UNITS_LISTEN_URL, "connect_timeout": 5}
-        else:
-            target = connection.get_connection_params()
-            for unused in ("cursor_factory", "context", "prepare_threshold"):
-                target.pop(unused, None)
-        target["application_name"] = APPLICATION_NAME
+        target = listener_connection_params()
         heartbeats = f"{CHANNEL}_heartbeat_{os.getpid()}_{os.urandom(4).hex()}"
         # Two sessions: one that only listens, so that every notification it has not read
         # yet is unread data on its socket (what requests check), and one that sends the
@@ -327,6 +308,20 @@ class KnownUnits:
                 keys.discard(key)
                 if not keys:
                     del self._keys_by_unit[entry.unit.unit_id]
+
+
+def listener_connection_params() -> dict:
+    """psycopg.connect() arguments of a listening session: DECIDE_KNOWN_UNITS_LISTEN_URL, or
+    the database Django uses (LISTEN needs a session of its own: never through a
+    transaction-pooling PgBouncer)."""
+    if settings.DECIDE_KNOWN_UNITS_LISTEN_URL:
+        params = {"conninfo": settings.DECIDE_KNOWN_UNITS_LISTEN_URL, "connect_timeout": 5}
+    else:
+        params = connection.get_connection_params()
+        for unused in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(unused, None)
+    params["application_name"] = APPLICATION_NAME
+    return params
 
 
 def _readable(fd: int) -> bool:

@@ -230,6 +230,18 @@ def manage(database_url: str, *args: str) -> str:
     return done.stdout
 
 
+def stop_process(process: subprocess.Popen | None, stop_signal: int, *, timeout: float) -> None:
+    """Ask a server process to stop with `stop_signal`; kill it after `timeout` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(stop_signal)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Seeded:
     client_key: str
@@ -480,13 +492,7 @@ class NginxFront:
         return [self.process.pid, *children_of(self.process.pid)] if self.process else []
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGQUIT, timeout=10)
         if getattr(self, "log_file", None):
             self.log_file.close()
 
@@ -779,13 +785,7 @@ class UnleashPeer:
         return {"label": self.label, "command": self.version, "url": self.url}
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, timeout=20)
         if getattr(self, "log_file", None):
             self.log_file.close()
         self.postgres.stop()

@@ -45,10 +45,7 @@ def memory(settings):
 def listener():
     """A LISTEN connection of the test's own, to read the triggers' notifications."""
     requires_postgres()
-    params = connection.get_connection_params()
-    for unused in ("cursor_factory", "context", "prepare_threshold"):
-        params.pop(unused, None)
-    with psycopg.connect(**params, autocommit=True) as conn:
+    with psycopg.connect(**known.listener_connection_params(), autocommit=True) as conn:
         conn.execute(f"LISTEN {known.CHANNEL}")
 
         def received(wait: float = 0.5) -> list[str]:

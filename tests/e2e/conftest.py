@@ -67,6 +67,16 @@ class Server:
     def get(self, path: str, **headers) -> requests.Response:
         return requests.get(self.url(path), headers=headers, timeout=30)
 
+    def admin(self, method: str, path: str, token: str, body=None) -> requests.Response:
+        """An admin API call (`path` under /api/admin/v1) with an API token."""
+        return requests.request(
+            method,
+            self.url(f"/api/admin/v1{path}"),
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
     def decide(self, key: str, unit: str, **filters) -> dict:
         response = self.post("/api/v1/decide", {"unit": unit, **filters}, key)
         assert response.status_code == 200, response.text

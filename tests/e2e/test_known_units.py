@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-import requests
 
 from tests.e2e.conftest import Server
 
@@ -27,16 +26,6 @@ pytestmark = pytest.mark.e2e
 
 THREADS = 6
 STALENESS_BOUND_SECONDS = 0.2  # decide.known.STALENESS_BOUND_SECONDS
-
-
-def _admin(server: Server, method: str, path: str, token: str, body=None) -> requests.Response:
-    return requests.request(
-        method,
-        server.url(f"/api/admin/v1{path}"),
-        json=body,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
 
 
 def _memory_hits(server: Server) -> float:
@@ -102,7 +91,7 @@ def test_forced_back_and_forth_under_load__no_worker_answers_the_earlier_variant
         cycle = [others[(start + step) % 3] for step in (1, 2, 3)]
         for variant in cycle * 2:
             sent = time.monotonic()
-            response = _admin(server, "PUT", path, token, {"variant": variant})
+            response = server.admin("PUT", path, token, {"variant": variant})
             assert response.status_code in (200, 201), response.text
             changes.append((sent, time.monotonic(), variant))
             time.sleep(0.25)
@@ -137,7 +126,7 @@ def test_forced_back_and_forth_under_load__no_worker_answers_the_earlier_variant
 
 def test_key_revoked_under_load__every_later_request_refused(postgres_server, seeded):
     server, token, slug = postgres_server, seeded["api_token"], seeded["product"]
-    response = _admin(server, "POST", f"/products/{slug}/client-keys", token, {"name": "drill"})
+    response = server.admin("POST", f"/products/{slug}/client-keys", token, {"name": "drill"})
     assert response.status_code == 201, response.text
     issued = response.json()
     for _ in range(30):
@@ -146,7 +135,7 @@ def test_key_revoked_under_load__every_later_request_refused(postgres_server, se
     with Load(server, lambda: issued["secret"], "drill-revoke") as load:
         time.sleep(0.5)
         sent = time.monotonic()
-        response = _admin(server, "DELETE", f"/products/{slug}/client-keys/{issued['id']}", token)
+        response = server.admin("DELETE", f"/products/{slug}/client-keys/{issued['id']}", token)
         assert response.status_code == 204, response.text
         revoked = time.monotonic()
         time.sleep(0.7)
@@ -183,7 +172,7 @@ def test_listeners_terminated__decisions_go_on_and_a_change_meanwhile_is_seen(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = 'lab decide.known' AND datname = current_database()"
             ).fetchone()[0]
-        response = _admin(server, "PUT", path, token, {"variant": forced})
+        response = server.admin("PUT", path, token, {"variant": forced})
         assert response.status_code in (200, 201), response.text
         answered = time.monotonic()
         time.sleep(2.5)  # the listeners reconnect after a second

@@ -238,16 +238,6 @@ def product(replicas) -> dict:
     )
 
 
-def _admin(server: Server, method: str, path: str, token: str, body=None) -> requests.Response:
-    return requests.request(
-        method,
-        server.url(f"/api/admin/v1{path}"),
-        json=body,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-
-
 def _stored(server: Server, product: str) -> dict[str, dict[str, str]]:
     rows = server.orm("assignments", product=product)["assignments"]
     stored: dict[str, dict[str, str]] = defaultdict(dict)
@@ -313,7 +303,7 @@ def test_replicas__admin_change_through_one__next_decision_through_the_other_see
     assert replicas.b.decide(key, "alice")["etch"] is not None  # B has the config cached
 
     # When an experiment is disabled through A, then B decides
-    response = _admin(replicas.a, "PATCH", f"{base}/etch", token, {"status": "disabled"})
+    response = replicas.a.admin("PATCH", f"{base}/etch", token, {"status": "disabled"})
     assert response.status_code == 200, response.text
     # Then B's very next decision no longer serves it
     assert replicas.b.decide(key, "alice").get("etch") is None
@@ -321,19 +311,17 @@ def test_replicas__admin_change_through_one__next_decision_through_the_other_see
     # When a unit is forced onto a variant through B, then A decides
     current = replicas.a.decide(key, "bob")["anneal"]
     forced = next(v for v in ("a", "b", "c") if v != current)
-    response = _admin(
-        replicas.b, "PUT", f"{base}/anneal/assignments/bob", token, {"variant": forced}
-    )
+    response = replicas.b.admin("PUT", f"{base}/anneal/assignments/bob", token, {"variant": forced})
     assert response.status_code == 200, response.text
     # Then A's very next decision is the forced variant
     assert replicas.a.decide(key, "bob")["anneal"] == forced
 
     # When a new client key works through B and is revoked through A
-    response = _admin(replicas.a, "POST", f"/products/{slug}/client-keys", token, {"name": "r"})
+    response = replicas.a.admin("POST", f"/products/{slug}/client-keys", token, {"name": "r"})
     assert response.status_code == 201, response.text
     issued = response.json()
     assert replicas.b.post("/api/v1/decide", {"unit": "carol"}, issued["secret"]).status_code == 200
-    response = _admin(replicas.a, "DELETE", f"/products/{slug}/client-keys/{issued['id']}", token)
+    response = replicas.a.admin("DELETE", f"/products/{slug}/client-keys/{issued['id']}", token)
     assert response.status_code == 204, response.text
     # Then B refuses it on the very next request
     assert replicas.b.post("/api/v1/decide", {"unit": "carol"}, issued["secret"]).status_code == 401
