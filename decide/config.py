@@ -393,6 +393,13 @@ def clear_memory() -> None:
     _memory.clear()
 
 
+def remembered(product_id: int, version: int) -> ProductConfig | None:
+    """The compiled config of `product_id` at `version` if this worker holds it, else None
+    (never asks Redis or the database)."""
+    config = _memory.get(product_id)
+    return config if config is not None and config.version == version else None
+
+
 def get_config(
     product_id: int, version: int, *, distrusted: ProductConfig | None = None
 ) -> ProductConfig:

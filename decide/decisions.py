@@ -17,7 +17,7 @@ Batches are set-based: the same statements for 1 or 1000 units. See docs/decide.
 """
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from django.db import transaction
@@ -96,11 +96,20 @@ def decide(
 
     memory = known.known_units() if len(unit_keys) == 1 else None
     if memory is not None:
-        entry = memory.get(credential, unit_keys[0])
-        if entry is not None:
-            served = _from_memory(entry, unit_keys, experiments, step, include_paused, sent)
-            if served is not None:
-                return served
+        served = _from_memory(
+            memory,
+            credential,
+            unit_keys[0],
+            experiments,
+            step,
+            include_paused,
+            sent,
+            config_cache.get_config,
+        )
+        if served is not None:
+            metrics.known_hit.inc()
+            return served
+        metrics.known_miss.inc()
         generation = memory.generation()
 
     state, units = store.read_units(credential, unit_keys)
@@ -126,18 +135,55 @@ def decide(
     return Decided(config, _answers(plan, stored))
 
 
+def decide_from_memory(
+    credential: ClientCredential,
+    unit_key: str,
+    *,
+    experiments: Sequence[str] | None = None,
+    step: str | None = None,
+    attributes: Mapping[str, Mapping[str, object]] | None = None,
+) -> Decided | None:
+    """One unit's decision from this worker's memory alone: its entry in decide.known and
+    the product's config in worker memory, when every answer is a read. None otherwise, and
+    then `decide` answers (and counts the miss). Asks neither the database nor Redis."""
+    memory = known.known_units()
+    if memory is None:
+        return None
+    served = _from_memory(
+        memory,
+        credential,
+        unit_key,
+        experiments,
+        step,
+        False,
+        attributes or {},
+        config_cache.remembered,
+    )
+    if served is not None:
+        metrics.known_hit.inc()
+    return served
+
+
 def _from_memory(
-    entry: known.Entry,
-    unit_keys: Sequence[str],
+    memory: known.KnownUnits,
+    credential: ClientCredential,
+    unit_key: str,
     experiments: Sequence[str] | None,
     step: str | None,
     include_paused: bool,
     sent: Mapping[str, Mapping[str, object]],
+    config_of: Callable[[int, int], ProductConfig | None],
 ) -> Decided | None:
     """The decision from a known unit's entry, if every answer is a read (else None)."""
+    entry = memory.get(credential, unit_key)
+    if entry is None:
+        return None
     state = entry.state
-    config = config_cache.get_config(state.product_id, state.config_version)
-    units = {unit_keys[0]: entry.unit}
+    config = config_of(state.product_id, state.config_version)
+    if config is None:
+        return None
+    unit_keys = (unit_key,)
+    units = {unit_key: entry.unit}
     plan = _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
     if not _answerable_from_memory(plan):
         return None

@@ -122,21 +122,18 @@ class KnownUnits:
         return self._generation
 
     def get(self, credential: ClientCredential, unit_key: str) -> Entry | None:
-        """The unit's entry if it may be served now, else None (the database answers)."""
+        """The unit's entry if it may be served now, else None (the database answers).
+        Whether it is then served is the caller's to count (metrics.known_hit/known_miss)."""
         key = (credential.prefix, unit_key)
         if key not in self._entries or not self._fresh():
-            metrics.known_miss.inc()
             return None
         # Looked up after catching up: what was applied meanwhile may have removed it.
         entry = self._entries.get(key)
         if entry is None or entry.expires < time.monotonic():
-            metrics.known_miss.inc()
             return None
         if not hmac.compare_digest(entry.token, credential.secret):
             # Another secret with the same prefix: the database says whether it is valid.
-            metrics.known_miss.inc()
             return None
-        metrics.known_hit.inc()
         return entry
 
     def put(

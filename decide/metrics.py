@@ -112,10 +112,15 @@ def outcome_of(status_code: int) -> str:
     return _OUTCOME_BY_STATUS.get(status_code) or ("bad_request" if status_code < 500 else "error")
 
 
+def record(endpoint: str, status_code: int, started: float) -> None:
+    """Count and time one answer (`started`: its time.perf_counter())."""
+    _durations[endpoint].observe(time.perf_counter() - started)
+    _requests[endpoint, outcome_of(status_code)].inc()
+
+
 def observed(endpoint: str) -> Callable:
     """Wrap a ninja operation's `run` (see ninja.decorators.decorate_view): counts and times
     every answer, including those ninja gives before the view runs (auth, parsing)."""
-    durations = _durations[endpoint]
 
     def decorator(run: Callable) -> Callable:
         @wraps(run)
@@ -127,8 +132,7 @@ def observed(endpoint: str) -> Callable:
                 status = response.status_code
                 return response
             finally:
-                durations.observe(time.perf_counter() - started)
-                _requests[endpoint, outcome_of(status)].inc()
+                record(endpoint, status, started)
 
         return wrapper
 

@@ -14,6 +14,25 @@ access_log = logging.getLogger("lab.access")
 _CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def request_id_of(supplied: str) -> str:
+    """The id of a request: the caller's X-Request-ID if it is one, else a fresh one."""
+    return supplied if _CALLER_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+
+
+def log_access(method: str, path: str, status: int, started: float) -> None:
+    """The access log line of one request (`started`: its time.perf_counter())."""
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "request",
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+
+
 class RequestIdMiddleware:
     """Give each request an id (X-Request-ID in and out) and write one access log line."""
 
@@ -21,24 +40,14 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        supplied = request.headers.get("X-Request-ID", "")
-        request_id = supplied if _CALLER_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        request_id = request_id_of(request.headers.get("X-Request-ID", ""))
         request.request_id = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
             response = self.get_response(request)
             response["X-Request-ID"] = request_id
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "request",
-                    extra={
-                        "method": request.method,
-                        "path": request.path,
-                        "status": response.status_code,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    },
-                )
+            log_access(request.method, request.path, response.status_code, started)
             return response
         finally:
             request_id_var.reset(token)

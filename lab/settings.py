@@ -115,6 +115,9 @@ DECIDE_KNOWN_UNITS_TTL = env.float("DECIDE_KNOWN_UNITS_TTL", default=3600.0)
 # Where the listener connects when DATABASE_URL goes through a transaction-pooling PgBouncer
 # (LISTEN needs a session of its own); DATABASE_URL's database when empty.
 DECIDE_KNOWN_UNITS_LISTEN_URL = env.str("DECIDE_KNOWN_UNITS_LISTEN_URL", default="")
+# Known-unit decisions answered in front of Django's middleware and ninja, with the same
+# answers and headers (decide/hot_path.py, docs/decide.md "The hot path").
+DECIDE_HOT_PATH = env.bool("DECIDE_HOT_PATH", default=True)
 
 # --- Static files: the only ones are the Swagger UI assets of /api/v1/docs and
 # /api/admin/v1/docs, shipped inside django-ninja. WhiteNoise serves them from the installed

@@ -1,17 +1,19 @@
 """Fixtures for the decide API: a product with a client key, experiments made with the ORM."""
 
 import json
+import time
 from dataclasses import dataclass
 
 import pytest
 from django.db import transaction
 from django.test import Client
 
-from decide import config
+from decide import config, known
 from decide.engine import bucket_position, choose, compile_ranges
 from lab.models import Experiment, Product, Variant
 from lab.services.config_version import product_config_changed
 from lab.services.credentials import client_key_create
+from tests.conftest import requires_postgres
 from tests.factories import ExperimentFactory, ProductFactory, StepFactory, VariantFactory
 
 
@@ -21,6 +23,26 @@ def _fresh_worker_memory():
     config.clear_memory()
     yield
     config.clear_memory()
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def memory(settings):
+    """This process's memory of known units (decide.known), listening. PostgreSQL only; the
+    test must commit for real (transactional), since notifications are sent at commit."""
+    requires_postgres()
+    settings.DECIDE_KNOWN_UNITS = True
+    known.reset()
+    started = known.known_units()
+    wait_until(lambda: started._listening)
+    yield started
+    known.reset()
 
 
 @dataclass

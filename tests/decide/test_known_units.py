@@ -18,27 +18,9 @@ from lab.services.assignments import assignment_force
 from lab.services.credentials import client_key_revoke
 from lab.services.units import unit_set_attributes
 from tests.conftest import requires_postgres
-from tests.decide.conftest import make_experiment, unit_for
+from tests.decide.conftest import make_experiment, unit_for, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
-@pytest.fixture
-def memory(settings):
-    requires_postgres()
-    settings.DECIDE_KNOWN_UNITS = True
-    known.reset()
-    started = known.known_units()
-    _wait_until(lambda: started._listening)
-    yield started
-    known.reset()
 
 
 @pytest.fixture
@@ -92,7 +74,7 @@ def test_forced_assignment__forgotten_and_answered_as_forced(memory, decider):
     assert len(memory) == 1
     before = _units_forgotten()
     assignment_force(experiment=experiment, unit_key=unit, variant_key="b", actor="test")
-    _wait_until(lambda: _units_forgotten() > before)
+    wait_until(lambda: _units_forgotten() > before)
     assert len(memory) == 0
     assert decider.decide(unit)["etch"] == "b"
 
@@ -104,7 +86,7 @@ def test_revoked_key__next_decision_is_401(memory, decider):
     assert decider.post("/api/v1/decide", {"unit": "SN-1"}).status_code == 200
     key = decider.product.client_keys.get()
     client_key_revoke(product=decider.product, key_id=key.id)
-    _wait_until(lambda: len(memory) == 0)
+    wait_until(lambda: len(memory) == 0)
     assert decider.post("/api/v1/decide", {"unit": "SN-1"}).status_code == 401
 
 
@@ -113,7 +95,7 @@ def test_paused_experiment__forgotten_with_everything(memory, decider):
     decider.decide("SN-1")
     decider.decide("SN-1")
     decider.change(experiment, status="disabled")
-    _wait_until(lambda: len(memory) == 0)
+    wait_until(lambda: len(memory) == 0)
     assert decider.decide("SN-1") == {}  # a paused experiment is no longer listed
 
 
@@ -152,14 +134,14 @@ def test_listener_lost__database_answers_until_it_listens_again(memory, decider)
             "WHERE application_name = %s AND datname = current_database()",
             [known.APPLICATION_NAME],
         )
-    _wait_until(lambda: not memory._listening)
+    wait_until(lambda: not memory._listening)
     assert len(memory) == 0
     # A change made while nobody listens: no notification reaches this worker
     Assignment.objects.filter(experiment=experiment).update(
         variant=experiment.variants.get(key="b"), source="forced"
     )
     assert decider.decide(unit)["etch"] == "b"  # from the database
-    _wait_until(lambda: memory._listening, timeout=10)
+    wait_until(lambda: memory._listening, timeout=10)
     decider.decide(unit)
     assert decider.decide(unit)["etch"] == "b"
 
@@ -269,7 +251,7 @@ def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory,
             assignment_force(
                 experiment=experiment, unit_key=unit, variant_key=variant_key, actor="t"
             )
-            _wait_until(lambda before=before: _units_forgotten() > before)
+            wait_until(lambda before=before: _units_forgotten() > before)
             applied_at.append((time.monotonic(), variant_key))
             time.sleep(0.05)
     finally:
@@ -296,6 +278,6 @@ def test_heartbeat_not_back_within_the_bound__database_answers(
     memory._confirmed_at = time.monotonic() - known.STALENESS_BOUND_SECONDS - 1
     assert memory.get(parse_client_key(decider.secret), "SN-1") is None
     # and once a heartbeat is back, memory answers again
-    _wait_until(lambda: time.monotonic() - memory._confirmed_at < known.HEARTBEAT_SECONDS * 4)
+    wait_until(lambda: time.monotonic() - memory._confirmed_at < known.HEARTBEAT_SECONDS * 4)
     with django_assert_num_queries(0):
         decider.decide("SN-1")

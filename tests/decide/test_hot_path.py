@@ -1,0 +1,265 @@
+"""The decide hot path (decide/hot_path.py): known units answered in front of Django.
+
+Every test sends the same WSGI request twice: through the hot path, and straight to Django's
+handler. The hot path must either answer it itself exactly as Django does (status, headers,
+body), or hand it to Django untouched. PostgreSQL only, committed for real (transactional):
+the memory of known units is kept fresh by notifications sent at commit.
+"""
+
+import io
+import json
+import logging
+import sys
+
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+
+from decide import metrics
+from decide.hot_path import DecideHotPath
+from lab.services.credentials import client_key_revoke
+from tests.decide.conftest import make_experiment, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REQUEST_ID = "hot-path-test-1"
+
+
+class _Recorder:
+    """Django's WSGI handler, noting whether a request reached it."""
+
+    def __init__(self):
+        self.django = WSGIHandler()
+        self.calls = 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        return self.django(environ, start_response)
+
+
+def _environ(body, *, secret=None, raw: bytes | None = None, **extra) -> dict:
+    data = raw if raw is not None else json.dumps(body).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/decide",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(data)),
+        "HTTP_X_REQUEST_ID": REQUEST_ID,
+        "wsgi.input": io.BytesIO(data),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    if secret:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+    environ.update(extra)
+    return {name: value for name, value in environ.items() if value is not None}
+
+
+def _call(application, environ) -> tuple[str, list, bytes]:
+    started = {}
+
+    def start_response(status, headers, exc_info=None):
+        started["status"], started["headers"] = status, headers
+
+    result = application(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return started["status"], list(started["headers"]), body
+
+
+def _both(body, **request) -> tuple[tuple, tuple, _Recorder]:
+    """The answer of the hot path and Django's, to the same request; the recorder says
+    whether the hot path handed it to Django."""
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ(body, **request))
+    django = _call(WSGIHandler(), _environ(body, **request))
+    return hot, django, recorder
+
+
+@pytest.fixture
+def known_unit(memory, decider):
+    """A unit with stored assignments in three experiments, remembered by this worker."""
+    for key in ("etch", "anneal", "dope"):
+        make_experiment(decider.product, key)
+    decider.decide("SN-1")  # stores
+    decider.decide("SN-1")  # read, remembered
+    assert len(memory) == 1
+    return "SN-1"
+
+
+def test_known_unit__answered_in_front_of_django_exactly_as_django_answers(
+    known_unit, decider, django_assert_num_queries
+):
+    recorder = _Recorder()
+    with django_assert_num_queries(0):
+        hot = _call(DecideHotPath(recorder), _environ({"unit": known_unit}, secret=decider.secret))
+    django = _call(WSGIHandler(), _environ({"unit": known_unit}, secret=decider.secret))
+    assert recorder.calls == 0
+    assert hot == django
+    status, headers, body = hot
+    assert status == "200 OK"
+    assert ("X-Request-ID", REQUEST_ID) in headers
+    assert json.loads(body) == {"unit": "SN-1", "variants": decider.decide("SN-1")}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"unit": "SN-1", "experiments": ["dope", "etch", "nope"]},
+        {"unit": "SN-1", "step": "nowhere"},
+        {"unit": "SN-1", "attributes": {"line": "A"}},
+    ],
+    ids=["experiments", "step", "attributes"],
+)
+def test_known_unit_with_filters__same_answer_as_django(known_unit, decider, body):
+    hot, django, recorder = _both(body, secret=decider.secret)
+    assert recorder.calls == 0
+    assert hot == django
+
+
+def test_caller_without_request_id__gets_a_fresh_one(known_unit, decider):
+    recorder = _Recorder()
+    status, headers, _ = _call(
+        DecideHotPath(recorder),
+        _environ({"unit": known_unit}, secret=decider.secret, HTTP_X_REQUEST_ID=None),
+    )
+    assert (recorder.calls, status) == (0, "200 OK")
+    request_id = dict(headers)["X-Request-ID"]
+    assert len(request_id) == 32 and request_id != REQUEST_ID
+
+
+def test_hot_answer__counted_timed_and_logged_like_djangos(known_unit, decider, caplog):
+    ok = metrics.decide_requests.labels("decide", "ok")
+    hits = metrics.known_hit._value.get()
+    before = ok._value.get()
+    recorder = _Recorder()
+    with caplog.at_level(logging.INFO, logger="lab.access"):
+        _call(DecideHotPath(recorder), _environ({"unit": known_unit}, secret=decider.secret))
+    assert recorder.calls == 0
+    assert ok._value.get() == before + 1
+    assert metrics.known_hit._value.get() == hits + 1
+    (line,) = [r for r in caplog.records if r.name == "lab.access"]
+    assert (line.method, line.path, line.status) == ("POST", "/api/v1/decide", 200)
+
+
+def test_secure_request_with_hsts__same_headers_as_django(known_unit, decider, settings):
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    hot, django, recorder = _both(
+        {"unit": known_unit}, secret=decider.secret, **{"wsgi.url_scheme": "https"}
+    )
+    assert recorder.calls == 0
+    assert hot == django
+    assert ("Strict-Transport-Security", "max-age=3600; includeSubDomains") in hot[1]
+
+
+# --- Everything else reaches Django, body intact, and gets Django's answer.
+
+
+def _forged(secret: str) -> str:
+    prefix = secret.split("_")[1]
+    return f"lck_{prefix}_{'x' * 43}"
+
+
+@pytest.mark.parametrize(
+    ("body", "request_args", "status"),
+    [
+        # a unit never decided: its first decision is stored (the body reached Django)
+        ({"unit": "SN-NEW"}, {}, "200 OK"),
+        ({"unit": "SN-1"}, {"raw": b'{"unit": "SN-1", "unit": "SN-2"}'}, "400 Bad Request"),
+        ({"unit": "SN-1"}, {"raw": b'{"unit": '}, "400 Bad Request"),
+        ({"unit": "SN-1", "colour": "red"}, {}, "422 Unprocessable Entity"),
+        ({"unit": ""}, {}, "422 Unprocessable Entity"),
+        ({"unit": "SN-1"}, {"CONTENT_TYPE": "text/plain"}, "415 Unsupported Media Type"),
+        ({"unit": "SN-1"}, {"secret": "forged"}, "401 Unauthorized"),
+        ({"unit": "SN-1"}, {"secret": "lck_malformed"}, "401 Unauthorized"),
+        ({"unit": "SN-1"}, {"HTTP_AUTHORIZATION": None}, "401 Unauthorized"),
+        ({"unit": "SN-1"}, {"HTTP_HOST": "evil.example"}, "400 Bad Request"),
+        ({"unit": "SN-1"}, {"HTTP_ORIGIN": "https://app.example"}, "200 OK"),
+        ({"unit": "SN-1"}, {"QUERY_STRING": "x=1", "PATH_INFO": "/api/v1/decide/"}, None),
+    ],
+    ids=[
+        "new-unit",
+        "duplicate-key",
+        "not-json",
+        "unknown-field",
+        "empty-unit",
+        "not-json-content-type",
+        "forged-secret",
+        "malformed-key",
+        "no-key",
+        "host-not-allowed",
+        "cors-origin",
+        "other-path",
+    ],
+)
+def test_anything_else__handed_to_django_untouched(
+    known_unit, decider, settings, body, request_args, status
+):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    args = dict(request_args)
+    if args.get("secret") == "forged":
+        args["secret"] = _forged(decider.secret)
+    else:
+        args.setdefault("secret", decider.secret)
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ(body, **args))
+    assert recorder.calls == 1
+    if status is not None:
+        assert hot[0] == status, hot
+    if body == {"unit": "SN-NEW"}:
+        assert set(json.loads(hot[2])["variants"]) == {"etch", "anneal", "dope"}
+    # Django answers the same again (same request id; a new unit is now stored: a read)
+    django = _call(WSGIHandler(), _environ(body, **args))
+    assert (hot[0], hot[2]) == (django[0], django[2])
+    assert hot[1] == django[1]
+
+
+def test_oversized_body__to_django(known_unit, decider):
+    padding = "x" * 20_000
+    body = {"unit": known_unit, "attributes": {"note": padding}}
+    hot, django, recorder = _both(body, secret=decider.secret)
+    assert recorder.calls == 1
+    assert hot == django
+
+
+def test_ssl_redirect_on__plain_http_to_django(known_unit, decider, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    hot, django, recorder = _both({"unit": known_unit}, secret=decider.secret)
+    assert recorder.calls == 1
+    assert hot == django
+    assert hot[0].startswith("301")
+
+
+def test_revoked_key__next_decision_is_401(known_unit, decider, memory):
+    key = decider.product.client_keys.get()
+    client_key_revoke(product=decider.product, key_id=key.id)
+    wait_until(lambda: len(memory) == 0)
+    hot, _, recorder = _both({"unit": known_unit}, secret=decider.secret)
+    assert recorder.calls == 1
+    assert hot[0] == "401 Unauthorized"
+
+
+def test_another_middleware_list__everything_to_django(known_unit, decider, settings):
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.common.CommonMiddleware"]
+    recorder = _Recorder()
+    _call(DecideHotPath(recorder), _environ({"unit": known_unit}, secret=decider.secret))
+    assert recorder.calls == 1
+
+
+def test_switched_off__everything_to_django(known_unit, decider, settings):
+    settings.DECIDE_HOT_PATH = False
+    recorder = _Recorder()
+    _call(DecideHotPath(recorder), _environ({"unit": known_unit}, secret=decider.secret))
+    assert recorder.calls == 1
