@@ -33,7 +33,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
 from pydantic import ValidationError
 
-from decide import decisions, metrics
+from decide import decisions, known, metrics
 from decide.auth import parse_client_key
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
@@ -108,6 +108,8 @@ class DecideHotPath:
             return None
         # Whoever answers next reads the body again.
         environ["wsgi.input"] = io.BytesIO(body)
+        if not _may_be_known(credential, body):
+            return None  # a new unit, most likely: Django decides it without a wasted parse
         try:
             payload = DecideIn.model_validate(parse_json_body(request))
         except (ApplicationError, ValidationError):
@@ -139,6 +141,18 @@ class DecideHotPath:
             ("X-Request-ID", request_id),
         ]
         return headers, content
+
+
+def _may_be_known(credential, body: bytes) -> bool:
+    """A first look before the full parse: does memory hold the unit the body names?"""
+    memory = known.known_units()
+    if memory is None:
+        return False
+    try:
+        unit = orjson.loads(body).get("unit")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(unit, str) and memory.holds(credential, unit)
 
 
 def _bearer_credential(authorization: str | None):

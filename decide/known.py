@@ -136,6 +136,11 @@ class KnownUnits:
             return None
         return entry
 
+    def holds(self, credential: ClientCredential, unit_key: str) -> bool:
+        """Whether there is an entry for the unit under this key's prefix, fresh or not: a
+        cheap first look (`get` decides whether it may be served)."""
+        return (credential.prefix, unit_key) in self._entries
+
     def put(
         self,
         credential: ClientCredential,

@@ -963,9 +963,11 @@ def memory_lookups(server) -> dict[str, float] | None:
 
 
 def memory_hit_ratio(before: dict | None, after: dict | None) -> float | None:
-    """The share of single-unit decisions answered from the workers' memory in between."""
-    if not before or not after:
+    """The share of single-unit decisions answered from the workers' memory in between.
+    (Before a server's first decision its counters have no samples yet: zeros.)"""
+    if not after:
         return None
+    before = before or {}
     hits = after.get("hit", 0) - before.get("hit", 0)
     misses = after.get("miss", 0) - before.get("miss", 0)
     return hits / (hits + misses) if hits + misses > 0 else None

@@ -149,6 +149,14 @@ def database_env() -> Iterator[dict[str, str]]:
     else:
         env["DATABASE_URL"] = f"sqlite:///{folder / 'front.sqlite3'}"
     try:
+        # Migrated here, not only by the front's start: the bare-gunicorn control runs without it.
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=300,
+        )
         yield env
     finally:
         if admin_url:
