@@ -1175,7 +1175,11 @@ def phase_growth(args, out_dir: Path) -> dict:
                 redis_url=args.redis_url,
                 config=args.gunicorn_config,
                 extra_args=args.gunicorn_args,
-                extra_env=args.gunicorn_env,
+                # What the table's size can change is the database's answer: with the
+                # memory of known units on, 10^6 assignments (333,000 units) would instead
+                # measure a working set larger than DECIDE_KNOWN_UNITS_MAX against one that
+                # fits (docs/decide.md). A --server setting can turn it back on.
+                extra_env={"DECIDE_KNOWN_UNITS": "false", **args.gunicorn_env},
                 out_dir=out_dir,
             )
             servers.append(server)
@@ -1567,6 +1571,11 @@ def render_markdown(report: dict) -> str:
     if growth and "rows" in growth:
         lines.append("")
         lines.append("### Known-unit decide as the assignments table grows")
+        lines.append("")
+        lines.append(
+            "Each decision read from the database (DECIDE_KNOWN_UNITS=false on these two "
+            "servers): the answer the table's size can change."
+        )
         lines.append("")
         lines.append(
             "| assignments rows | req/s (wrk) | p50 ms | p99 ms | fixed rate req/s "

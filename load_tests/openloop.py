@@ -79,8 +79,22 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, raw: bytes) -> int:
-        if self.writer is None:
+        reused = self.writer is not None
+        if not reused:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            return await self._exchange(raw)
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+            # A kept-alive connection the server closed while it sat idle (gunicorn closes
+            # them after its keepalive seconds): no byte of the answer came back, so the
+            # request is sent again on a fresh connection, once, as HTTP clients do.
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            self.close()
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            return await self._exchange(raw)
+
+    async def _exchange(self, raw: bytes) -> int:
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
