@@ -56,8 +56,11 @@ CHANNEL = "lab_decide"
 # The payload meaning "forget everything"; otherwise "u:" and comma-separated unit ids.
 EVERYTHING = "*"
 UNITS_PREFIX = "u:"
-# How long a request waits for the listener to apply a notification that has arrived.
-CATCH_UP_SECONDS = 0.05
+# How long a request waits for the listener to apply a notification that has arrived (a
+# heartbeat, most often: 20 a second) before it asks the database instead. 50 ms made the
+# closed-loop p99 of known units 56 ms (up to 270) when both cores were busy and the listener
+# thread waited for one; 5 ms: 18 ms, for the same throughput and memory hits.
+CATCH_UP_SECONDS = 0.005
 # The listener sends itself a heartbeat this often, on a channel of its own, and memory is
 # served only while a heartbeat sent at most STALENESS_BOUND_SECONDS ago has come back:
 # notifications are delivered in commit order, so every change committed before that

@@ -217,11 +217,12 @@ def test_triggers__more_than_200_units_forget_everything(listener, decider):
 
 def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory, decider):
     """Forced back and forth while four threads decide: once a change is applied, no
-    decision that starts afterwards answers the earlier variant."""
+    decision that starts afterwards (and ends before the next change starts: one that
+    overlaps it may see either) answers the earlier variant."""
     experiment = make_experiment(decider.product, "etch")
     unit = unit_for(experiment, "a")
     decider.decide(unit)
-    decided: list[tuple[float, str]] = []
+    decided: list[tuple[float, float, str]] = []  # (started, finished, variant)
     stop = threading.Event()
 
     def decide_forever():
@@ -236,7 +237,7 @@ def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory,
                 content_type="application/json",
                 HTTP_AUTHORIZATION=f"Bearer {decider.secret}",
             )
-            decided.append((started, response.json()["variants"]["etch"]))
+            decided.append((started, time.monotonic(), response.json()["variants"]["etch"]))
         connection.close()
 
     threads = [threading.Thread(target=decide_forever) for _ in range(4)]
@@ -262,7 +263,7 @@ def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory,
     # Between a change's being applied and the start of the next change
     next_started = [*changes_started[1:], float("inf")]
     for (applied, variant_key), until in zip(applied_at, next_started, strict=True):
-        answers = {v for started, v in decided if applied < started < until}
+        answers = {v for started, finished, v in decided if applied < started and finished < until}
         assert answers == {variant_key}, (variant_key, answers)
 
 
