@@ -91,6 +91,9 @@ class DecideHotPath:
         length = environ.get("CONTENT_LENGTH") or ""
         if not length.isdigit() or not 0 < int(length) <= self.max_body:
             return None
+        memory = known.known_units()
+        if memory is None:
+            return None  # off, or not PostgreSQL
         credential = _bearer_credential(environ.get("HTTP_AUTHORIZATION"))
         if credential is None:
             return None
@@ -108,7 +111,7 @@ class DecideHotPath:
             return None
         # Whoever answers next reads the body again.
         environ["wsgi.input"] = io.BytesIO(body)
-        if not _may_be_known(credential, body):
+        if not _may_be_known(memory, credential, body):
             return None  # a new unit, most likely: Django decides it without a wasted parse
         try:
             payload = DecideIn.model_validate(parse_json_body(request))
@@ -143,11 +146,8 @@ class DecideHotPath:
         return headers, content
 
 
-def _may_be_known(credential, body: bytes) -> bool:
+def _may_be_known(memory: known.KnownUnits, credential, body: bytes) -> bool:
     """A first look before the full parse: does memory hold the unit the body names?"""
-    memory = known.known_units()
-    if memory is None:
-        return False
     try:
         unit = orjson.loads(body).get("unit")
     except (orjson.JSONDecodeError, AttributeError):
