@@ -86,7 +86,7 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
     )
     metric_ids = [metric.id for metric in metrics]
     report["srm"], report["units"] = _srm_and_units(experiment, live, metric_ids)
-    summaries = measurement_summaries(experiment, metric_ids)
+    summaries = measurement_summaries(experiment, metrics)
     by_metric: dict[int, dict[int, stats.Summary]] = {}
     for (metric_id, variant_id), summary in summaries.items():
         by_metric.setdefault(metric_id, {})[variant_id] = summary
@@ -145,17 +145,15 @@ def _srm_and_units(
 
 
 def measurement_summaries(
-    experiment: Experiment, metric_ids: list[int]
+    experiment: Experiment, metrics: list[Metric]
 ) -> dict[tuple[int, int], stats.Summary]:
     """Per (metric id, variant id): the summary of the measurements of the experiment's
     units on the listed metrics (the product's live ones), by the variant of each unit's
     assignment."""
-    if not metric_ids:
+    if not metrics:
         return {}
-    rows = experiment_rows(experiment.id, metric_ids)
-    moments = grouped_moments(
-        rows, groups=("metric_key", "variant_key"), sums=("in_spec",), metric_ids=metric_ids
-    )
+    rows = experiment_rows(experiment.id, metrics)
+    moments = grouped_moments(rows, groups=("metric_key", "variant_key"), sums=("in_spec",))
     return {key: summary_of(m, in_spec=m.sums["in_spec"]) for key, m in moments.items()}
 
 
