@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from django.db import connection
 
 from lab.analysis.moments import (
-    MERGE_JOIN_SETTINGS,
     Moments,
     _quoted,
     _scaling,
@@ -73,7 +72,7 @@ def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
     variant_ids = [v.id for v in variants]
     # The moments and the count beyond the limits need no order: no join with the units.
     rows = chart_rows(experiment.id, metric, variant_ids)
-    moments = grouped_moments(rows, groups=("k0",), plan=MERGE_JOIN_SETTINGS)
+    moments = grouped_moments(rows, groups=("k0",))
     inner_sql, inner_params = rows_sql(rows)
     # One window statement per variant: each sorts one variant's history, so that none of
     # them approaches the statement timeout when the experiment has 10^6 measurements.

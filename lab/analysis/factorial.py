@@ -15,7 +15,7 @@ import itertools
 from dataclasses import dataclass
 
 from lab.analysis.anova import Cell, effects, type3_anova
-from lab.analysis.moments import MERGE_JOIN_SETTINGS, Moments, grouped_moments
+from lab.analysis.moments import Moments, grouped_moments
 from lab.analysis.rows import factorial_rows
 from lab.errors import BadRequest
 from lab.models import Experiment, Metric, Product, Status, Variant
@@ -56,7 +56,7 @@ def cell_moments(factors: list[Factor], metric: Metric) -> dict[tuple, Moments]:
     """Per combination of variant ids (one per factor): the moments of the metric."""
     rows = factorial_rows(metric, [(f.experiment.id, [v.id for v in f.levels]) for f in factors])
     groups = tuple(f"k{i}" for i in range(len(factors)))
-    return grouped_moments(rows, groups=groups, sums=("in_spec",), plan=MERGE_JOIN_SETTINGS)
+    return grouped_moments(rows, groups=groups, sums=("in_spec",))
 
 
 def factorial_analysis(*, product: Product, experiments: str, metric: str) -> dict:

@@ -80,24 +80,9 @@ PLAN_SETTINGS = {
 }
 
 
-# The factorial's plan: the measurements of its one metric and the assignments of each
-# factor are all read in unit order, through the (metric, unit) and (experiment, unit)
-# indexes, and merge-joined in one process. The parallel hash plan built a hash table of
-# 10^6 assignments per factor and probed it once per measurement: the probes' cache misses
-# were most of its time, spread over three processes on two cores; the merge joins read the
-# same rows in order, with no table to build (docs/results.md §9).
-MERGE_JOIN_SETTINGS = {
-    **PLAN_SETTINGS,
-    "enable_hashjoin": "off",
-    "enable_bitmapscan": "off",
-    "max_parallel_workers_per_gather": "0",
-}
-
-
 @contextmanager
-def hash_join_plan(settings: dict[str, str] = PLAN_SETTINGS) -> Iterator[None]:
-    """Run the enclosed analysis statements with the plan of ``settings`` on PostgreSQL
-    (``PLAN_SETTINGS``, or ``MERGE_JOIN_SETTINGS`` for the factorial).
+def hash_join_plan() -> Iterator[None]:
+    """Run the enclosed analysis statements with the plan of ``PLAN_SETTINGS`` on PostgreSQL.
 
     An analysis reads every measurement of an experiment or metric: the right plan scans them
     once, in parallel, and hash-joins the assignments of the experiment. On tables PostgreSQL
@@ -113,8 +98,10 @@ def hash_join_plan(settings: dict[str, str] = PLAN_SETTINGS) -> Iterator[None]:
         return
     with transaction.atomic():
         with connection.cursor() as cursor:
-            calls = ", ".join(["set_config(%s, %s, true)"] * len(settings))
-            cursor.execute(f"SELECT {calls}", [item for pair in settings.items() for item in pair])
+            calls = ", ".join(["set_config(%s, %s, true)"] * len(PLAN_SETTINGS))
+            cursor.execute(
+                f"SELECT {calls}", [item for pair in PLAN_SETTINGS.items() for item in pair]
+            )
         yield
 
 
@@ -162,7 +149,6 @@ def grouped_moments(
     *,
     groups: Sequence[str],
     sums: Sequence[str] = (),
-    plan: dict[str, str] = PLAN_SETTINGS,
 ) -> dict[tuple, Moments]:
     """Moments of column ``x`` of ``rows`` per distinct value of the ``groups`` columns.
 
@@ -170,10 +156,9 @@ def grouped_moments(
     listed in ``sums``. Groups without rows are absent. Given ``Rows`` (``lab.analysis.rows``)
     on PostgreSQL, the one pass of ``_one_pass``: each metric's own range (an index lookup)
     gives the shift and scale; with several metrics, ``metric_key`` (the metric id) must be a
-    group column. ``plan``: the plan settings of the statements on PostgreSQL
-    (``hash_join_plan``).
+    group column.
     """
-    with hash_join_plan(plan):
+    with hash_join_plan():
         return _grouped_moments(rows, groups, sums)
 
 
