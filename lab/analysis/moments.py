@@ -215,7 +215,7 @@ def _deviation_columns(
     z = f"({y} * {double})"
 
     def y_params(metric_id: int) -> list:
-        low, high = ranges.get(metric_id, (0.0, 0.0))
+        low, high = ranges[metric_id]
         scaling = constants[metric_id][0]
         return [low, high, scaling.shift, scaling.negligible, scaling.shift, scaling.scale]
 
