@@ -71,8 +71,8 @@ def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
     variants = list(experiment.variants.order_by("id"))
     variant_ids = [v.id for v in variants]
     # The moments and the count beyond the limits need no order: no join with the units.
-    rows = chart_rows(experiment.id, metric.id, variant_ids)
-    moments = grouped_moments(rows, groups=("k0",), metric_ids=[metric.id])
+    rows = chart_rows(experiment.id, metric, variant_ids)
+    moments = grouped_moments(rows, groups=("k0",))
     inner_sql, inner_params = rows_sql(rows)
     # One window statement per variant: each sorts one variant's history, so that none of
     # them approaches the statement timeout when the experiment has 10^6 measurements.
@@ -80,7 +80,7 @@ def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
     for key, m in moments.items():
         if m.n < 2:
             continue
-        ordered = chart_rows(experiment.id, metric.id, [key[0]], product_id=experiment.product_id)
+        ordered = chart_rows(experiment.id, metric, [key[0]], product_id=experiment.product_id)
         with hash_join_plan():
             ranges |= _moving_ranges_and_runs(*rows_sql(ordered), {key: m})
 
@@ -229,8 +229,8 @@ def chart_points(
     """The latest ``limit`` values of one variant in chart order, and how many there are
     in all (for the plot; the statistics above never load rows)."""
     sql, params = chart_rows(
-        experiment.id, metric.id, [variant.id], product_id=experiment.product_id
-    )
+        experiment.id, metric, [variant.id], product_id=experiment.product_id
+    ).sql()
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM ({sql}) r", params)
         total = int(cursor.fetchone()[0])

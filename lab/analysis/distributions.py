@@ -20,8 +20,8 @@ def variant_histograms(
     *, experiment: Experiment, metric: Metric, variants: list[Variant], bins: int = BINS
 ) -> tuple[list[float], dict[int, list[int]]]:
     """(bin edges, counts per variant id); no edges when nothing is measured."""
-    rows = chart_rows(experiment.id, metric.id, [v.id for v in variants])
-    moments = grouped_moments(rows, groups=("k0",), metric_ids=[metric.id])
+    rows = chart_rows(experiment.id, metric, [v.id for v in variants])
+    moments = grouped_moments(rows, groups=("k0",))
     if not moments:
         return [], {}
     low = min(m.min for m in moments.values())

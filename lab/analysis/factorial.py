@@ -56,7 +56,7 @@ def cell_moments(factors: list[Factor], metric: Metric) -> dict[tuple, Moments]:
     """Per combination of variant ids (one per factor): the moments of the metric."""
     rows = factorial_rows(metric, [(f.experiment.id, [v.id for v in f.levels]) for f in factors])
     groups = tuple(f"k{i}" for i in range(len(factors)))
-    return grouped_moments(rows, groups=groups, sums=("in_spec",), metric_ids=[metric.id])
+    return grouped_moments(rows, groups=groups, sums=("in_spec",))
 
 
 def factorial_analysis(*, product: Product, experiments: str, metric: str) -> dict:

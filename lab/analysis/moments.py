@@ -39,6 +39,7 @@ from fractions import Fraction
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
+from lab.analysis.rows import Column, Rows
 from lab.models import Measurement
 
 # z = y·2^40 has an integer part below 2^41 in magnitude: a 64-bit integer sum of 2^22 of them
@@ -129,11 +130,14 @@ class _Scaling:
     negligible: float  # |x − c| below this counts as 0
 
 
-Rows = QuerySet | tuple[str, Sequence]
+RowsLike = QuerySet | tuple[str, Sequence] | Rows
 
 
-def rows_sql(rows: Rows) -> tuple[str, tuple]:
-    """The SQL and parameters of a ``values()`` queryset, or of an ``(sql, params)`` pair."""
+def rows_sql(rows: RowsLike) -> tuple[str, tuple]:
+    """The SQL and parameters of ``Rows``, a ``values()`` queryset, or an ``(sql, params)``
+    pair."""
+    if isinstance(rows, Rows):
+        return rows.sql()
     if isinstance(rows, QuerySet):
         return rows.query.get_compiler(using=rows.db).as_sql()
     sql, params = rows
@@ -141,31 +145,26 @@ def rows_sql(rows: Rows) -> tuple[str, tuple]:
 
 
 def grouped_moments(
-    rows: Rows,
+    rows: RowsLike,
     *,
     groups: Sequence[str],
     sums: Sequence[str] = (),
-    metric_ids: Sequence[int] | None = None,
 ) -> dict[tuple, Moments]:
     """Moments of column ``x`` of ``rows`` per distinct value of the ``groups`` columns.
 
-    ``rows`` is a ``values()`` queryset, or an ``(sql, params)`` select, naming the (integer)
-    group columns, ``x`` (the value) and the integer columns listed in ``sums``. Groups
-    without rows are absent.
-
-    ``metric_ids``: the metrics whose measurements the rows are — one metric, or several
-    when ``metric_key`` (the metric id) is a group column. On PostgreSQL it allows the one
-    pass of ``_one_pass``: each metric's own range (an index lookup) gives the shift and scale.
+    ``rows`` names the (integer) group columns, ``x`` (the value) and the integer columns
+    listed in ``sums``. Groups without rows are absent. Given ``Rows`` (``lab.analysis.rows``)
+    on PostgreSQL, the one pass of ``_one_pass``: each metric's own range (an index lookup)
+    gives the shift and scale; with several metrics, ``metric_key`` (the metric id) must be a
+    group column.
     """
     with hash_join_plan():
-        return _grouped_moments(rows, groups, sums, metric_ids)
+        return _grouped_moments(rows, groups, sums)
 
 
-def _grouped_moments(
-    rows: Rows, groups: Sequence[str], sums: Sequence[str], metric_ids: Sequence[int] | None
-) -> dict:
-    if connection.vendor == "postgresql" and metric_ids:
-        return _one_pass(rows, groups, sums, list(metric_ids))
+def _grouped_moments(rows: RowsLike, groups: Sequence[str], sums: Sequence[str]) -> dict:
+    if connection.vendor == "postgresql" and isinstance(rows, Rows) and rows.metrics:
+        return _one_pass(rows, groups, sums)
     inner_sql, inner_params = rows_sql(rows)
     keys = ", ".join(f"r.{_quoted(name)}" for name in groups)
     extra = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
@@ -198,7 +197,42 @@ def _grouped_moments(
     return result
 
 
-def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str], metric_ids: list[int]):
+def _deviation_columns(
+    ranges: dict[int, tuple[float, float]], constants: dict[int, tuple[_Scaling, int]]
+) -> dict[str, Column]:
+    """The per-row terms of the one pass, computed in each metric's own select with that
+    metric's constants (literals PostgreSQL folds into the scan): y = (x − c)·s, and of
+    z = y·t its integer part ``q_zi`` and fractional part ``q_zf`` (as in ``_deviation_sums``),
+    and ``q_yy`` = y². A value outside its metric's range (measured after the range was read)
+    is left out of the sums: its group's MIN or MAX shows it, and the group is summed again
+    by the second pass."""
+    double = "CAST(%s AS DOUBLE PRECISION)"
+    y = (
+        f"(CASE WHEN m.value < {double} OR m.value > {double} THEN 0.0 "
+        f"WHEN ABS(m.value - {double}) < {double} THEN 0.0 "
+        f"ELSE (m.value - {double}) * {double} END)"
+    )
+    z = f"({y} * {double})"
+
+    def y_params(metric_id: int) -> list:
+        low, high = ranges[metric_id]
+        scaling = constants[metric_id][0]
+        return [low, high, scaling.shift, scaling.negligible, scaling.shift, scaling.scale]
+
+    def z_params(metric_id: int) -> list:
+        return [*y_params(metric_id), constants[metric_id][0].split]
+
+    return {
+        "q_zi": lambda metric: (f"CAST({z} AS BIGINT)", z_params(metric.id)),
+        "q_zf": lambda metric: (
+            f"{z} - CAST(CAST({z} AS BIGINT) AS DOUBLE PRECISION)",
+            [*z_params(metric.id), *z_params(metric.id)],
+        ),
+        "q_yy": lambda metric: (f"{y} * {y}", [*y_params(metric.id), *y_params(metric.id)]),
+    }
+
+
+def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
     """One pass over the rows on PostgreSQL, exact: the shift and scale of each row come from
     its metric's range (``MIN``/``MAX`` of all the metric's measurements, two lookups in the
     ``(metric, value)`` index) instead of its group's, so the constants are known before the
@@ -211,41 +245,25 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str], metric_ids
     The other groups (a variant far from the metric's centre, a spread far below the metric's
     range) are summed again by the exact second pass of ``_deviation_sums`` with their own
     constants; the answer never depends on which path a group took beyond rounding."""
-    inner_sql, inner_params = rows_sql(rows)
-    if len(metric_ids) > 1 and "metric_key" not in groups:
+    metric_ids = [metric.id for metric in rows.metrics]
+    several = len(metric_ids) > 1
+    if several and "metric_key" not in groups:
         raise ValueError("several metrics need metric_key among the group columns")
     width = len(groups)
     keys_r = ", ".join(f"r.{_quoted(name)}" for name in groups)
-    several = len(metric_ids) > 1
-    join_r = f"JOIN k ON k.id = r.{_quoted('metric_key')}" if several else "CROSS JOIN k"
     # A metric without a measurement yet gets an empty range: any row of it is outside.
     ranges = {metric_id: (0.0, 0.0) for metric_id in metric_ids} | metric_ranges(metric_ids)
     constants = {metric_id: _metric_scaling(low, high) for metric_id, (low, high) in ranges.items()}
-    row = "(CAST(%s AS BIGINT)" + ", CAST(%s AS DOUBLE PRECISION)" * 6 + ")"
-    params: list = []
-    for metric_id, (low, high) in ranges.items():
-        scaling = constants[metric_id][0]
-        params.extend(
-            [metric_id, low, high, scaling.shift, scaling.scale, scaling.split, scaling.negligible]
-        )
+    inner_sql, inner_params = rows.sql(_deviation_columns(ranges, constants))
     extras = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
-    # Per row: y = (x − c)·s and z = y·t, split and summed as in _deviation_sums. A value
-    # outside its metric's range (measured after the range was read) is left out of the sums;
-    # its group's MIN or MAX shows it, and the group is summed again by the second pass.
     sql = (
-        f"WITH k(id, lo, hi, c, s, t, eps) AS (VALUES {', '.join([row] * len(ranges))}) "
         f"SELECT {keys_r}, COUNT(*), MIN(r.x), MAX(r.x){extras}, "
-        "SUM(CAST(r.q_z AS BIGINT)), "
-        "SUM(r.q_z - CAST(CAST(r.q_z AS BIGINT) AS DOUBLE PRECISION)), "
-        "SUM(r.q_y * r.q_y) FROM ("
-        "SELECT w.*, w.q_y * w.q_t AS q_z FROM (SELECT r.*, k.t AS q_t, "
-        "CASE WHEN r.x < k.lo OR r.x > k.hi THEN 0.0 WHEN ABS(r.x - k.c) < k.eps THEN 0.0 "
-        "ELSE (r.x - k.c) * k.s END AS q_y "
-        f"FROM ({inner_sql}) r {join_r}) w) r GROUP BY {keys_r}"
+        f"SUM(r.q_zi), SUM(r.q_zf), SUM(r.q_yy) FROM ({inner_sql}) r GROUP BY {keys_r}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *inner_params])
+        cursor.execute(sql, inner_params)
         fetched = cursor.fetchall()
+    inner_sql, inner_params = rows.sql()
     first, kept, again = {}, {}, {}
     for row in fetched:
         key = tuple(row[:width])

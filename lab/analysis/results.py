@@ -5,12 +5,13 @@ whatever the number of units or measurements:
 
 1. the experiment's variants (all statuses: removed ones can still hold measured units);
 2. the product's live metrics (key, limits, unit of measure);
-3. assignment counts per variant and source (the sample-ratio check and the unit counts),
-   and the number of measured units;
-4. per (metric, variant) the moments of ``lab.analysis.moments`` (count, exact mean,
+3. per (metric, variant) the moments of ``lab.analysis.moments`` (count, exact mean,
    standard deviation, min, max) and the in-spec count, over the measurements of units
    assigned in this experiment — two grouped joins (on PostgreSQL the metrics' ranges, one
-   grouped join, and a second one only for the groups it cannot keep).
+   grouped join, and a second one only for the groups it cannot keep);
+4. assignment counts per variant and source (the sample-ratio check and the unit counts),
+   and the number of measured units — no query when one metric is measured on every
+   assigned unit (its counts of step 3 say so).
 
 Which metrics and variants appear:
 - a metric appears when it is not removed and at least one unit assigned in the experiment
@@ -84,12 +85,17 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
         .exclude(status=Status.REMOVED)
         .order_by("key")
     )
-    metric_ids = [metric.id for metric in metrics]
-    report["srm"], report["units"] = _srm_and_units(experiment, live, metric_ids)
-    summaries = measurement_summaries(experiment, metric_ids)
+    summaries = measurement_summaries(experiment, metrics)
     by_metric: dict[int, dict[int, stats.Summary]] = {}
     for (metric_id, variant_id), summary in summaries.items():
         by_metric.setdefault(metric_id, {})[variant_id] = summary
+    # The most units measured on one metric (a unit has one measurement per metric).
+    covered = max(
+        (sum(s.n for s in by_variant.values()) for by_variant in by_metric.values()), default=0
+    )
+    report["srm"], report["units"] = _srm_and_units(
+        experiment, live, [metric.id for metric in metrics], covered
+    )
     for metric in metrics:
         if metric.id in by_metric:
             report["metrics"].append(
@@ -105,11 +111,12 @@ HASHED_SOURCES = (AssignmentSource.HASH, AssignmentSource.REBUCKETED)
 
 
 def _srm_and_units(
-    experiment: Experiment, live: list[Variant], metric_ids: list[int]
+    experiment: Experiment, live: list[Variant], metric_ids: list[int], covered: int
 ) -> tuple[dict, dict]:
     """The sample-ratio check over hash-bucketed units only (a forced unit is an operator's
     choice, not evidence about the split), and how many units were eligible, assigned and
-    measured. Two aggregate queries."""
+    measured. Two aggregate queries; one when ``covered`` (the most assigned units measured
+    on one metric) shows that every assigned unit is measured."""
     hashed_by_id: dict[int, int] = {}
     assigned = eligible = 0
     rows = (
@@ -123,20 +130,26 @@ def _srm_and_units(
         if source in HASHED_SOURCES:
             eligible += n
             hashed_by_id[variant_id] = hashed_by_id.get(variant_id, 0) + n
-    # Counted from the assignments' side: a unit is measured when one of its measurements is
-    # of a live metric (one lookup in the unique (metric, unit) index per assignment), rather
-    # than by de-duplicating every measurement of the experiment.
-    measured = (
-        Assignment.objects.filter(experiment=experiment)
-        .filter(
-            Exists(
-                Measurement.objects.filter(unit_id=OuterRef("unit_id"), metric_id__in=metric_ids)
+    if covered == assigned:
+        # One metric alone is measured on every assigned unit: they are all measured.
+        measured = assigned
+    elif metric_ids:
+        # Counted from the assignments' side: a unit is measured when one of its measurements
+        # is of a live metric (one lookup in the unique (metric, unit) index per assignment),
+        # rather than by de-duplicating every measurement of the experiment.
+        measured = (
+            Assignment.objects.filter(experiment=experiment)
+            .filter(
+                Exists(
+                    Measurement.objects.filter(
+                        unit_id=OuterRef("unit_id"), metric_id__in=metric_ids
+                    )
+                )
             )
+            .count()
         )
-        .count()
-        if metric_ids
-        else 0
-    )
+    else:
+        measured = 0
     srm = stats.srm(
         counts={variant.key: hashed_by_id.get(variant.id, 0) for variant in live},
         weights={variant.key: variant.weight for variant in live},
@@ -145,17 +158,15 @@ def _srm_and_units(
 
 
 def measurement_summaries(
-    experiment: Experiment, metric_ids: list[int]
+    experiment: Experiment, metrics: list[Metric]
 ) -> dict[tuple[int, int], stats.Summary]:
     """Per (metric id, variant id): the summary of the measurements of the experiment's
     units on the listed metrics (the product's live ones), by the variant of each unit's
     assignment."""
-    if not metric_ids:
+    if not metrics:
         return {}
-    rows = experiment_rows(experiment.id, metric_ids)
-    moments = grouped_moments(
-        rows, groups=("metric_key", "variant_key"), sums=("in_spec",), metric_ids=metric_ids
-    )
+    rows = experiment_rows(experiment.id, metrics)
+    moments = grouped_moments(rows, groups=("metric_key", "variant_key"), sums=("in_spec",))
     return {key: summary_of(m, in_spec=m.sums["in_spec"]) for key, m in moments.items()}
 
 

@@ -326,6 +326,36 @@ def test_results__srm__counts_only_hash_bucketed_units_and_report_says_how_many(
     assert report["units"] == {"eligible": 80, "assigned": 130, "measured": 15}
 
 
+def test_results__units__every_assigned_unit_measured_on_one_metric__all_measured(tenant, lab):
+    # Given 6 units all measured on thickness, 2 of them also on width
+    lab.variant("a", is_control=True)
+    lab.variant("b")
+    lab.metric("thickness")
+    lab.metric("width")
+    units = lab.units("a", 3) + lab.units("b", 3)
+    lab.measure_units("thickness", units, [1.0, 1.1, 1.2, 1.0, 1.1, 1.3])
+    lab.measure_units("width", units[:2], [5.0, 5.1])
+    # When
+    report = tenant.get(RESULTS).json()
+    # Then
+    assert report["units"] == {"eligible": 6, "assigned": 6, "measured": 6}
+
+
+def test_results__units__no_metric_covers_every_unit__counts_the_union(tenant, lab):
+    # Given 7 units: 3 measured on thickness only, 2 on width only, 1 on both, 1 on none
+    lab.variant("a", is_control=True)
+    lab.variant("b")
+    lab.metric("thickness")
+    lab.metric("width")
+    units = lab.units("a", 4) + lab.units("b", 3)
+    lab.measure_units("thickness", units[:4], [1.0, 1.1, 1.2, 1.0])
+    lab.measure_units("width", units[3:6], [5.0, 5.1, 5.2])
+    # When
+    report = tenant.get(RESULTS).json()
+    # Then the unit measured on both counts once, the unmeasured one not at all
+    assert report["units"] == {"eligible": 7, "assigned": 7, "measured": 6}
+
+
 def test_results__marked_control__is_the_control_even_when_not_oldest(tenant, lab):
     # Given b marked as control, a older
     lab.variant("a")
