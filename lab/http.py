@@ -52,7 +52,12 @@ def parse_json_body(request: HttpRequest, empty=None):
         raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
     if isinstance(data, dict | list):
         # orjson keeps the last of two equal keys silently; the standard parser can say so.
-        json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+        try:
+            json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+        except RecursionError:
+            # orjson reads up to 1024 levels, the standard parser fewer (Python's recursion
+            # limit): a body nested in between is refused here rather than answered 500.
+            raise MalformedBody("the body nests arrays or objects too deeply") from None
     return data
 
 

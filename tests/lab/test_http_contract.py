@@ -66,6 +66,19 @@ def test_body__duplicate_key__400_and_nothing_created(tenant):
     assert not Product.objects.exists()
 
 
+@pytest.mark.parametrize("depth", [1000, 1023, 1100])
+def test_body__nested_too_deeply__400_and_nothing_created(tenant, depth):
+    # Given a body nested deeper than either JSON parser follows (orjson: 1024 levels, the
+    # standard parser's duplicate-key check: Python's recursion limit)
+    raw = b'{"key": "gear", "name": "Gear", "x": ' + b"[" * depth + b"]" * depth + b"}"
+    # When
+    response = tenant.post("/products", raw=raw)
+    # Then
+    assert response.status_code == 400, response.content
+    assert "too deeply" in response.json()["detail"] or "depth limit" in response.json()["detail"]
+    assert not Product.objects.exists()
+
+
 def test_body__duplicate_key_nested__400(tenant, product):
     raw = json.dumps({"measurements": []})[:-1].encode() + b', "measurements": []}'
     response = tenant.post("/products/widget/measurements", raw=raw)
