@@ -78,7 +78,12 @@ class DecideHotPath:
             and environ.get("REQUEST_METHOD") == "POST"
             and "HTTP_ORIGIN" not in environ
         ):
-            answered = self._answer(environ)
+            try:
+                answered = self._answer(environ)
+            except Exception:
+                # A defect here must not cost the caller an answer: Django gives it.
+                logger.exception("decide hot path failed; the request goes to Django")
+                answered = None
             if answered is not None:
                 headers, body = answered
                 start_response("200 OK", headers)

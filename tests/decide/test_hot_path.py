@@ -269,3 +269,21 @@ def test_switched_off__everything_to_django(known_unit, decider, settings):
     recorder = _Recorder()
     _call(DecideHotPath(recorder), _environ({"unit": known_unit}, secret=decider.secret))
     assert recorder.calls == 1
+
+
+def test_defect_in_the_hot_path__django_answers_and_it_is_logged(
+    known_unit, decider, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr("decide.decisions.decide_from_memory", broken)
+    recorder = _Recorder()
+    with caplog.at_level(logging.ERROR, logger="decide.hot_path"):
+        status, _, body = _call(
+            DecideHotPath(recorder), _environ({"unit": known_unit}, secret=decider.secret)
+        )
+    assert recorder.calls == 1
+    assert status == "200 OK"
+    assert json.loads(body)["variants"] == decider.decide(known_unit)
+    assert any("hot path failed" in r.getMessage() for r in caplog.records)
