@@ -5,7 +5,7 @@ the unit's stored assignments, a read) is answered by this WSGI callable, which 
 with what the whole stack would answer: the same body, status and headers (security headers,
 `Vary`, `Content-Length`, `X-Request-ID`), the same Host check, metrics and access log line.
 It reuses the pieces the stack is made of — Django's request object for the Host and the body,
-the JSON parser of lab.http, the `DecideIn` schema, the bearer parsing of decide.auth,
+the JSON parser of lab.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
 decide.decisions for the answer — and skips only their plumbing: the middleware chain, URL
 resolution, ninja's parameter models and rendering (two thirds of a known unit's CPU time,
 load_tests/RESULTS.md).
@@ -34,7 +34,7 @@ from django.middleware.security import SecurityMiddleware
 from pydantic import ValidationError
 
 from decide import decisions, known, metrics
-from decide.auth import parse_client_key
+from decide.auth import ClientKeyAuth
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
 from lab.http import parse_json_body
@@ -55,6 +55,8 @@ MIRRORED_MIDDLEWARE = (
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
 )
+# decide's own reading of the credential (ninja's HttpBearer, then decide.auth).
+_client_key = ClientKeyAuth()
 
 
 class DecideHotPath:
@@ -99,10 +101,12 @@ class DecideHotPath:
         memory = known.known_units()
         if memory is None:
             return None  # off, or not PostgreSQL
-        credential = _bearer_credential(environ.get("HTTP_AUTHORIZATION"))
-        if credential is None:
+        if "HTTP_AUTHORIZATION" not in environ:
             return None
         request = WSGIRequest(environ)
+        credential = _client_key(request)
+        if credential is None:
+            return None
         try:
             request.get_host()
         except DisallowedHost:
@@ -158,16 +162,6 @@ def _may_be_known(memory: known.KnownUnits, credential, body: bytes) -> bool:
     except (orjson.JSONDecodeError, AttributeError):
         return False
     return isinstance(unit, str) and memory.holds(credential, unit)
-
-
-def _bearer_credential(authorization: str | None):
-    """decide.auth.ClientKeyAuth's reading of an Authorization header (ninja's HttpBearer)."""
-    if not authorization:
-        return None
-    parts = authorization.split(" ")
-    if parts[0].lower() != "bearer":
-        return None
-    return parse_client_key(" ".join(parts[1:]))
 
 
 def _middleware_headers(secure: bool) -> list[tuple[str, str]]:

@@ -83,7 +83,7 @@ class Connection:
         if not reused:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         try:
-            return await self._exchange(raw)
+            head = await self._send(raw)
         except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
             # A kept-alive connection the server closed while it sat idle (gunicorn closes
             # them after its keepalive seconds): no byte of the answer came back, so the
@@ -92,11 +92,16 @@ class Connection:
                 raise
             self.close()
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            return await self._exchange(raw)
+            head = await self._send(raw)
+        return await self._finish(head)
 
-    async def _exchange(self, raw: bytes) -> int:
+    async def _send(self, raw: bytes) -> bytes:
+        """Send the request; the head of its answer."""
         self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        return await self.reader.readuntil(b"\r\n\r\n")
+
+    async def _finish(self, head: bytes) -> int:
+        """Read the rest of the answer whose head is `head`; its status."""
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
         length = None
