@@ -1,5 +1,6 @@
 # Lab: the service image. gunicorn's workers must not face clients directly: run it
 # behind nginx with deploy/compose.yaml (docs/operations.md, "The Docker image"):
+#   export SECRET_KEY=<a long random value, kept>
 #   docker compose -f deploy/compose.yaml up --build -d
 #   docker compose -f deploy/compose.yaml run --rm lab python manage.py create_api_token admin
 # The API docs' assets are served by the image itself (WhiteNoise), nothing to collect.

@@ -21,6 +21,7 @@ import contextlib
 import http.client
 import io
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -73,6 +74,28 @@ def check_port_free(host: str, port: int, bind: str) -> None:
                 f"serves that port; stop it or choose another, e.g. make serve BIND={host}:"
                 f"{port + 1 if port < 65535 else 8000}"
             ) from None
+
+
+def ensure_secret_key() -> None:
+    """Give gunicorn and this process a SECRET_KEY: the environment's, else SECRET_KEY_FILE's
+    (lab/settings.py reads it), which is made here once with a random key, readable by its
+    owner only, and kept for the next start, so that signed cache entries stay valid."""
+    if os.environ.get("SECRET_KEY"):
+        return
+    path = Path(os.environ.get("SECRET_KEY_FILE") or ROOT / ".secret_key")
+    if path.exists():
+        return
+    made = path.with_name(f"{path.name}.{os.getpid()}.new")
+    fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(50) + "\n")
+    try:
+        os.link(made, path)  # complete or absent, and never over a key another start made
+        print(f"Made a random SECRET_KEY in {path}; it is kept for the next start.", flush=True)
+    except FileExistsError:
+        pass
+    finally:
+        made.unlink()
 
 
 def setup_django() -> None:
@@ -231,6 +254,7 @@ def serve(args: argparse.Namespace) -> int:
     check_port_free(host, port, args.bind)
     if args.front == "nginx" and front.nginx_binary() is None:
         raise Refused("nginx is not installed (make serve-production installs it with apt-get)")
+    ensure_secret_key()
     setup_django()
     check_database()
     check_cache()

@@ -8,8 +8,26 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-SECRET_KEY = env.str("SECRET_KEY", default="lab-insecure-development-key-change-me")
 DEBUG = env.bool("DEBUG", default=False)
+
+# SECRET_KEY signs what Lab reads back (decide.config's cache entries). Unset, it is read
+# from SECRET_KEY_FILE, which `make serve` creates once with a random key (deploy/serve.py);
+# without either, the key below, printed in this source for anyone to read: lab.wsgi refuses
+# to serve on it unless DEBUG is on (docs/operations.md, "SECRET_KEY").
+DEVELOPMENT_SECRET_KEY = "lab-insecure-development-key-change-me"
+SECRET_KEY_FILE = Path(env.str("SECRET_KEY_FILE", default=str(BASE_DIR / ".secret_key")))
+
+
+def _key_from_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+
+
+SECRET_KEY = (
+    env.str("SECRET_KEY", default="") or _key_from_file(SECRET_KEY_FILE) or DEVELOPMENT_SECRET_KEY
+)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
 INSTALLED_APPS = [

@@ -1,8 +1,21 @@
 import os
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
+
+from django.conf import settings
+
+if not settings.DEBUG and settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
+    # Whoever can write Redis could sign a config entry with a key printed in Lab's source.
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set, and Lab does not serve on its built-in development key with "
+        "DEBUG off. Set SECRET_KEY to a long random value, e.g. "
+        "SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+        f"or write one into SECRET_KEY_FILE ({settings.SECRET_KEY_FILE}). "
+        'docs/operations.md, "SECRET_KEY".'
+    )
 
 django_application = get_wsgi_application()
 

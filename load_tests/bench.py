@@ -1833,6 +1833,8 @@ RUN_ID = f"{datetime.now(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(2)}"
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The servers it starts sign their cache entries with a key of the run's own.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2

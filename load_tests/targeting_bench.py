@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import statistics
 import sys
 import time
@@ -70,6 +72,8 @@ def set_targeting(server: bench.Server, targeted: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The servers it starts sign their cache entries with a key of the run's own.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)

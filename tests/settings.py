@@ -15,6 +15,10 @@ TEST_CACHE_KEY_PREFIX = os.environ.setdefault(
     "CACHE_KEY_PREFIX", f"labtest-{uuid.uuid4().hex[:12]}"
 )
 
+# A signing key of the run's own, for the servers the tests start too (lab.wsgi refuses the
+# built-in development key with DEBUG off).
+os.environ.setdefault("SECRET_KEY", f"labtest-{uuid.uuid4().hex}")
+
 from lab.settings import *  # noqa: E402, F403
 from lab.settings import BASE_DIR, DATABASES  # noqa: E402
 

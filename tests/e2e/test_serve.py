@@ -61,8 +61,12 @@ def serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def test_make_serve__printed_curls__answer_the_moment_they_appear(tmp_path):
-    # Given `make serve` on a fresh embedded database
+    # Given `make serve` on a fresh embedded database, with no SECRET_KEY set (as a new user
+    # runs it): it makes a key file of its own
     env = serve_env(f"sqlite:///{tmp_path / 'lab.sqlite3'}")
+    del env["SECRET_KEY"]
+    key_file = tmp_path / ".secret_key"
+    env["SECRET_KEY_FILE"] = str(key_file)
     port = free_port()
     log = tmp_path / "serve.log"
     process = serve(port, env, log)
@@ -95,6 +99,9 @@ def test_make_serve__printed_curls__answer_the_moment_they_appear(tmp_path):
         assert products.status_code == 200, products.text
         # and the curls name the address it serves on
         assert f"http://127.0.0.1:{port}/api/v1/decide" in text
+        # and the key it made is random, kept, and readable by its owner only
+        assert len(key_file.read_text().strip()) >= 50
+        assert key_file.stat().st_mode & 0o777 == 0o600
         started = children(process.pid)
     finally:
         process.send_signal(signal.SIGINT)
