@@ -19,8 +19,8 @@ with wrk). Prints one JSON object on the last line of stdout.
         --rate 400 --duration 15 --warmup 3
 
 Scenario settings come from the same environment as the wrk scripts (LAB_CLIENT_KEY,
-LAB_KNOWN_UNITS, LAB_UNIT_PREFIX, LAB_UNIT_DIGITS, LAB_RUN_NONCE, LAB_BATCH_SIZE,
-LAB_OFREP_FLAG).
+LAB_KNOWN_UNITS, LAB_KNOWN_OFFSET, LAB_UNIT_PREFIX, LAB_UNIT_DIGITS, LAB_RUN_NONCE,
+LAB_BATCH_SIZE, LAB_OFREP_FLAG, LAB_LINE_WINDOW, LAB_LINE_MIN, LAB_LINE_MAX).
 """
 
 import argparse
@@ -40,14 +40,18 @@ Scenario = Callable[[int], tuple[str, bytes]]
 def scenarios() -> dict[str, Scenario]:
     """Per scenario: request number -> (path, JSON body). Mirrors load_tests/wrk/*.lua."""
     known_units = int(os.environ.get("LAB_KNOWN_UNITS", "1"))
+    known_offset = int(os.environ.get("LAB_KNOWN_OFFSET", "0"))
     prefix = os.environ.get("LAB_UNIT_PREFIX", "bench-")
     digits = int(os.environ.get("LAB_UNIT_DIGITS", "9"))
     nonce = os.environ.get("LAB_RUN_NONCE", str(int(time.time())))
     batch_size = int(os.environ.get("LAB_BATCH_SIZE", "1000"))
     flag = os.environ.get("LAB_OFREP_FLAG", "exp-a")
+    window = int(os.environ.get("LAB_LINE_WINDOW", "3"))
+    line_min = int(os.environ.get("LAB_LINE_MIN", "3"))
+    line_max = int(os.environ.get("LAB_LINE_MAX", "5"))
 
     def known() -> str:
-        return f"{prefix}{random.randrange(known_units):0{digits}d}"
+        return f"{prefix}{known_offset + random.randrange(known_units):0{digits}d}"
 
     def new(i: int, j: int = 0) -> str:
         return f"new-{nonce}-o-{i}-{j}"
@@ -55,9 +59,34 @@ def scenarios() -> dict[str, Scenario]:
     def unit_body(unit: str) -> bytes:
         return json.dumps({"unit": unit}).encode()
 
+    # The line shape (load_tests/wrk/decide_line.lua): whole second -> units due again.
+    due: dict[int, list[str]] = {}
+    cursor: list[int] = []
+
+    def line(i: int) -> str:
+        now = int(time.time())
+        if not cursor:
+            cursor.append(now)
+        while cursor[0] <= now:
+            units = due.get(cursor[0])
+            if units:
+                return units.pop()
+            due.pop(cursor[0], None)
+            cursor[0] += 1
+        unit = f"line-{new(i)}"
+        for _ in range(random.randint(line_min, line_max) - 1):
+            due.setdefault(now + random.randint(1, window), []).append(unit)
+        return unit
+
+    def known_decide(i: int) -> tuple[str, bytes]:
+        return "/api/v1/decide", unit_body(known())
+
     return {
         "noop": lambda i: ("/bench/noop", unit_body(known())),
-        "known": lambda i: ("/api/v1/decide", unit_body(known())),
+        "warm": known_decide,
+        "known": known_decide,
+        "cold": known_decide,
+        "line": lambda i: ("/api/v1/decide", unit_body(line(i))),
         "new": lambda i: ("/api/v1/decide", unit_body(new(i))),
         "batch": lambda i: (
             "/api/v1/decide/batch",

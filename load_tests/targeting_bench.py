@@ -2,8 +2,9 @@
 
     python load_tests/targeting_bench.py [--rounds 3] [--duration 10]
 
-One throwaway PostgreSQL database seeded like load_tests/bench.py's (3 experiments, known
-units assigned), one gunicorn with the production config, wrk from the same machine. Rounds
+One throwaway PostgreSQL database seeded like the decide benchmark's (load_tests/bench/: 3
+experiments, known units assigned), one Lab server through the production front as the
+benchmark starts it, wrk from the same machine. Rounds
 alternate two configurations of the SAME experiments and units, switched through the admin
 API between runs:
 
@@ -26,25 +27,28 @@ import os
 import secrets
 import statistics
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, sys.path[0] is load_tests/: the benchmark package is found from the root.
+sys.path[:1] = [str(Path(__file__).resolve().parent.parent)]
 
-import bench  # load_tests/bench.py: database, server and wrk helpers
+from load_tests.bench import cli, database, drivers, run, servers  # noqa: E402
+from load_tests.bench.scenarios import Scenario  # noqa: E402
 
 TARGETED_CONDITIONS = [
     {"attribute": "line", "operator": "in", "values": ["3"]},
     {"attribute": "fw", "operator": "semver_gte", "values": ["2.3.0"]},
 ]
-KNOWN = bench.Scenario("known", "decide, known unit", "decide_known.lua")
-KNOWN_TARGETED = bench.Scenario(
+KNOWN = Scenario("known", "decide, known unit", "decide_known.lua")
+KNOWN_TARGETED = Scenario(
     "known-targeted", "decide, known unit, targeted", "decide_known_targeted.lua"
 )
 
 
-def admin(server: bench.Server, method: str, path: str, body: dict) -> dict:
+def admin(server: servers.Server, method: str, path: str, body: dict) -> dict:
     request = urllib.request.Request(
         f"{server.url}/api/admin/v1{path}",
         data=json.dumps(body).encode(),
@@ -58,7 +62,7 @@ def admin(server: bench.Server, method: str, path: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def set_targeting(server: bench.Server, targeted: bool) -> None:
+def set_targeting(server: servers.Server, targeted: bool) -> None:
     product = server.seeded.product
     for i, experiment in enumerate(server.seeded.experiments):
         fields: dict = {"conditions": TARGETED_CONDITIONS if targeted else []}
@@ -81,17 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--assignments", type=int, default=10_000)
-    parser.add_argument("--database-url", default=bench.DEFAULT_DATABASE_URL)
-    parser.add_argument("--redis-url", default=bench.DEFAULT_REDIS_URL)
+    parser.add_argument("--database-url", default=cli.DEFAULT_DATABASE_URL)
+    parser.add_argument("--redis-url", default=cli.DEFAULT_REDIS_URL)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
-    out_dir = Path(bench.tempfile.mkdtemp(prefix="lab-targeting-bench-"))
-    name = f"lab_bench_{bench.RUN_ID}"
-    database, seeded = bench.prepare_database(args.database_url, name, args.assignments)
-    server = bench.Server(
+    out_dir = Path(tempfile.mkdtemp(prefix="lab-targeting-bench-"))
+    name = f"lab_bench_{run.RUN_ID}"
+    db, seeded = database.prepare_database(args.database_url, name, args.assignments)
+    server = servers.Server(
         label="main",
-        database=database,
+        database=db,
         seeded=seeded,
         redis_url=args.redis_url,
         config="gunicorn.conf.py",
@@ -108,19 +112,19 @@ def main(argv: list[str] | None = None) -> int:
             for targeted in order:
                 set_targeting(server, targeted)
                 scenario = KNOWN_TARGETED if targeted else KNOWN
-                bench.run_wrk(server, scenario, args.warmup, args)
-                results[targeted] = bench.run_wrk(server, scenario, args.duration, args)
+                drivers.run_wrk(server, scenario, args.warmup, args)
+                results[targeted] = drivers.run_wrk(server, scenario, args.duration, args)
                 time.sleep(0.5)
             ratio = results[True]["rps"] / results[False]["rps"]
             rows.append((results[False], results[True], ratio))
-            bench.log(
+            run.log(
                 f"round {round_number + 1}: untargeted {results[False]['rps']:.0f} req/s, "
                 f"targeted {results[True]['rps']:.0f} req/s, ratio {ratio:.3f}"
             )
     finally:
         server.stop()
-        database.drop()
-        bench.delete_cache_keys(args.redis_url, bench.cache_prefix(database))
+        db.drop()
+        database.delete_cache_keys(args.redis_url, database.cache_prefix(db))
     print("| round | untargeted req/s | p99 ms | targeted req/s | p99 ms | targeted / untargeted |")
     print("|---|---|---|---|---|---|")
     for i, (plain, targeted, ratio) in enumerate(rows, 1):

@@ -2,7 +2,8 @@
 -- and a done() that prints one JSON line the benchmark runner parses.
 --
 -- Environment: LAB_CLIENT_KEY (decide's bearer key), LAB_KNOWN_UNITS (how many seeded
--- units bench-000000000 .. exist), LAB_UNIT_PREFIX (default "bench-"), LAB_UNIT_DIGITS
+-- units to draw from), LAB_KNOWN_OFFSET (the first one's number, default 0: bench-000000000),
+-- LAB_UNIT_PREFIX (default "bench-"), LAB_UNIT_DIGITS
 -- (default 9), LAB_RUN_NONCE (makes new unit keys unique across runs), LAB_BATCH_SIZE,
 -- LAB_OFREP_FLAG (the experiment key OFREP evaluates).
 
@@ -10,6 +11,7 @@ local M = {}
 
 M.client_key = os.getenv("LAB_CLIENT_KEY") or "lck_missing_key"
 M.known_units = tonumber(os.getenv("LAB_KNOWN_UNITS") or "1")
+M.known_offset = tonumber(os.getenv("LAB_KNOWN_OFFSET") or "0")
 M.unit_prefix = os.getenv("LAB_UNIT_PREFIX") or "bench-"
 M.unit_digits = tonumber(os.getenv("LAB_UNIT_DIGITS") or "9")
 M.nonce = os.getenv("LAB_RUN_NONCE") or tostring(os.time())
@@ -24,7 +26,8 @@ M.headers = {
 local unit_format = "%s%0" .. M.unit_digits .. "d"
 
 function M.known_unit()
-  return string.format(unit_format, M.unit_prefix, math.random(0, M.known_units - 1))
+  return string.format(unit_format, M.unit_prefix,
+    M.known_offset + math.random(0, M.known_units - 1))
 end
 
 -- setup() runs in the main Lua state once per thread: give each thread its number, so

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
+from deploy import front as nginx_front
 from lab.models import Assignment, AssignmentSource, Experiment, Status, Unit
 from lab.services.benchmark_seed import unit_key
 from lab.services.credentials import CLIENT_KEY_KIND, matches, split_prefix
@@ -93,14 +94,16 @@ def test_seed_benchmark__negative_assignments__command_error():
 
 
 @pytest.mark.e2e
-def test_bench_quick__measures_ceiling_and_known_unit_decide(tmp_path):
-    # Given PostgreSQL (the runner creates its own database there) and wrk
+def test_bench_quick__through_the_production_front__measures_every_shape(tmp_path):
+    # Given PostgreSQL (the runner creates its own database there), wrk and nginx
     requires_postgres()
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    if nginx_front.nginx_binary() is None:
+        pytest.skip("nginx is not installed (apt-get install -y nginx)")
     parts = urlsplit(os.environ["DATABASE_URL"])
     server_url = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    # When a few seconds of the benchmark run
+    # When a few seconds of the benchmark run, as RESULTS.md's commands do
     completed = subprocess.run(
         [
             sys.executable,
@@ -109,8 +112,16 @@ def test_bench_quick__measures_ceiling_and_known_unit_decide(tmp_path):
             "--phases",
             "main",
             "--scenarios",
-            "noop,known",
+            "noop,warm,cold,line,new",
             "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--known-warmup",
+            "1",
+            "--cold-units",
+            "300",
+            "--line-window",
             "1",
             "--database-url",
             server_url,
@@ -126,15 +137,30 @@ def test_bench_quick__measures_ceiling_and_known_unit_decide(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
     )
-    # Then it prints the throughput table with both scenarios and their ratio
+    # Then it prints the throughput table with every scenario and the ratio to the ceiling
     assert completed.returncode == 0, completed.stderr[-3000:]
     table = completed.stdout
-    assert "| no-op ceiling |" in table, table
-    assert "| decide, known unit |" in table, table
-    assert "Known-unit decide vs the no-op ceiling" in table
+    for title in (
+        "no-op ceiling",
+        "decide, known unit: warm (every unit repeated)",
+        "decide, known unit: cold memory (first repeat)",
+        "decide, production line (3–5 times, then never)",
+        "decide, new unit",
+    ):
+        assert f"| {title} |" in table, table
+    assert "Known-unit decide (warm) vs the no-op ceiling" in table
     report = json.loads((tmp_path / "report.json").read_text())
+    # And the server was the production front: deploy/serve.py's nginx before gunicorn
+    (server,) = report["servers"]
+    assert server["front"] == "nginx"
+    assert "deploy/serve.py --front nginx" in server["command"]
+    assert "nginx" in (tmp_path / "server-default.log").read_text()
+    # And every shape answered without an error, the cold one from the seeded cold units
     rows = report["main_summary"]["default"]
-    assert rows["known"]["errors"] == 0
-    assert rows["known"]["rps"]["median"] > 0
+    for name in ("warm", "cold", "line", "new"):
+        assert rows[name]["errors"] == 0, rows[name]
+        assert rows[name]["rps"]["median"] > 0
+    assert report["meta"]["shapes"]["cold_units"] == 300
+    assert len(rows["cold"]["rounds"]) == 1

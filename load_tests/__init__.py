@@ -1,0 +1,1 @@
+"""The load tests: the decide benchmark (bench/), its wrk scripts and generators."""
