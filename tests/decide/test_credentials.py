@@ -160,6 +160,7 @@ def test_real_prefix_wrong_secret__401_same_body_remembered_or_not(remembered):
 @example(value="bearer lck_0123456789ab_" + "x" * 43, unit=UNIT)
 @example(value="Bearer\tlck_0123456789ab_" + "x" * 43, unit=UNIT)
 @example(value="Basic dXNlcjpwYXNz", unit=UNIT)
+@example(value="Bearer lck_" + "\x00" * 12 + "_" + "x" * 43, unit=UNIT)
 def test_any_authorization_bytes__401_same_body(remembered, value, unit):
     assume(remembered.secret not in value)
     for route in ROUTES:
@@ -187,7 +188,10 @@ def test_real_prefix_any_tail__401_same_body(remembered, tail, scheme, unit):
     route=st.sampled_from(list(OFREP)),
     unit=st.sampled_from([UNIT, NEW_UNIT]),
 )
+@example(key="lck_" + "\x00" * 12 + "_" + "x" * 43, route="ofrep-bulk", unit=UNIT)
+@example(key="lck_{prefix}_\xc3\xa9", route="ofrep-single", unit=UNIT)
 def test_ofrep_any_api_key_bytes__401_in_its_shape(remembered, key, route, unit):
+    key = key.replace("{prefix}", _prefix(remembered.secret))
     assume(remembered.secret not in key)
     _assert_unauthorized(route, _send(route, unit, {"HTTP_X_API_KEY": key}))
 
@@ -202,6 +206,14 @@ def test_real_key_one_character_replaced__401(remembered, position, replacement)
     header = {"HTTP_AUTHORIZATION": "Bearer " + token.decode("latin-1")}
     for route in ROUTES:
         _assert_unauthorized(route, _send(route, UNIT, header))
+
+
+def test_bearer_scheme__any_case_then_exactly_one_space(remembered):
+    key = remembered.secret
+    for accepted in (f"bearer {key}", f"BEARER {key}"):
+        assert _send("decide", UNIT, {"HTTP_AUTHORIZATION": accepted})[0] == 200
+    for refused in (f"Bearer  {key}", f"Bearer\t{key}", f"Bearer {key} ", key):
+        _assert_unauthorized("decide", _send("decide", UNIT, {"HTTP_AUTHORIZATION": refused}))
 
 
 def test_real_key__still_answers(remembered):
