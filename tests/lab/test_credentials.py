@@ -112,3 +112,12 @@ def test_matches__right_wrong_and_an_unreadable_stored_digest():
     # A stored digest is compared as bytes: a corrupt non-ASCII one is a mismatch, not an error
     assert not matches("é" * 64, KEY)
     assert not matches("", KEY)
+
+
+def test_client_credential__parsed_with_the_stored_digest_as_bytes():
+    from decide.auth import parse_client_key
+
+    credential = parse_client_key(KEY)
+    assert (credential.prefix, credential.secret) == ("0123456789ab", KEY)
+    assert credential.digest == digest(KEY).encode("ascii")
+    assert parse_client_key(KEY[:-1] + "é") is None
