@@ -1,7 +1,8 @@
 """Client-key authentication for the decide API and OFREP.
 
-`ClientKeyAuth` (and `ClientKeyHeader`) only check the shape of the credential
-(`lck_<prefix>_<secret>`): a malformed one is refused without touching the database. The
+`ClientKeyAuth` (and `ClientKeyHeader`) only check the syntax of the credential
+(`lck_<prefix>_<secret>`, lab.services.credentials): anything else, whatever its bytes, length
+or encoding, is refused (401) without touching the database or a worker's memory. The
 lookup itself (the key's digest, revocation, its product's status and config version)
 happens in the same SQL statement that reads the unit's stored assignments
 (decide.store.read_units), so a warm decision costs one round trip. Every way a key can
@@ -13,6 +14,7 @@ from typing import NamedTuple
 from ninja.security import APIKeyHeader, HttpBearer
 
 from lab.services.credentials import CLIENT_KEY_KIND, matches, split_prefix
+from lab.services.credentials import digest as stored_digest
 
 
 class InvalidClientKey(Exception):
@@ -20,10 +22,17 @@ class InvalidClientKey(Exception):
 
 
 class ClientCredential(NamedTuple):
-    """A well-formed client key, not yet checked against the database."""
+    """A well-formed client key (ASCII, of the one syntax), not yet checked against the
+    database."""
 
     prefix: str
     secret: str
+
+    @property
+    def digest(self) -> bytes:
+        """The key's digest as stored (hexadecimal SHA-256, ASCII bytes): what to keep and
+        compare (hmac.compare_digest) instead of the secret."""
+        return stored_digest(self.secret).encode("ascii")
 
     def check(self, row_digest: str | None) -> None:
         """Raise InvalidClientKey unless `row_digest` is this key's digest."""
@@ -32,6 +41,7 @@ class ClientCredential(NamedTuple):
 
 
 def parse_client_key(token: str) -> ClientCredential | None:
+    """The credential `token` is, or None when it is not a client key's syntax."""
     prefix = split_prefix(token, CLIENT_KEY_KIND)
     return ClientCredential(prefix, token) if prefix else None
 

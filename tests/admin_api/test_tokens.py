@@ -1,11 +1,14 @@
 """Admin API tokens can be revoked: by their owner through the API, by an operator with
-`manage.py revoke_api_token`; a deactivated user's tokens stop working (docs/admin.md)."""
+`manage.py revoke_api_token`; a deactivated user's tokens stop working; anything that is not a
+live token is the one 401 (docs/admin.md)."""
 
 from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 
 from lab.services.credentials import API_TOKEN_KIND, api_token_create, split_prefix
 
@@ -96,3 +99,47 @@ def test_user_deactivated__tokens_401_client_keys_keep_deciding(tenant, product)
     )
     assert decided.status_code == 200
     assert decided.json()["variants"] == {"etch": "a"}
+
+
+UNAUTHORIZED = (401, b'{"detail":"missing or invalid bearer credentials"}', "Bearer")
+# A header value as a WSGI server gives it: the bytes received, decoded as latin-1.
+header_bytes = st.binary(max_size=200).map(lambda raw: raw.decode("latin-1"))
+
+
+def _answer(tenant, authorization: str) -> tuple[int, bytes, str | None]:
+    response = tenant.client.get("/api/admin/v1/products", HTTP_AUTHORIZATION=authorization)
+    return response.status_code, response.content, response.get("WWW-Authenticate")
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    value=st.one_of(
+        header_bytes,
+        st.builds(lambda tail: f"Bearer lab_{{prefix}}_{tail}", header_bytes),
+        st.builds(lambda tail: f"Bearer lab_{{prefix}}_{tail}", st.text(max_size=60)),
+    )
+)
+@example(value="Bearer lab_{prefix}_é")
+@example(value="Bearer lab_{prefix}_" + "\x00" * 43)
+@example(value="Bearer  lab_{prefix}_" + "x" * 43)
+@example(value="Bearer lab_" + "\x00" * 12 + "_" + "x" * 43)
+@example(value="Bearer")
+@example(value="")
+def test_any_authorization_bytes__401_same_body(tenant, value):
+    # Given a live token, and a header that is not it (often with its prefix)
+    value = value.replace("{prefix}", _prefix(tenant.token))
+    assume(tenant.token not in value)
+    # Then the admin API answers the one 401, as for no header at all
+    assert _answer(tenant, value) == UNAUTHORIZED
+
+
+def test_token_with_a_foreign_character__401_then_the_token_works(tenant):
+    for position in range(len(tenant.token)):
+        for foreign in ("é", "\x00", "\x7f", "=", "+", " "):
+            forged = (tenant.token[:position] + foreign + tenant.token[position + 1 :]).encode()
+            assert _answer(tenant, f"Bearer {forged.decode('latin-1')}") == UNAUTHORIZED
+    assert tenant.get("/products").status_code == 200
