@@ -6,12 +6,13 @@ definition (open-feature/protocol, service/openapi.yaml):
 
 - a stored or new assignment: `value` = `variant` = the variant key, reason `SPLIT`
   (`TARGETING_MATCH` for an operator's forced assignment);
-- no variant: `value` = `variant` = `""` (never a variant key), reason `DISABLED` (paused
+- no variant (decide answers null): a success **without `value`**, the protocol's
+  `codeDefaultFlag` (OFREP ADR 0006: use the code default), so the SDK hands the caller the
+  default it passed; `variant` = `""` (never a variant key); reason `DISABLED` (paused
   experiment, disabled product, a schedule outside its window), `SPLIT` (the split left the
   unit out: outside coverage, outside the experiment's layer slot, or no eligible variant) or
-  `TARGETING_MATCH` (the experiment's conditions turned the unit away). A value is always
-  sent because the JavaScript server provider reports any success without one as an error;
-  see docs/decide.md, "OpenFeature: OFREP";
+  `TARGETING_MATCH` (the experiment's conditions turned the unit away). See docs/decide.md,
+  "OpenFeature: OFREP", for what each OpenFeature provider reports for it;
 - the context's fields other than `targetingKey` are the unit's attributes for this
   decision (docs/decide.md, "Targeting");
 - 400 `PARSE_ERROR` (body not JSON / not an object), `TARGETING_KEY_MISSING`,
@@ -47,8 +48,9 @@ from lab.vocabulary import Reason
 
 router = Router(tags=["OFREP"], auth=[ClientKeyAuth(), ClientKeyHeader()])
 
-# What a unit without a variant reads, as value and as variant: a string (every provider
-# type-checks the value against the caller's string default) that no variant key can be.
+# The variant of an answer without a value: a string no variant key can be. It is sent, not
+# left out, because the Python provider (openfeature-provider-ofrep 0.3.0) reads `variant`
+# from every success and reports a GENERAL error when it is missing.
 NO_VARIANT = ""
 
 # Lab's reasons (lab.vocabulary.Reason) in the protocol's words, all from its reason list
@@ -156,8 +158,11 @@ def _flag_not_found(flag: str) -> dict:
 
 
 def evaluation(key: str, answer: Answer) -> dict:
-    variant = NO_VARIANT if answer.variant is None else answer.variant
-    return {"key": key, "value": variant, "reason": REASONS[answer.reason], "variant": variant}
+    reason = REASONS[answer.reason]
+    if answer.variant is None:
+        # No `value`: the protocol's codeDefaultFlag, the caller's default is the answer.
+        return {"key": key, "reason": reason, "variant": NO_VARIANT}
+    return {"key": key, "value": answer.variant, "reason": reason, "variant": answer.variant}
 
 
 @router.post(

@@ -115,12 +115,16 @@ OfrepReason = Literal["STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "UNKNOWN
 
 class OfrepEvaluation(Schema):
     key: str
+    # Left out (not null) when the unit gets no variant: OFREP's codeDefaultFlag.
     value: str = Field(
-        description='The variant key; "" when the unit gets no variant (paused experiment, '
-        "disabled product, unit outside coverage or no eligible variant)."
+        None,
+        description="The variant key. Left out when the unit gets no variant (paused "
+        "experiment, disabled product, outside the schedule, coverage or layer slot, targeted "
+        "out, no eligible variant): the protocol's codeDefaultFlag, the SDK returns the "
+        "caller's default.",
     )
     reason: OfrepReason
-    variant: str = Field(description='The variant key, or "" (as `value`).')
+    variant: str = Field(description='The variant key, or "" when there is no `value`.')
     metadata: dict[str, bool | str | float] | None = None
 
 

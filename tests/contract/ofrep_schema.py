@@ -2,50 +2,60 @@
 
 Restated (same component names, same constraints) from the OpenFeature Remote Evaluation
 Protocol's OpenAPI definition: repository open-feature/protocol, file service/openapi.yaml,
-`info.version` 0.1.0 (commit 05d5b22c33bd51c6ec7820338598d5b734a3f04a), Apache-2.0. Two notes
-on versions of that file:
+`info.version` 0.3.0 (commit d1a63a4e84e6297599ce566126e7764c1419f80a), Apache-2.0. The
+descriptions and examples are left out; one component is restated by its meaning:
 
-- the reason: an earlier revision (commit 1d31e7b7c3b70882a53dd3f8bc7a68e5197e22d7) had it as
-  `enum: [STATIC, TARGETING_MATCH, SPLIT, DISABLED, UNKNOWN]`; 0.1.0 keeps the same five as
-  `examples`. Lab answers only these five, so the stricter enum is what is checked here
-  (`DEFAULT`, `CACHED`, `ERROR`... are OpenFeature SDK reasons, not OFREP answers);
-- the value: later revisions (0.2.0, OFREP ADR 0006) add `codeDefaultFlag`, a success without
-  `value`. Lab's answers always carry a value (see docs/decide.md, "OpenFeature: OFREP"), which
-  is valid under every revision, so the 0.1.0 rule (`value` required) is checked.
+- `codeDefaultFlag` (ADR 0006, "optional value for code defaults", in the file since 0.2.0): a
+  success **without** `value`, which tells the provider to use the default the caller passed.
+  The file writes it as `{"type": "object", "properties": {}}`, which every object satisfies,
+  so under `oneOf` it would make every answer that does carry a value match two branches and
+  fail. The ADR says what is meant: the other flag types are unchanged and "no value field
+  indicates codeDefaultFlag type". It is restated so: an object without `value`.
+
+Lab answers with `codeDefaultFlag` wherever decide answers null (docs/decide.md, "OpenFeature:
+OFREP"). `value: null` is none of the types (a provider reports it as TYPE_MISMATCH).
 
 Schemas are OpenAPI 3.1 schema objects, validated with openapi-schema-validator.
 """
 
 from openapi_schema_validator import OAS31Validator
 
+# `enum` in the file since 0.3.0 (0.1.0 had the same five as `examples`). `DEFAULT`, `CACHED`,
+# `ERROR`... are reasons the OpenFeature SDKs report themselves, not OFREP answers.
 REASONS = ["STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "UNKNOWN"]
 
 
 def _typed(json_type: str) -> dict:
-    return {"properties": {"value": {"type": json_type}}, "required": ["value"]}
+    return {"type": "object", "properties": {"value": {"type": json_type}}, "required": ["value"]}
 
+
+_METADATA = {"$ref": "#/components/schemas/metadata"}
 
 SCHEMAS = {
     "key": {"type": "string"},
     "errorDetails": {"type": "string"},
+    "metadata": {
+        "type": "object",
+        "additionalProperties": {
+            "oneOf": [{"type": "boolean"}, {"type": "string"}, {"type": "number"}]
+        },
+    },
     "booleanFlag": _typed("boolean"),
     "stringFlag": _typed("string"),
     "integerFlag": _typed("integer"),
     "floatFlag": _typed("number"),
     "objectFlag": _typed("object"),
+    "codeDefaultFlag": {"type": "object", "not": {"required": ["value"]}},
     "evaluationSuccess": {
+        "type": "object",
+        "required": ["key", "reason"],
         "allOf": [
             {
                 "properties": {
                     "key": {"$ref": "#/components/schemas/key"},
                     "reason": {"type": "string", "enum": REASONS},
                     "variant": {"type": "string"},
-                    "metadata": {
-                        "type": "object",
-                        "additionalProperties": {
-                            "oneOf": [{"type": "boolean"}, {"type": "string"}, {"type": "number"}]
-                        },
-                    },
+                    "metadata": _METADATA,
                 }
             },
             {
@@ -55,17 +65,14 @@ SCHEMAS = {
                     {"$ref": "#/components/schemas/integerFlag"},
                     {"$ref": "#/components/schemas/floatFlag"},
                     {"$ref": "#/components/schemas/objectFlag"},
+                    {"$ref": "#/components/schemas/codeDefaultFlag"},
                 ]
             },
-        ]
+        ],
     },
-    "serverEvaluationSuccess": {
-        "allOf": [
-            {"$ref": "#/components/schemas/evaluationSuccess"},
-            {"properties": {"cacheable": {"type": "boolean"}}},
-        ]
-    },
+    "serverEvaluationSuccess": {"allOf": [{"$ref": "#/components/schemas/evaluationSuccess"}]},
     "evaluationFailure": {
+        "type": "object",
         "properties": {
             "key": {"$ref": "#/components/schemas/key"},
             "errorCode": {
@@ -73,16 +80,40 @@ SCHEMAS = {
                 "enum": ["PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "GENERAL"],
             },
             "errorDetails": {"$ref": "#/components/schemas/errorDetails"},
+            "metadata": _METADATA,
         },
         "required": ["key", "errorCode"],
     },
     "flagNotFound": {
+        "type": "object",
         "properties": {
             "key": {"$ref": "#/components/schemas/key"},
             "errorCode": {"type": "string", "enum": ["FLAG_NOT_FOUND"]},
             "errorDetails": {"$ref": "#/components/schemas/errorDetails"},
+            "metadata": _METADATA,
         },
         "required": ["key", "errorCode"],
+    },
+    "eventStream": {
+        "type": "object",
+        "required": ["type"],
+        "oneOf": [
+            {"required": ["url"], "not": {"required": ["endpoint"]}},
+            {"required": ["endpoint"], "not": {"required": ["url"]}},
+        ],
+        "properties": {
+            "type": {"type": "string"},
+            "url": {"type": "string", "format": "uri"},
+            "endpoint": {
+                "type": "object",
+                "required": ["requestUri"],
+                "properties": {
+                    "origin": {"type": "string", "format": "uri"},
+                    "requestUri": {"type": "string", "pattern": "^/"},
+                },
+            },
+            "inactivityDelaySec": {"type": "integer", "minimum": 1},
+        },
     },
     "bulkEvaluationSuccess": {
         "type": "object",
@@ -96,15 +127,22 @@ SCHEMAS = {
                         {"$ref": "#/components/schemas/evaluationFailure"},
                     ]
                 },
-            }
+            },
+            "metadata": _METADATA,
+            "eventStreams": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/eventStream"},
+            },
         },
     },
     "bulkEvaluationFailure": {
+        "type": "object",
         "properties": {"errorCode": {"type": "string"}, "errorDetails": {"type": "string"}},
         "required": ["errorCode"],
     },
     "generalErrorResponse": {
-        "properties": {"errorDetails": {"$ref": "#/components/schemas/errorDetails"}}
+        "type": "object",
+        "properties": {"errorDetails": {"$ref": "#/components/schemas/errorDetails"}},
     },
 }
 

@@ -11,12 +11,17 @@ from tests.contract.ofrep_schema import REASONS, problems
     [
         ("single", 200, {"key": "etch", "value": "long", "variant": "long", "reason": "SPLIT"}),
         ("single", 200, {"key": "etch", "value": "", "variant": "", "reason": "DISABLED"}),
+        # codeDefaultFlag (ADR 0006): no value, use the caller's default
+        ("single", 200, {"key": "etch", "variant": "", "reason": "DISABLED"}),
+        ("single", 200, {"key": "etch", "reason": "SPLIT"}),
         ("single", 200, {"key": "f", "value": True, "reason": "STATIC", "metadata": {"a": 1}}),
         ("single", 400, {"key": "etch", "errorCode": "PARSE_ERROR", "errorDetails": "x"}),
         ("single", 404, {"key": "etch", "errorCode": "FLAG_NOT_FOUND"}),
         ("single", 401, None),
         ("bulk", 200, {"flags": []}),
         ("bulk", 200, {"flags": [{"key": "etch", "value": "a", "reason": "TARGETING_MATCH"}]}),
+        ("bulk", 200, {"flags": [{"key": "etch", "variant": "", "reason": "SPLIT"}]}),
+        ("bulk", 200, {"flags": [{"key": "etch", "errorCode": "GENERAL"}]}),
         ("bulk", 400, {"errorCode": "TARGETING_KEY_MISSING"}),
         ("bulk", 304, None),
     ],
@@ -28,7 +33,10 @@ def test_ofrep_schema__valid_answers__accepted(endpoint, status, body):
 @pytest.mark.parametrize(
     ("endpoint", "status", "body", "why"),
     [
-        ("single", 200, {"key": "etch", "variant": "x", "reason": "DISABLED"}, "no value"),
+        ("single", 200, {"key": "etch", "variant": "", "reason": "DEFAULT"}, "reason enum"),
+        ("single", 200, {"key": "etch", "value": "a"}, "no reason"),
+        ("single", 200, {"value": "a", "reason": "SPLIT"}, "no key"),
+        ("single", 200, {"key": "etch", "reason": "SPLIT", "variant": 3}, "variant type"),
         ("single", 200, {"key": "etch", "value": "a", "reason": "DEFAULT"}, "reason enum"),
         ("single", 200, {"key": "etch", "value": "a", "reason": "ERROR"}, "reason enum"),
         ("single", 200, {"key": "etch", "value": None, "reason": "SPLIT"}, "null value"),
@@ -39,7 +47,8 @@ def test_ofrep_schema__valid_answers__accepted(endpoint, status, body):
         ("single", 400, {"errorCode": "PARSE_ERROR"}, "400 without key"),
         ("single", 422, {"detail": []}, "not a protocol status"),
         ("bulk", 200, {}, "no flags"),
-        ("bulk", 200, {"flags": [{"key": "etch", "reason": "DISABLED"}]}, "flag without value"),
+        ("bulk", 200, {"flags": [{"key": "etch", "value": None, "reason": "SPLIT"}]}, "null"),
+        ("bulk", 200, {"flags": [{"reason": "DISABLED"}]}, "flag without key"),
         ("bulk", 304, {"flags": []}, "a 304 with a body"),
     ],
 )

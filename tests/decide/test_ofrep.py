@@ -5,16 +5,20 @@ Every answer these tests get is validated against the protocol's response schema
 the OpenFeature Python SDK and the JavaScript server and web SDKs.
 """
 
+from datetime import timedelta
+
 import orjson
 import pytest
 import requests
+from django.utils import timezone
 from openfeature import api as openfeature
 from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import ErrorCode, Reason
 
+from decide.engine import layer_position
 from decide.ofrep import REASONS
-from lab.models import Assignment, Unit
+from lab.models import Assignment, Layer, Unit
 from lab.vocabulary import Reason as LabReason
 from tests.contract import ofrep_schema
 from tests.decide.conftest import (
@@ -79,38 +83,92 @@ def test_ofrep__forced_assignment__targeting_match(decider):
     assert (body["value"], body["variant"], body["reason"]) == ("b", "b", "TARGETING_MATCH")
 
 
-def test_ofrep__paused_experiment__disabled_no_variant(decider):
-    # Given a unit assigned, then the experiment paused
+def _paused(decider):
+    # A unit assigned, then the experiment paused
     etch = make_experiment(decider.product, "etch")
-    decider.flag("etch", "SN-1")
+    assert decider.flag("etch", "SN-1").json()["value"] in ("a", "b")
     decider.change(etch, status="disabled")
-    # Then the unit reads no variant: the empty string, reason DISABLED
-    body = decider.flag("etch", "SN-1").json()
-    assert body == {"key": "etch", "value": "", "reason": "DISABLED", "variant": ""}
+    return "SN-1", {}
 
 
-def test_ofrep__product_disabled__disabled_no_variant(decider):
+def _product_disabled(decider):
     make_experiment(decider.product, "etch")
     decider.change(decider.product, status="disabled")
-    body = decider.flag("etch", "SN-1").json()
-    assert body == {"key": "etch", "value": "", "reason": "DISABLED", "variant": ""}
-    assert not Unit.objects.exists()
-    # An unknown flag is still unknown
-    assert decider.flag("nope", "SN-1").status_code == 404
+    return "SN-1", {}
 
 
-def test_ofrep__outside_coverage__split_no_variant(decider):
+def _off_schedule(decider):
+    etch = make_experiment(decider.product, "etch")
+    now = timezone.now()
+    decider.change(etch, start_at=now + timedelta(hours=1), end_at=now + timedelta(hours=2))
+    return "SN-1", {}
+
+
+def _outside_coverage(decider):
     etch = make_experiment(decider.product, "etch", coverage=0.3)
-    body = decider.flag("etch", unit_for(etch, None)).json()
-    assert body == {"key": "etch", "value": "", "reason": "SPLIT", "variant": ""}
-    assert not Assignment.objects.exists()
+    return unit_for(etch, None), {}
 
 
-def test_ofrep__no_eligible_variant__split_no_variant(decider):
+def _outside_layer_slot(decider):
+    etch = make_experiment(decider.product, "etch")
+    layer = Layer.objects.create(product=decider.product, key="etch")
+    decider.change(etch, layer=layer, layer_start=0.0, layer_end=0.5)
+    unit = next(u for u in (f"SN-{i}" for i in range(100)) if layer_position(layer.salt, u) >= 0.5)
+    return unit, {}
+
+
+def _no_eligible_variant(decider):
     # Every variant closed: a unit without an assignment gets none
     make_experiment(decider.product, "etch", [("a", 0), ("b", 0)])
-    body = decider.flag("etch", "SN-1").json()
-    assert body == {"key": "etch", "value": "", "reason": "SPLIT", "variant": ""}
+    return "SN-1", {}
+
+
+def _targeted_out(decider):
+    etch = make_experiment(decider.product, "etch")
+    decider.change(etch, conditions=[{"attribute": "line", "operator": "in", "values": ["3"]}])
+    return "SN-1", {"line": "1"}
+
+
+@pytest.mark.parametrize(
+    ("situation", "reason"),
+    [
+        (_paused, "DISABLED"),
+        (_product_disabled, "DISABLED"),
+        (_off_schedule, "DISABLED"),
+        (_outside_coverage, "SPLIT"),
+        (_outside_layer_slot, "SPLIT"),
+        (_no_eligible_variant, "SPLIT"),
+        (_targeted_out, "TARGETING_MATCH"),
+    ],
+    ids=lambda case: getattr(case, "__name__", case).strip("_"),
+)
+def test_ofrep__no_variant__success_without_value_so_the_caller_keeps_its_default(
+    decider, situation, reason
+):
+    # Given a unit decide answers null for
+    unit, attributes = situation(decider)
+    assignments = Assignment.objects.count()
+    assert decider.decide(unit, experiments=["etch"], attributes=attributes) == {"etch": None}
+    # When OFREP evaluates the flag for it
+    context = {"targetingKey": unit, **attributes}
+    response = decider.post(FLAG.format("etch"), {"context": context})
+    # Then the answer is a success with its reason and no value (the protocol's
+    # codeDefaultFlag, valid under its schema: the fixture above), nothing stored
+    assert response.status_code == 200
+    body = response.json()
+    assert "value" not in body
+    assert body == {"key": "etch", "reason": reason, "variant": ""}
+    assert Assignment.objects.count() == assignments
+    # And the bulk evaluation says the same for the flag
+    flags = decider.post(BULK, {"context": context}).json()["flags"]
+    assert [flag for flag in flags if flag["key"] == "etch"] == [body]
+
+
+def test_ofrep__product_disabled__unknown_flag_still_unknown(decider):
+    make_experiment(decider.product, "etch")
+    decider.change(decider.product, status="disabled")
+    assert decider.flag("nope", "SN-1").status_code == 404
+    assert not Unit.objects.exists()
 
 
 @pytest.mark.parametrize("key", ["nope", "Not-A-Key", "x" * 65, "gone"])
@@ -206,8 +264,8 @@ def test_ofrep_bulk__every_enabled_and_paused_flag(decider):
     assert response.json() == {
         "flags": [
             {"key": "etch", "value": expected, "variant": expected, "reason": "SPLIT"},
-            {"key": "anneal", "value": "", "variant": "", "reason": "SPLIT"},
-            {"key": "paused", "value": "", "variant": "", "reason": "DISABLED"},
+            {"key": "anneal", "variant": "", "reason": "SPLIT"},
+            {"key": "paused", "variant": "", "reason": "DISABLED"},
         ]
     }
     assert response["ETag"]
@@ -249,9 +307,10 @@ def test_ofrep__openfeature_sdk_in_process(decider, monkeypatch):
         expected_variant(etch, "SN-1"),
         Reason.SPLIT,
     )
-    # A paused one gives no variant (""), without an error
+    # A paused one gives the caller's default, without an error
     paused = client.get_string_details("paused", "fallback", context)
-    assert (paused.value, paused.reason, paused.error_code) == ("", Reason.DISABLED, None)
+    assert (paused.value, paused.reason, paused.error_code) == ("fallback", Reason.DISABLED, None)
+    assert client.get_string_value("paused", "standard", context) == "standard"
     # An unknown one gives the default with FLAG_NOT_FOUND
     missing = client.get_string_details("nope", "fallback", context)
     assert (missing.value, missing.error_code) == ("fallback", ErrorCode.FLAG_NOT_FOUND)

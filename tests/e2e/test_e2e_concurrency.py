@@ -34,9 +34,9 @@ def test_e2e__parallel_first_decisions__one_row_every_answer_agrees(server, seed
             response = server.post(
                 "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": unit}}, key
             )
-            # OFREP's no-variant value is "" where decide answers null (docs/decide.md).
+            # Where decide answers null, OFREP's answer has no value (docs/decide.md).
             body = (
-                {flag["key"]: flag["value"] or None for flag in response.json()["flags"]}
+                {flag["key"]: flag.get("value") for flag in response.json()["flags"]}
                 if response.ok
                 else None
             )

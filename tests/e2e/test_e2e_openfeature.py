@@ -8,10 +8,14 @@ gunicorn:
   @openfeature/ofrep-web-provider), under Node (tests/e2e/js/web-provider.mjs) and in a page of
   another origin in headless Chromium (tests/e2e/js/browser.mjs), which needs CORS.
 
-Every provider evaluates the same cases; none may report an error (reason ERROR or an
-errorCode) for an answer that is not one, and an unknown flag is FLAG_NOT_FOUND. Every answer
-the clients got is validated against the OFREP schema (tests/contract/ofrep_schema.py). The
-JavaScript packages are pinned in tests/e2e/js/package-lock.json (see docs/decide.md).
+Every provider evaluates the same cases. A unit in the experiment gets its variant; a unit
+decide answers null for (paused experiment, outside coverage, targeted out) gets the default
+the caller passed, as Lab answers those without a value (OFREP's codeDefaultFlag): with no
+error from the Python and web providers, and with the GENERAL error the JavaScript server
+provider (0.1.3, which predates codeDefaultFlag) reports for it. An unknown flag is
+FLAG_NOT_FOUND. Every answer the clients got is validated against the OFREP schema
+(tests/contract/ofrep_schema.py). The JavaScript packages are pinned in
+tests/e2e/js/package-lock.json (see docs/decide.md, "OpenFeature: OFREP").
 """
 
 import json
@@ -39,35 +43,41 @@ ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "tests" / "e2e" / "js"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FALLBACK = "fallback"
+# The caller's default: what a unit decide answers null for must read, and what every
+# error reads.
+DEFAULT = "standard"
 UNIT = "OF-1"
-
-# What a unit without a variant reads (see docs/decide.md, "OpenFeature: OFREP").
-NO_VARIANT_VALUE = ""
+# The unit's context: line "3".
+ATTRIBUTES = {"line": "3"}
 
 # The cases every client evaluates: flag -> what the unit gets.
 EXPERIMENTS = [
     {"key": "etch", "variants": [["short", 1], ["long", 1]]},
-    {"key": "anneal", "variants": [["a", 1], ["b", 1]], "status": "disabled"},
+    {"key": "etch-time", "variants": [["short", 1], ["long", 1]], "status": "disabled"},
     {"key": "litho", "variants": [["x", 1], ["y", 1]], "coverage": 0.0},
+    {
+        "key": "dose",
+        "variants": [["low", 1], ["high", 1]],
+        "fields": {"conditions": [{"attribute": "line", "operator": "in", "values": ["9"]}]},
+    },
 ]
 EXPECTED = {
     "etch": ("variant", {"short", "long"}, "SPLIT"),
-    "anneal": ("no variant", None, "DISABLED"),
-    "litho": ("no variant", None, "SPLIT"),
+    "etch-time": ("default", None, "DISABLED"),  # paused
+    "litho": ("default", None, "SPLIT"),  # outside coverage
+    "dose": ("default", None, "TARGETING_MATCH"),  # targeted out
     "no-such-flag": ("error", None, "FLAG_NOT_FOUND"),
 }
 
-# TODO(targeting): the targeted-out case. It is evaluated as soon as experiments have
-# `conditions` (the unit's context says line "3"; this experiment is for line "9" only).
-TARGETED_OUT_EXPERIMENT = {
-    "key": "dose",
-    "variants": [["low", 1], ["high", 1]],
-    "fields": {"conditions": [{"attribute": "line", "operator": "in", "values": ["9"]}]},
+# What the JavaScript server provider (@openfeature/ofrep-provider 0.1.3) reports for an
+# answer without a value: it predates the protocol's codeDefaultFlag, takes a 200 without
+# `value` for a malformed answer and reports an error, but hands the caller its default all
+# the same (docs/decide.md, "OpenFeature: OFREP").
+JS_SERVER_WITHOUT_VALUE = {
+    "reason": "ERROR",
+    "errorCode": "GENERAL",
+    "errorMessage": "The OFREP response does not match the expected format",
 }
-# Any of the protocol's reasons (the targeting rules choose which); no error.
-TARGETED_OUT_EXPECTED = ("no variant", None, None)
-ATTRIBUTES = {"line": "3"}
 
 
 def _missing(what: str) -> None:
@@ -92,17 +102,12 @@ def node() -> str:
 
 @pytest.fixture
 def flags(server) -> dict:
-    """A fresh product with the cases above (and the targeted-out one when it exists)."""
-    experiments = list(EXPERIMENTS)
-    expected = dict(EXPECTED)
-    if server.orm("has_field", model="Experiment", field="conditions")["has_field"]:
-        experiments.append(TARGETED_OUT_EXPERIMENT)
-        expected[TARGETED_OUT_EXPERIMENT["key"]] = TARGETED_OUT_EXPECTED
+    """A fresh product with the cases above."""
     suffix = f"{os.getpid()}-{time.monotonic_ns()}"
     seeded = server.orm(
-        "seed", username=f"of-{suffix}", product=f"of-{suffix}"[:64], experiments=experiments
+        "seed", username=f"of-{suffix}", product=f"of-{suffix}"[:64], experiments=EXPERIMENTS
     )
-    return {**seeded, "expected": expected}
+    return {**seeded, "expected": dict(EXPECTED)}
 
 
 def _check(provider: str, flag: str, result: dict, expected: tuple, decided: dict) -> None:
@@ -115,13 +120,20 @@ def _check(provider: str, flag: str, result: dict, expected: tuple, decided: dic
         assert result["reason"] == reason, where
         assert result["errorCode"] is None, where
         assert decided[flag] == result["value"], (where, decided)
-    elif kind == "no variant":
-        assert result["value"] == NO_VARIANT_VALUE, where
-        assert result["reason"] == reason or (reason is None and result["reason"] in REASONS), where
-        assert result["errorCode"] is None, where
+    elif kind == "default":
+        # The caller's default, never "" or a variant
+        assert result["value"] == DEFAULT, where
         assert decided.get(flag) is None, (where, decided)
+        if provider == "js-server":
+            seen = {k: result[k] for k in JS_SERVER_WITHOUT_VALUE}
+            assert seen == JS_SERVER_WITHOUT_VALUE, where
+        else:
+            assert result["reason"] == reason, where
+            assert result["reason"] in REASONS, where
+            assert result["errorCode"] is None, where
+            assert result["variant"] == "", where
     else:
-        assert result["value"] == FALLBACK, where
+        assert result["value"] == DEFAULT, where
         assert result["errorCode"] == reason, where
         assert result["reason"] == "ERROR", where
 
@@ -137,6 +149,9 @@ def _validate_exchanges(exchanges: list[dict]) -> None:
     for exchange in exchanges:
         endpoint = "bulk" if exchange["url"].endswith("/ofrep/v1/evaluate/flags") else "single"
         status, body = exchange["status"], exchange.get("body")
+        if status is None and "error" not in exchange:
+            # A web provider's poll still in flight when its requests were read: no answer yet
+            continue
         found = ofrep_schema.problems(endpoint, status, body)
         assert not found, (exchange, found)
         content_type = exchange.get("contentType") or ""
@@ -163,15 +178,17 @@ def test_e2e__python_provider__every_case_without_error(server, flags):
     context = EvaluationContext(targeting_key=UNIT, attributes=ATTRIBUTES)
     # When it evaluates every case
     for flag, expected in flags["expected"].items():
-        details = client.get_string_details(flag, FALLBACK, context)
+        details = client.get_string_details(flag, DEFAULT, context)
         result = {
             "value": details.value,
             "variant": details.variant,
             "reason": str(details.reason.value if details.reason else None),
             "errorCode": details.error_code.value if details.error_code else None,
         }
-        # Then it gets the unit's variant, or the no-variant value, with no error
+        # Then it gets the unit's variant, or the caller's default, with no error
         _check("python", flag, result, expected, _decided(server, flags))
+        if expected[0] == "default":
+            assert client.get_string_value(flag, DEFAULT, context) == DEFAULT
         # And the raw answer it got is a valid OFREP answer
         raw = server.post(
             f"/ofrep/v1/evaluate/flags/{flag}",
@@ -184,8 +201,8 @@ def test_e2e__python_provider__every_case_without_error(server, flags):
 def test_e2e__python_provider__errors_that_are_errors(server, flags):
     client = _python_client(server, flags["client_key"], f"lab-{flags['product']}-errors")
     # No targeting key: TARGETING_KEY_MISSING
-    anonymous = client.get_string_details("etch", FALLBACK, EvaluationContext())
-    assert (anonymous.value, anonymous.error_code) == (FALLBACK, ErrorCode.TARGETING_KEY_MISSING)
+    anonymous = client.get_string_details("etch", DEFAULT, EvaluationContext())
+    assert (anonymous.value, anonymous.error_code) == (DEFAULT, ErrorCode.TARGETING_KEY_MISSING)
     # A value of another type: TYPE_MISMATCH, default kept
     as_bool = client.get_boolean_details("etch", False, EvaluationContext(targeting_key=UNIT))
     assert (as_bool.value, as_bool.error_code) == (False, ErrorCode.TYPE_MISMATCH)
@@ -193,8 +210,8 @@ def test_e2e__python_provider__errors_that_are_errors(server, flags):
 
 def test_e2e__python_provider__bad_key__default_with_error(server, seeded):
     client = _python_client(server, "lck_0123456789ab_wrong", "lab-bad-key")
-    details = client.get_string_details("etch", FALLBACK, EvaluationContext(targeting_key="U"))
-    assert details.value == FALLBACK
+    details = client.get_string_details("etch", DEFAULT, EvaluationContext(targeting_key="U"))
+    assert details.value == DEFAULT
     assert details.error_code == ErrorCode.GENERAL
 
 
@@ -227,15 +244,17 @@ def _run_node(node: str, script: str, spec: dict) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def test_e2e__js_server_provider__every_case_without_error(server, flags, node):
+def test_e2e__js_server_provider__every_case__the_callers_default_where_no_variant(
+    server, flags, node
+):
     # Given the Node server SDK with its OFREP provider
     evaluations = [
-        {"flag": flag, "default": FALLBACK, "targetingKey": UNIT, "attributes": ATTRIBUTES}
+        {"flag": flag, "default": DEFAULT, "targetingKey": UNIT, "attributes": ATTRIBUTES}
         for flag in flags["expected"]
     ]
     # When it evaluates every case (and the errors that are errors)
     evaluations += [
-        {"flag": "etch", "default": FALLBACK},
+        {"flag": "etch", "default": DEFAULT},
         {"flag": "etch", "default": False, "targetingKey": UNIT, "type": "boolean"},
     ]
     out = _run_node(
@@ -249,10 +268,12 @@ def test_e2e__js_server_provider__every_case_without_error(server, flags, node):
     for flag, result in zip(flags["expected"], results, strict=False):
         _check("js-server", flag, result, flags["expected"][flag], decided)
     anonymous, as_bool = results[-2:]
-    assert (anonymous["value"], anonymous["errorCode"]) == (FALLBACK, "TARGETING_KEY_MISSING")
+    assert (anonymous["value"], anonymous["errorCode"]) == (DEFAULT, "TARGETING_KEY_MISSING")
     assert (as_bool["value"], as_bool["errorCode"]) == (False, "TYPE_MISMATCH")
-    # And every answer it got is a valid OFREP answer
+    # And every answer it got is a valid OFREP answer, those without a value included
     _validate_exchanges(out["responses"])
+    without_value = {r["body"]["key"] for r in out["responses"] if "value" not in (r["body"] or {})}
+    assert without_value >= {"etch-time", "litho", "dose"}, out["responses"]
 
 
 def test_e2e__js_server_provider__bad_key__default_with_error(server, seeded, node):
@@ -262,11 +283,11 @@ def test_e2e__js_server_provider__bad_key__default_with_error(server, seeded, no
         {
             "baseUrl": server.base_url,
             "clientKey": "lck_0123456789ab_wrong",
-            "evaluations": [{"flag": "etch", "default": FALLBACK, "targetingKey": "U"}],
+            "evaluations": [{"flag": "etch", "default": DEFAULT, "targetingKey": "U"}],
         },
     )
     (result,) = out["results"]
-    assert result["value"] == FALLBACK
+    assert result["value"] == DEFAULT
     assert result["reason"] == "ERROR"
     assert result["errorCode"] == "GENERAL"
 
@@ -336,7 +357,7 @@ def _web_spec(server, flags) -> dict:
         "clientKey": flags["client_key"],
         "targetingKey": UNIT,
         "attributes": ATTRIBUTES,
-        "flags": [{"flag": flag, "default": FALLBACK} for flag in flags["expected"]],
+        "flags": [{"flag": flag, "default": DEFAULT} for flag in flags["expected"]],
         "pollIntervalMs": 300,
     }
 
@@ -372,7 +393,7 @@ def _check_web_run(provider: str, run: _Interactive, server, flags) -> None:
     assert fresh[0]["ifNoneMatch"] == first["etag"], fresh
     assert {"event": "ConfigurationChanged", "flagsChanged": ["etch"]} in changed["events"]
     etch = next(r for r in changed["results"] if r["flag"] == "etch")
-    _check(provider, "etch", etch, ("no variant", None, "DISABLED"), {})
+    _check(provider, "etch", etch, ("default", None, "DISABLED"), {})
     # And every answer it got was a valid OFREP answer
     _validate_exchanges(changed["requests"])
 
@@ -447,7 +468,7 @@ def test_e2e__js_web_provider_in_chromium__origin_not_allowed__refused(
     assert [r["status"] for r in initial["requests"]] == [None], initial["requests"]
     assert any("OFREPApiFetchError" in (e["message"] or "") for e in initial["events"]), initial
     for result in initial["results"]:
-        assert (result["value"], result["errorCode"]) == (FALLBACK, "FLAG_NOT_FOUND"), result
+        assert (result["value"], result["errorCode"]) == (DEFAULT, "FLAG_NOT_FOUND"), result
 
 
 def test_e2e__openfeature_sdk__context_attributes_get_the_targeted_answer(server, seeded):
@@ -468,8 +489,7 @@ def test_e2e__openfeature_sdk__context_attributes_get_the_targeted_answer(server
     on_1 = client.get_string_details(
         "etch", "fallback", EvaluationContext(targeting_key="OF-T1", attributes={"line": 1})
     )
-    # Then the line-3 unit gets its variant, the other no variant ("", as for every unit
-    # without one: docs/decide.md, "OpenFeature: OFREP"), neither an error
+    # Then the line-3 unit gets its variant, the other the caller's default, neither an error
     assert on_3.value in ("short", "long") and on_3.error_code is None
-    assert (on_1.value, on_1.reason, on_1.error_code) == ("", Reason.TARGETING_MATCH, None)
+    assert (on_1.value, on_1.reason, on_1.error_code) == ("fallback", Reason.TARGETING_MATCH, None)
     assert server.decide(key, "OF-T3", experiments=["etch"]) == {"etch": on_3.value}
