@@ -42,7 +42,7 @@ DCS = {
     "synchronous_mode": True,
     "synchronous_node_count": 1,
 }
-READY_TIMEOUT_SECONDS = 90
+READY_TIMEOUT_SECONDS = 180
 
 
 class ClusterError(Exception):
