@@ -17,7 +17,7 @@ On a cluster of its own (free ports, a temporary folder removed afterwards):
    as a standby (Patroni rewinds it), and the known-unit memory must follow the new primary
    (an assignment changed there reaches every worker's memory through LISTEN/NOTIFY).
 5. A planned switchover (`patronictl switchover`) under the same load; the errors it causes
-   are counted (only requests in flight while the primary changes may fail).
+   are counted, and none may come before it starts or after patronictl reports it done.
 
 The last line printed is one JSON object (the `summary` below); the line before it holds
 the details (errors by kind, timings).
@@ -465,6 +465,15 @@ def _memory_follows_primary(lab: Lab, seed: Seed, replies: list[Reply]) -> bool:
     return False
 
 
+def _listener_sessions(cluster: Cluster, node: str) -> int:
+    """Sessions of the known-unit memory (listener and heartbeat) on `node`."""
+    with _connect(cluster, node) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            ["lab decide.known"],
+        ).fetchone()[0]
+
+
 def _first_good_after(load: Load, moment: float, limit: float) -> float | None:
     """Seconds from `moment` to the end of the first 200 of a new-unit decide (one that has
     to write) that started after it; None if none within `limit`."""
@@ -515,6 +524,7 @@ def run_drill(keep: bool = False) -> dict:
 
         # -- failover: the primary's postmaster killed
         old_leader = cluster.leader()
+        listeners_before = _listener_sessions(cluster, old_leader)
         pid = cluster.postmaster_pid(old_leader)
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -546,6 +556,14 @@ def run_drill(keep: bool = False) -> dict:
             ),
         }
         memory_follows = _memory_follows_primary(lab, seed, failover_replies)
+        # Every worker's listener and heartbeat sessions are on the new primary again.
+        listeners_after = _listener_sessions(cluster, new_leader)
+        details["known_unit_sessions_on_primary_before_and_after"] = [
+            listeners_before,
+            listeners_after,
+        ]
+        memory_follows = memory_follows and listeners_before > 0
+        memory_follows = memory_follows and listeners_after >= listeners_before
         details["known_unit_memory_follows_new_primary"] = memory_follows
 
         # -- planned switchover under the same load
@@ -569,8 +587,8 @@ def run_drill(keep: bool = False) -> dict:
             "patronictl_seconds": round(switched_at - switch_at, 2),
             "requests": len(load.replies),
             "errors_by_kind": errors_by_kind(load.replies),
-            # Beyond those in flight: failed requests that ended before the switchover began
-            # or started once patronictl had reported it done.
+            # Failed requests that ended before the switchover began or started once
+            # patronictl had reported it done: none may.
             "errors_outside_it": sum(
                 1 for r in errors if r.ended < switch_at or r.started > switched_at
             ),

@@ -61,7 +61,7 @@ def test_failover__primary_killed_under_load__nothing_acknowledged_lost_and_back
     # And the old primary is a standby again, and the known-unit memory follows the new one
     assert summary["old_primary_rejoined"] is True, report
     assert details["known_unit_memory_follows_new_primary"] is True, report
-    # And the switchover failed only requests in flight while the primary changed
+    # And the switchover failed requests only while the primary changed, none before or after
     switchover = details["switchover"]
     assert switchover["errors_outside_it"] == 0, report
     assert switchover["lost"] == switchover["duplicates"] == switchover["wrong"] == 0, report
