@@ -21,13 +21,15 @@ BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help serve serve-production nginx test dev lint
+.PHONY: help serve serve-production nginx test dev lint ha-up ha-down ha-status ha-drill
 
 help:
 	@echo "make serve   run Lab on http://$(BIND) with a demo product (prints its keys)"
 	@echo "make serve-production BIND=HOST:PORT   Lab behind nginx (docs/operations.md)"
 	@echo "make test    run the tests (PostgreSQL/Redis tests skip unless DATABASE_URL/REDIS_URL are set)"
 	@echo "make lint    ruff check and ruff format --check"
+	@echo "make ha-up   a Patroni cluster (primary + synchronous standby) for Lab; prints its DATABASE_URL"
+	@echo "make ha-down stops it; make ha-drill runs the failover drill (docs/operations.md)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -73,3 +75,18 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# A PostgreSQL primary with a synchronous standby under Patroni, and one etcd, on loopback
+# (installs patroni and etcd-server with apt-get when missing). `ha-up` prints the
+# DATABASE_URL to start Lab with; `ha-drill` runs the failover drill on a cluster of its own.
+ha-up: $(VENV)/.installed
+	@$(BIN)/python -m deploy.ha up
+
+ha-down: $(VENV)/.installed
+	@$(BIN)/python -m deploy.ha down
+
+ha-status: $(VENV)/.installed
+	@$(BIN)/python -m deploy.ha status
+
+ha-drill: $(VENV)/.installed nginx
+	@$(BIN)/python -m deploy.ha drill

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from ninja import Schema
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from lab.services.bulk import check_batch_size
 
@@ -48,3 +48,9 @@ def Batch(item, what: str):
         return value
 
     return Annotated[list[item], BeforeValidator(at_most_a_batch)]
+
+
+REPLICA_LAG_FIELD = Field(
+    description="How far behind the primary the answer may be, in seconds: the replay lag of "
+    "the replica it was read from (DATABASE_REPLICA_URL), or 0 when read from the primary",
+)

@@ -1,6 +1,6 @@
 """Render the nginx front's configuration from deploy/nginx/*.template.
 
-    render_site(listen=..., upstreams=[...], max_body_size=...) -> str   the server block
+    render_site(listen=..., upstreams=[...], max_body_size=..., limits=...) -> str  the site
     write_config(run_dir, listen=..., upstreams=[...], max_body_size=...) -> Path nginx.conf
     nginx_command(config) -> list[str]                                    nginx in the foreground
 
@@ -13,8 +13,10 @@ import os
 import pwd
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 TEMPLATES = Path(__file__).resolve().parent / "nginx"
 SITE_TEMPLATE = TEMPLATES / "lab.conf.template"
@@ -33,9 +35,56 @@ def render(template: Path, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
 
 
-def render_site(*, listen: str, upstreams: Sequence[str], max_body_size: int) -> str:
+@dataclass(frozen=True)
+class RateLimits:
+    """Requests per second, and the burst above it, per client key on decide and OFREP and
+    per API token on the admin API (docs/operations.md, "Rate limits")."""
+
+    decide_rate: int = 1000
+    decide_burst: int = 2000
+    admin_rate: int = 20
+    admin_burst: int = 40
+
+    ENV: ClassVar[dict[str, str]] = {
+        "decide_rate": "LAB_DECIDE_RATE",
+        "decide_burst": "LAB_DECIDE_BURST",
+        "admin_rate": "LAB_ADMIN_RATE",
+        "admin_burst": "LAB_ADMIN_BURST",
+    }
+
+    def __post_init__(self):
+        for name in self.ENV:
+            value = getattr(self, name)
+            minimum = 1 if name.endswith("rate") else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{self.ENV[name]} must be a whole number >= {minimum}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "RateLimits":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for name, variable in cls.ENV.items():
+            text = environ.get(variable, "").strip()
+            if text:
+                if not text.isdigit():
+                    raise ValueError(f"{variable} must be a whole number, not {text!r}")
+                values[name] = int(text)
+        return cls(**values)
+
+    def placeholders(self) -> dict[str, str]:
+        return {variable: str(getattr(self, name)) for name, variable in self.ENV.items()}
+
+
+def render_site(
+    *,
+    listen: str,
+    upstreams: Sequence[str],
+    max_body_size: int,
+    limits: RateLimits | None = None,
+) -> str:
     """The http-context site: nginx on `listen`, in front of each gunicorn in `upstreams`
-    (`unix:/path.sock` or `host:port`; several are balanced round-robin)."""
+    (`unix:/path.sock` or `host:port`; several are balanced round-robin), with `limits`
+    (RateLimits' defaults when not given)."""
     if not _LISTEN.fullmatch(listen):
         raise ValueError(f"not an address nginx can listen on: {listen!r} (HOST:PORT)")
     if not upstreams:
@@ -52,18 +101,24 @@ def render_site(*, listen: str, upstreams: Sequence[str], max_body_size: int) ->
             "LAB_LISTEN": listen,
             "LAB_UPSTREAM_SERVERS": servers,
             "LAB_MAX_BODY_SIZE": str(max_body_size),
+            **(limits or RateLimits()).placeholders(),
         },
     )
 
 
 def write_config(
-    run_dir: Path, *, listen: str, upstreams: Sequence[str], max_body_size: int
+    run_dir: Path,
+    *,
+    listen: str,
+    upstreams: Sequence[str],
+    max_body_size: int,
+    limits: RateLimits | None = None,
 ) -> Path:
     """nginx.conf and lab.conf in `run_dir`, which also holds nginx's pid and temp files."""
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "lab.conf").write_text(
-        render_site(listen=listen, upstreams=upstreams, max_body_size=max_body_size)
+        render_site(listen=listen, upstreams=upstreams, max_body_size=max_body_size, limits=limits)
     )
     config = run_dir / "nginx.conf"
     config.write_text(

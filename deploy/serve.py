@@ -254,6 +254,10 @@ def serve(args: argparse.Namespace) -> int:
     check_port_free(host, port, args.bind)
     if args.front == "nginx" and front.nginx_binary() is None:
         raise Refused("nginx is not installed (make serve-production installs it with apt-get)")
+    try:
+        limits = front.RateLimits.from_env()
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
     ensure_secret_key()
     setup_django()
     check_database()
@@ -278,6 +282,7 @@ def serve(args: argparse.Namespace) -> int:
             listen=args.bind,
             upstreams=[f"unix:{socket_path}"],
             max_body_size=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+            limits=limits,
         )
     else:
         gunicorn += ["-b", args.bind, "lab.wsgi:application"]

@@ -86,6 +86,25 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
 
+# --- Analysis reads on a streaming replica (lab/replica.py, docs/operations.md "Replica
+# reads"): results, factorial, control chart and measurement lists read there while it
+# answers and lags at most DATABASE_REPLICA_MAX_LAG_SECONDS; the primary otherwise.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=30.0)
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = env.db_url_config(DATABASE_REPLICA_URL)
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["replica"].setdefault("OPTIONS", {})
+    DATABASES["replica"]["OPTIONS"].setdefault(
+        "options", f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}"
+    )
+    # A replica that does not answer soon is skipped for the primary, not waited for.
+    DATABASES["replica"]["OPTIONS"].setdefault("connect_timeout", 2)
+    # Tests: the replica is the test database itself (pytest-django creates none for it).
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["lab.replica.AnalysisReadRouter"]
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Caches: REDIS_URL, or an in-process cache. Every cache is a named alias.

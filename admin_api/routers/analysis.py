@@ -5,7 +5,9 @@ from django.http import HttpResponse, StreamingHttpResponse
 from ninja import Path, Query, Router, Schema
 from pydantic import Field
 
+from admin_api.schemas import REPLICA_LAG_FIELD
 from lab.analysis import control_chart, export, factorial
+from lab.replica import analysis_reads
 from lab.selectors.experiments import experiment_get
 from lab.selectors.metrics import metric_get
 from lab.selectors.products import product_get
@@ -32,6 +34,7 @@ class AnovaRowOut(Schema):
 
 
 class FactorialOut(Schema):
+    replica_lag_seconds: float = REPLICA_LAG_FIELD
     experiments: list[str]
     metric: str
     n: int
@@ -61,9 +64,11 @@ class FactorialQuery(Schema):
 )
 def get_factorial(request, product: Path[str], query: Query[FactorialQuery]):
     product_obj = product_get(user=request.auth, key=product)
-    return factorial.factorial_analysis(
-        product=product_obj, experiments=query.experiments, metric=query.metric
-    )
+    with analysis_reads() as read:
+        report = factorial.factorial_analysis(
+            product=product_obj, experiments=query.experiments, metric=query.metric
+        )
+    return {**report, "replica_lag_seconds": read.replica_lag_seconds}
 
 
 # --- control charts --------------------------------------------------------------------------
@@ -85,6 +90,7 @@ class ControlChartOut(Schema):
     experiment: str
     metric: str
     variants: dict[str, ChartOut]
+    replica_lag_seconds: float = REPLICA_LAG_FIELD
 
 
 class MetricQuery(Schema):
@@ -112,7 +118,9 @@ def get_control_chart(
     _, experiment_obj, metric_obj = _experiment_and_metric(
         request, product, experiment, query.metric
     )
-    return control_chart.control_charts(experiment=experiment_obj, metric=metric_obj)
+    with analysis_reads() as read:
+        charts = control_chart.control_charts(experiment=experiment_obj, metric=metric_obj)
+    return {**charts, "replica_lag_seconds": read.replica_lag_seconds}
 
 
 # --- plots -----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from datetime import datetime
 from ninja import Path, Query, Router, Schema
 from ninja.pagination import paginate
 
-from admin_api.pagination import Pagination
+from admin_api.pagination import AnalysisPagination
 from admin_api.schemas import Batch, UpsertedOut
 from lab.schema_types import FiniteFloat, InputSchema, Key, Timestamp, UnitKey
 from lab.selectors import measurements as selectors
@@ -46,7 +46,7 @@ class MeasurementFilter(Schema):
 
 
 @router.get("", response=list[MeasurementOut])
-@paginate(Pagination)
+@paginate(AnalysisPagination)
 def list_measurements(request, product: Path[str], filters: Query[MeasurementFilter]):
     return selectors.measurement_list(
         product=product_get(user=request.auth, key=product),

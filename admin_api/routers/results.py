@@ -6,7 +6,9 @@ from typing import Literal
 from ninja import Path, Query, Router, Schema
 from pydantic import Field
 
+from admin_api.schemas import REPLICA_LAG_FIELD
 from lab.analysis import results as analysis
+from lab.replica import analysis_reads
 from lab.selectors import experiments as experiment_selectors
 from lab.selectors import products as product_selectors
 
@@ -91,6 +93,7 @@ class ResultsOut(Schema):
     srm: SrmOut
     units: UnitCountsOut
     metrics: list[MetricResultOut]
+    replica_lag_seconds: float = REPLICA_LAG_FIELD
 
 
 @router.get(
@@ -108,4 +111,6 @@ def get_results(
 ):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     experiment_obj = experiment_selectors.experiment_get(product=product_obj, key=experiment)
-    return analysis.experiment_results(experiment=experiment_obj, correction=correction)
+    with analysis_reads() as read:
+        report = analysis.experiment_results(experiment=experiment_obj, correction=correction)
+    return {**report, "replica_lag_seconds": read.replica_lag_seconds}

@@ -21,8 +21,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from django.db import connection
-
 from lab.analysis.moments import (
     Moments,
     _quoted,
@@ -33,6 +31,7 @@ from lab.analysis.moments import (
 )
 from lab.analysis.rows import chart_rows
 from lab.models import Experiment, Metric, Status, Variant
+from lab.replica import connection
 
 D2 = 1.128
 D4 = 3.267

@@ -7,11 +7,10 @@ values of any magnitude neither overflow nor underflow. Only the counts reach Py
 
 from __future__ import annotations
 
-from django.db import connection
-
 from lab.analysis.moments import _quoted, _scaling, grouped_moments, hash_join_plan, rows_sql
 from lab.analysis.rows import chart_rows
 from lab.models import Experiment, Metric, Variant
+from lab.replica import connection
 
 BINS = 30
 

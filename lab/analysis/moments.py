@@ -36,11 +36,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 
 from lab.analysis.rows import Column, Rows
 from lab.models import Measurement
+from lab.replica import connection
 
 # z = y·2^40 has an integer part below 2^41 in magnitude: a 64-bit integer sum of 2^22 of them
 # cannot overflow on SQLite (PostgreSQL sums bigints as numeric, which never overflows).
@@ -96,7 +97,7 @@ def hash_join_plan() -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield
         return
-    with transaction.atomic():
+    with transaction.atomic(using=connection.alias):
         with connection.cursor() as cursor:
             calls = ", ".join(["set_config(%s, %s, true)"] * len(PLAN_SETTINGS))
             cursor.execute(

@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from django.db import connection
-
 from lab.analysis.spec import in_spec_sql
 from lab.models import Assignment, Measurement, Metric, Unit
+from lab.replica import connection
 
 # A per-row column computed per metric: its SQL over ``m.value`` and its parameters.
 Column = Callable[[Metric], tuple[str, Sequence]]

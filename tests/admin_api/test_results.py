@@ -419,6 +419,7 @@ def test_results__no_variants__control_null_srm_null(tenant, lab):
         "srm": {"chi2": None, "df": None, "p_value": None, "counts": {}, "expected": {}},
         "units": {"eligible": 0, "assigned": 0, "measured": 0},
         "metrics": [],
+        "replica_lag_seconds": 0.0,
     }
 
 

@@ -134,3 +134,22 @@ def test_front__gunicorn_not_answering__503_json_with_retry_after(tmp_path):
     assert response.getheader("Content-Type") == "application/json"
     assert response.getheader("Retry-After") == "1"
     assert "retry" in json.loads(body)["detail"]
+
+
+def test_rate_limits__defaults__in_the_rendered_site():
+    site = front.render_site(
+        listen="127.0.0.1:8000", upstreams=["unix:/x.sock"], max_body_size=LIMIT
+    )
+
+    assert "zone=lab_decide:10m rate=1000r/s" in site
+    assert "zone=lab_decide burst=2000 nodelay" in site
+    assert "zone=lab_admin:2m rate=20r/s" in site
+    assert "zone=lab_admin burst=40 nodelay" in site
+
+
+def test_rate_limits__from_env__overrides_and_refuses_what_nginx_would_misread():
+    limits = front.RateLimits.from_env({"LAB_DECIDE_RATE": "50", "LAB_ADMIN_BURST": "0"})
+    assert (limits.decide_rate, limits.decide_burst, limits.admin_burst) == (50, 2000, 0)
+    for bad in ({"LAB_DECIDE_RATE": "0"}, {"LAB_ADMIN_RATE": "5r/s"}, {"LAB_DECIDE_BURST": "-1"}):
+        with pytest.raises(ValueError, match="LAB_"):
+            front.RateLimits.from_env(bad)

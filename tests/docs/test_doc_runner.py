@@ -171,7 +171,7 @@ def test_run_page__management_command__runs_against_the_server_database(docs_ser
         "curl -s 'http://127.0.0.1:8000/api/admin/v1/products/demo-widget/measurements"
         '?unit=SN-9\' -H "Authorization: Bearer $TOKEN"\n'
         '# {"items": [{"metric": "thickness", "unit": "SN-9", "value": 1.01, "…": "…"}], '
-        '"count": 1}\n```\n'
+        '"count": 1, "replica_lag_seconds": 0.0}\n```\n'
     )
     folder = tmp_path / "run"
     folder.mkdir()

@@ -177,6 +177,11 @@ def new_front(env: dict[str, str]) -> Front:
 
 
 def seed_product(env: dict[str, str]) -> str:
+    return seed_tenant(env)["client_key"]
+
+
+def seed_tenant(env: dict[str, str]) -> dict[str, str]:
+    """A user with an API token and a product with one experiment and a client key."""
     suffix = f"{os.getpid()}-{time.monotonic_ns()}"
     completed = subprocess.run(
         [
@@ -198,7 +203,7 @@ def seed_product(env: dict[str, str]) -> str:
         timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])["client_key"]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -451,6 +456,77 @@ def test_front__api_docs_and_their_assets__render_through_nginx(front):
 
     dom = render_dom(f"{front.base_url}/api/v1/docs")
     assert 'data-path="/api/v1/decide"' in dom
+
+
+def _call(base_url: str, method: str, path: str, headers: dict[str, str], body=None):
+    host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        payload = json.dumps(body) if body is not None else None
+        conn.request(
+            method, path, body=payload, headers={"Content-Type": "application/json", **headers}
+        )
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_front__key_over_its_rate__429_json_with_retry_after_and_other_keys_still_served(
+    database_env,
+):
+    # Given the front with low limits, and two tenants
+    env = {
+        **database_env,
+        "LAB_DECIDE_RATE": "2",
+        "LAB_DECIDE_BURST": "3",
+        "LAB_ADMIN_RATE": "1",
+        "LAB_ADMIN_BURST": "2",
+    }
+    limited = new_front(env)
+    limited.start()
+    try:
+        flooder, quiet = seed_tenant(env), seed_tenant(env)
+
+        # When one tenant sends decides, OFREP evaluations and admin calls far above its rate
+        def flood(method, path, headers, body=None, times=12):
+            return [_call(limited.base_url, method, path, headers, body) for _ in range(times)]
+
+        bearer = {"Authorization": f"Bearer {flooder['client_key']}"}
+        decides = flood("POST", "/api/v1/decide", bearer, {"unit": "u-1"})
+        by_header = flood(
+            "POST",
+            "/ofrep/v1/evaluate/flags/etch",
+            {"X-API-Key": flooder["client_key"]},
+            {"context": {"targetingKey": "u-1"}},
+        )
+        admin_path = f"/api/admin/v1/products/{flooder['product']}"
+        admin = flood("GET", admin_path, {"Authorization": f"Bearer {flooder['api_token']}"})
+
+        # Then beyond its burst it gets 429s, each JSON with a detail and a Retry-After
+        for replies in (decides, by_header, admin):
+            statuses = [status for status, _, _ in replies]
+            assert statuses.count(429) >= 6, statuses
+            assert set(statuses) <= {200, 429}, statuses
+            for status, headers, body in replies:
+                if status == 429:
+                    assert headers["Retry-After"] == "1"
+                    assert headers["Content-Type"] == "application/json"
+                    assert "retry" in json.loads(body)["detail"]
+        # And another tenant, at once, is served as usual on both APIs
+        quiet_bearer = {"Authorization": f"Bearer {quiet['client_key']}"}
+        status, _, _ = _call(
+            limited.base_url, "POST", "/api/v1/decide", quiet_bearer, {"unit": "u-1"}
+        )
+        assert status == 200
+        quiet_admin = {"Authorization": f"Bearer {quiet['api_token']}"}
+        status, _, _ = _call(
+            limited.base_url, "GET", f"/api/admin/v1/products/{quiet['product']}", quiet_admin
+        )
+        assert status == 200
+    finally:
+        limited.stop(signal.SIGTERM)
+        shutil.rmtree(limited.log.parent, ignore_errors=True)
 
 
 def test_serve_production__ctrl_c__stops_nginx_and_gunicorn(database_env):
