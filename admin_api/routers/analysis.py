@@ -45,9 +45,16 @@ class FactorialOut(Schema):
     residual_std: float | None
 
 
+# Keys separated by commas, white space allowed around each (the analysis strips it).
+_KEY = "[a-z0-9][a-z0-9_.-]{0,63}"
+_KEY_LIST = rf"^\s*({_KEY}\s*(,\s*{_KEY}\s*)*)?$"
+
+
 class FactorialQuery(Schema):
     experiments: str = Field(
-        max_length=1000, description="1 to 3 experiment keys separated by commas: `A,B[,C]`"
+        max_length=1000,
+        pattern=rf"^\s*{_KEY}\s*(,\s*{_KEY}\s*){{0,2}}$",
+        description="1 to 3 experiment keys separated by commas: `A,B[,C]`",
     )
     metric: str = Field(max_length=200, description="The metric key")
 
@@ -188,11 +195,18 @@ def get_factorial_svg(request, product: Path[str], query: Query[FactorialQuery])
 
 
 class ExportQuery(Schema):
+    # Short enough that both lists fit in the request line (docs/contract.md, "4.1 Limits").
     experiments: str | None = Field(
-        None, max_length=5000, description="Experiment keys separated by commas (default: all)"
+        None,
+        max_length=1300,
+        pattern=_KEY_LIST,
+        description="Experiment keys separated by commas (default: all)",
     )
     metrics: str | None = Field(
-        None, max_length=5000, description="Metric keys separated by commas (default: all)"
+        None,
+        max_length=1300,
+        pattern=_KEY_LIST,
+        description="Metric keys separated by commas (default: all)",
     )
 
 
