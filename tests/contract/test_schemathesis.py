@@ -51,7 +51,7 @@ from lab.services.metrics import metric_create
 from lab.services.products import product_create
 from lab.services.steps import step_create
 
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 10
 # How often a path parameter names the seeded object rather than a generated string.
 SEEDED_PATH_PROBABILITY = 0.75
 CHECKS = [
