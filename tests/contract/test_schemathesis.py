@@ -23,6 +23,7 @@ operation and mode, the same cases on every run.
 
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import schemathesis
@@ -320,3 +321,38 @@ def test_admin_api__conforms_and_never_5xx(operation, seeded):
 @pytest.mark.parametrize("operation", operations(decide))
 def test_decide_api__conforms_and_never_5xx(operation, seeded):
     fuzz(operation, token=seeded["client_key"])
+
+
+def _refused(label: str, status: int, detail) -> tuple:
+    failure = RejectedPositiveData(
+        operation=label, message="refused", status_code=status, allowed_statuses=["2xx"]
+    )
+    case = SimpleNamespace(operation=SimpleNamespace(label=label))
+    response = SimpleNamespace(status_code=status, json=lambda: {"detail": detail})
+    return failure, case, response
+
+
+def test_excused__a_listed_rule__excused_with_its_reason():
+    refused = _refused(
+        f"POST {ADMIN}/metrics", 400, "nominal (2.0) must not exceed upper_limit (1.0)"
+    )
+    assert "lower_limit <= nominal <= upper_limit" in excuse(*refused).reason
+
+
+@pytest.mark.parametrize(
+    ("label", "status", "detail"),
+    [
+        # The same rule on another operation, or with another status
+        (f"POST {ADMIN}/steps", 400, "nominal (2.0) must not exceed upper_limit (1.0)"),
+        (f"POST {ADMIN}/metrics", 422, "nominal (2.0) must not exceed upper_limit (1.0)"),
+        # A refusal the schema could have prevented
+        (f"POST {ADMIN}/metrics", 400, "a unit key may not contain control characters"),
+        (
+            f"POST {ADMIN}/experiments",
+            422,
+            "conditions: condition 0: attribute 'é' is not an attribute name",
+        ),
+    ],
+)
+def test_excused__anything_else__not_excused(label, status, detail):
+    assert excuse(*_refused(label, status, detail)) is None
