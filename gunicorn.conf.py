@@ -55,6 +55,16 @@ preload_app = os.environ.get("GUNICORN_PRELOAD", "true").strip().lower() not in 
 )
 graceful_timeout = 30
 keepalive = 5
+# The request head's limits are the production front's (deploy/nginx/lab.conf.template):
+# nginx refuses a longer request line (414) or header line, or a longer head (431), with a
+# JSON `detail`, so these are set at or above what nginx lets through, and gunicorn's own
+# HTML refusals never reach a client behind it. The request line: 8190 bytes, gunicorn's
+# maximum and nginx's (an 8 KiB buffer). A header line: nginx's 8190 bytes, plus what it
+# appends to X-Forwarded-For. The number of header lines: a 32 KiB head holds at most 8192.
+# docs/contract.md, "Limits".
+limit_request_line = 8190
+limit_request_field_size = 16384
+limit_request_fields = 10_000
 # Logs are JSON lines from Django (one per request, with its id); gunicorn's own access log
 # would duplicate them.
 accesslog = None

@@ -42,8 +42,14 @@ from decide.schemas import (
     OfrepEvaluation,
     OfrepEvaluationFailure,
 )
-from decide.targeting import TargetingError, check_attributes
+from decide.targeting import (
+    ATTRIBUTE_NAME_PATTERN,
+    MAX_ATTRIBUTES,
+    TargetingError,
+    check_attributes,
+)
 from lab.keys import is_valid_key, unit_key_problem
+from lab.schema_types import ATTRIBUTE_VALUE_JSON_SCHEMA
 from lab.vocabulary import Reason
 
 router = Router(tags=["OFREP"], auth=[ClientKeyAuth(), ClientKeyHeader()])
@@ -84,6 +90,10 @@ _REQUEST_BODY = {
                             "description": "Evaluation context: targetingKey is the unit key; "
                             "the other fields are the unit's attributes for this decision.",
                             "required": ["targetingKey"],
+                            # The attributes' rules (docs/decide.md, "Targeting").
+                            "maxProperties": MAX_ATTRIBUTES + 1,
+                            "propertyNames": {"pattern": ATTRIBUTE_NAME_PATTERN},
+                            "additionalProperties": ATTRIBUTE_VALUE_JSON_SCHEMA,
                             "properties": {
                                 "targetingKey": {
                                     "type": "string",

@@ -9,6 +9,7 @@ from ninja import Schema
 from pydantic import Discriminator, Field, Tag, field_validator
 
 from lab.errors import PayloadTooLarge
+from lab.keys import UNIT_KEY_JSON_PATTERN
 from lab.schema_types import Attributes, InputSchema, Key, UnitKey
 
 MAX_BATCH_UNITS = 1000
@@ -30,10 +31,6 @@ class DecideFilters(InputSchema):
     )
 
 
-# The unit key rules (lab.keys.unit_key_problem enforces them) spelled out for OpenAPI, so
-# clients and fuzzers know them: 1-128 characters, no control characters, no "/", no white
-# space at either end.
-UNIT_KEY_JSON_PATTERN = r"^(?!\s)(?!.*\s$)[^/\x00-\x1f\x7f-\x9f]{1,128}$"
 UNIT_KEY_DESCRIPTION = (
     'A unit key: 1-128 characters, no control characters, no "/", no white space at either '
     "end. Case-sensitive."

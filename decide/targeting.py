@@ -33,6 +33,7 @@ __all__ = [
     "MAX_ATTRIBUTES",
     "MAX_CONDITIONS",
     "MAX_LIST_ITEMS",
+    "MAX_NUMBER",
     "MAX_STRING_LENGTH",
     "OPERATORS",
     "CompiledCondition",
@@ -54,6 +55,11 @@ MAX_STRING_LENGTH = 256
 MAX_LIST_ITEMS = 100
 MAX_CONDITIONS = 50
 MAX_IN_VALUES = 1_000
+# An attribute's number is at most this in magnitude (JavaScript's largest safe integer): a
+# larger one comes back from PostgreSQL's jsonb written out in full (-3.4e+38 as a 39-digit
+# integer), which is neither the JSON text conditions compare nor an integer JSON encoders
+# take.
+MAX_NUMBER = 2**53 - 1
 
 Attributes = Mapping[str, object]
 
@@ -86,7 +92,11 @@ def attribute_value_problem(value: object) -> str | None:
     if isinstance(value, str):
         return _string_problem(value)
     if _is_number(value):
-        return None if math.isfinite(value) else "a number must be finite"
+        if not math.isfinite(value):
+            return "a number must be finite"
+        if abs(value) > MAX_NUMBER:
+            return f"a number is between -{MAX_NUMBER} and {MAX_NUMBER}"
+        return None
     if isinstance(value, list):
         if len(value) > MAX_LIST_ITEMS:
             return f"a list holds at most {MAX_LIST_ITEMS} strings, this one has {len(value)}"

@@ -5,6 +5,12 @@ import unicodedata
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 _KEY = re.compile(KEY_PATTERN)
+# The unit key rules of unit_key_problem, as a JSON Schema pattern for the OpenAPI documents
+# (clients and validators read it; the server checks with unit_key_problem): 1-128
+# characters, none of them a control character or "/", and no white space at either end.
+# (Unpaired surrogates, which unit_key_problem refuses too, are left out: regular expression
+# engines that work on valid Unicode, such as Rust's, cannot compile them.)
+UNIT_KEY_JSON_PATTERN = r"^(?!\s)(?!.*\s$)[^/\x00-\x1f\x7f-\x9f]{1,128}$"
 
 
 def is_valid_key(value: str) -> bool:

@@ -48,9 +48,17 @@ class FactorialOut(Schema):
     residual_std: float | None
 
 
+# Keys separated by commas, spaces allowed around each (the analysis strips them); nothing
+# that takes more than 3 bytes percent-encoded, so the lists fit in the request line.
+_KEY = "[a-z0-9][a-z0-9_.-]{0,63}"
+_KEY_LIST = rf"^ *({_KEY} *(, *{_KEY} *)*)?$"
+
+
 class FactorialQuery(Schema):
     experiments: str = Field(
-        max_length=1000, description="1 to 3 experiment keys separated by commas: `A,B[,C]`"
+        max_length=300,
+        pattern=rf"^ *{_KEY} *(, *{_KEY} *){{0,2}}$",
+        description="1 to 3 experiment keys separated by commas: `A,B[,C]`",
     )
     metric: str = Field(max_length=200, description="The metric key")
 
@@ -196,11 +204,18 @@ def get_factorial_svg(request, product: Path[str], query: Query[FactorialQuery])
 
 
 class ExportQuery(Schema):
+    # Short enough that both lists fit in the request line (docs/contract.md, "4.1 Limits").
     experiments: str | None = Field(
-        None, max_length=5000, description="Experiment keys separated by commas (default: all)"
+        None,
+        max_length=1300,
+        pattern=_KEY_LIST,
+        description="Experiment keys separated by commas (default: all)",
     )
     metrics: str | None = Field(
-        None, max_length=5000, description="Metric keys separated by commas (default: all)"
+        None,
+        max_length=1300,
+        pattern=_KEY_LIST,
+        description="Metric keys separated by commas (default: all)",
     )
 
 

@@ -1,7 +1,8 @@
-from typing import Literal
+from typing import Annotated, Literal
 
 from ninja import Path, Query, Router, Schema
 from ninja.pagination import paginate
+from pydantic import Field
 
 from admin_api.pagination import Pagination
 from admin_api.schemas import AuditEventOut
@@ -17,7 +18,7 @@ ActionValue = Literal["status_changed", "forced", "rebucketed"]
 
 class AuditFilter(Schema):
     object_type: Key | None = None
-    object_key: Text | None = None
+    object_key: Annotated[Text, Field(max_length=400)] | None = None
     action: ActionValue | None = None
 
 

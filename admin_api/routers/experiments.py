@@ -8,7 +8,7 @@ from pydantic import Field
 from admin_api.pagination import Pagination
 from admin_api.routers.variants import VariantIn
 from admin_api.schemas import StatusFilter, StatusValue
-from decide.targeting import MAX_CONDITIONS, OPERATORS
+from decide.targeting import ATTRIBUTE_NAME_PATTERN, MAX_CONDITIONS, OPERATORS
 from lab.schema_types import FiniteFloat, InputSchema, Key, Name, Text, Timestamp
 from lab.selectors import experiments as selectors
 from lab.selectors import products as product_selectors
@@ -35,12 +35,17 @@ RANGE_HELP = (
 
 
 class ConditionIn(InputSchema):
-    attribute: str = Field(description="Name of the unit attribute tested.")
+    attribute: str = Field(
+        description="Name of the unit attribute tested.",
+        json_schema_extra={"pattern": ATTRIBUTE_NAME_PATTERN},
+    )
     operator: Literal[OPERATORS] = Field(description="How it is tested (docs/decide.md).")
     values: list[Any] = Field(
         default_factory=list,
         max_length=1000,
         description="Strings for in/not_in; one value for the others; none for exists.",
+        # Which of them an operator takes, the server checks (docs/decide.md).
+        json_schema_extra={"items": {"anyOf": [{"type": "string"}, {"type": "number"}]}},
     )
 
 

@@ -7,14 +7,14 @@ from pydantic import Field, StrictInt
 
 from admin_api.pagination import Pagination
 from admin_api.schemas import StatusFilter, StatusValue
-from lab.schema_types import InputSchema, Key, Name
+from lab.schema_types import InputSchema, IntegralFloatAsInt, Key, Name
 from lab.selectors import products as product_selectors
 from lab.selectors import steps as selectors
 from lab.services import steps as services
 
 router = Router(tags=["steps"])
 
-Position = Annotated[StrictInt, Field(ge=0, le=services.POSITION_MAX)]
+Position = Annotated[StrictInt, Field(ge=0, le=services.POSITION_MAX), IntegralFloatAsInt]
 
 
 class StepIn(InputSchema):

@@ -95,6 +95,28 @@ def test_units__bad_attribute__422_naming_it_and_nothing_written(
     assert Unit.objects.count() == 0
 
 
+def test_units__attribute_number_at_the_bound__reads_back_as_written(tenant, product):
+    # Given numbers at the documented bound, one written with an exponent
+    attributes = {"big": 2**53 - 1, "small": -(2**53 - 1), "tiny": 1e-7}
+    tenant.post("/products/widget/units", {"units": [{"key": "SN-1", "attributes": attributes}]})
+    # Then the unit reads them back unchanged
+    assert tenant.get(unit_path("SN-1")).json()["attributes"] == attributes
+
+
+@pytest.mark.parametrize("number", [2**53, -3.402823466e38, 1e300])
+def test_units__attribute_number_beyond_the_bound__422(tenant, product, number):
+    # Given a number PostgreSQL's jsonb would read back as an integer of 17 to 301 digits
+    # When a unit is stored with it
+    response = tenant.post(
+        "/products/widget/units", {"units": [{"key": "SN-1", "attributes": {"size": number}}]}
+    )
+    # Then it is refused, naming the bound (before: stored, and reading the unit was a 500)
+    assert response.status_code == 422, response.content
+    assert not Unit.objects.exists()
+    assert "size" in response.json()["detail"][0]["msg"]
+    assert str(2**53 - 1) in response.json()["detail"][0]["msg"]
+
+
 def test_units__same_unit_given_attributes_twice__422_and_nothing_written(tenant, product):
     response = tenant.post(
         "/products/widget/units",

@@ -27,6 +27,7 @@ from decide.engine import (
     layer_position,
 )
 from decide.targeting import (
+    MAX_NUMBER,
     LayerSlot,
     Schedule,
     TargetingError,
@@ -335,8 +336,8 @@ safe_text = st.text(
 )
 attribute_values = st.one_of(
     safe_text,
-    st.integers(min_value=-(2**63), max_value=2**63),
-    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-MAX_NUMBER, max_value=MAX_NUMBER),
+    st.floats(min_value=-MAX_NUMBER, max_value=MAX_NUMBER),
     st.booleans(),
     st.lists(safe_text, max_size=100),
 )

@@ -415,6 +415,77 @@ def test_front__body_over_lab_limit__413_json_before_gunicorn(front):
     assert json.loads(body)["detail"] == f"request body larger than {limit} bytes"
 
 
+# The request head's limits (docs/contract.md, "Limits"): nginx refuses beyond them, in JSON;
+# gunicorn's own limits are above them, so everything nginx lets through reaches Lab.
+REQUEST_LINE_LIMIT = 8190
+HEADER_LINE_LIMIT = 8190
+
+
+def _get(front: Front, request_line: bytes, headers: bytes = b"") -> tuple[bytes, bytes]:
+    answer = _raw(
+        front, request_line + b"\r\nHost: localhost\r\n" + headers + b"Connection: close\r\n\r\n"
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def _request_line(length: int) -> bytes:
+    """`GET /healthz?pad=aaa... HTTP/1.1`, exactly `length` bytes (without its CRLF)."""
+    fixed = len(b"GET /healthz?pad= HTTP/1.1")
+    return b"GET /healthz?pad=" + b"a" * (length - fixed) + b" HTTP/1.1"
+
+
+def _header_line(length: int) -> bytes:
+    return b"X-Pad: " + b"a" * (length - len(b"X-Pad: ")) + b"\r\n"
+
+
+def test_front__request_line_at_limit__served_by_lab(front):
+    # Given a request line of exactly the documented limit (gunicorn's default refuses half)
+    head, body = _get(front, _request_line(REQUEST_LINE_LIMIT))
+    # Then Lab answers it
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body) == {"status": "ok"}
+
+
+def test_front__request_line_over_limit__414_json(front):
+    # Given a request line one byte over the limit
+    head, body = _get(front, _request_line(REQUEST_LINE_LIMIT + 1))
+    # Then the front refuses it with a JSON detail, not an HTML page
+    assert head.startswith(b"HTTP/1.1 414"), head
+    assert b"application/json" in head
+    assert json.loads(body)["detail"] == (
+        f"request line (method, path and query) longer than {REQUEST_LINE_LIMIT} bytes"
+    )
+
+
+def test_front__headers_within_limits__served_by_lab(front):
+    # Given a header line of exactly the limit and 200 more header lines (gunicorn's default
+    # refuses a header line over 8190 bytes with the CRLF, and more than 100 lines)
+    many = b"".join(b"X-Extra-%d: %d\r\n" % (n, n) for n in range(200))
+    head, body = _get(front, b"GET /healthz HTTP/1.1", _header_line(HEADER_LINE_LIMIT) + many)
+    # Then Lab answers it
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body) == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(_header_line(HEADER_LINE_LIMIT + 1), id="one-header-line-over-8190-bytes"),
+        pytest.param(_header_line(8000) * 5, id="headers-over-32-KiB-in-all"),
+    ],
+)
+def test_front__headers_over_limit__431_json(front, headers):
+    head, body = _get(front, b"GET /healthz HTTP/1.1", headers)
+    # Then the front refuses them with 431 and a JSON detail (nginx alone would say 400)
+    assert head.startswith(b"HTTP/1.1 431"), head
+    assert b"application/json" in head
+    assert json.loads(body)["detail"] == (
+        f"request header line longer than {HEADER_LINE_LIMIT} bytes, "
+        "or headers longer than 32768 bytes in all"
+    )
+
+
 def test_front__keep_alive__two_requests_on_one_connection(front):
     conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
     try:
