@@ -4,6 +4,7 @@ experiments, their runs, and their analysis."""
 from datetime import datetime
 from typing import Annotated
 
+from django.http import HttpResponse
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
 from pydantic import Field, Strict
@@ -128,3 +129,74 @@ def remove_design(request, product: Path[str], design: Path[str]):
 def _design(request, product: str, design: str):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     return selectors.design_get(product=product_obj, key=design)
+
+
+# --- analysis --------------------------------------------------------------------------------
+
+
+class MetricQuery(Schema):
+    metric: str = Field(max_length=200, description="The metric key")
+
+
+class EffectOut(Schema):
+    term: str = Field(description="A lowest-order member of the alias chain, e.g. `AB`")
+    aliases: list[str] = Field(description="The chain's other effects of at most 3 factors")
+    coefficient: float
+    effect: float = Field(description="2 × coefficient")
+    se: float | None
+    t: float | None
+    p_value: float | None
+    active: bool | None = Field(None, description="Unreplicated: |effect| > margin_of_error")
+
+
+class DesignAnalysisOut(Schema):
+    design: str
+    metric: str
+    factors: dict[str, str] = Field(description="Letter → experiment key")
+    n: int = Field(description="Measured units whose stored levels form a run of the design")
+    excluded: int = Field(description="Other measured units (a factor unassigned, or off-run)")
+    runs: int
+    runs_observed: int
+    residual_df: int | None
+    pse: float | None = Field(description="Lenth's pseudo standard error (unreplicated)")
+    margin_of_error: float | None = Field(description="t(0.975, m/3) · PSE (unreplicated)")
+    effects: list[EffectOut] | None = Field(description="Null while a run has no unit")
+    note: str | None
+
+
+SVG = {
+    "responses": {
+        200: {
+            "description": "An SVG picture",
+            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+        }
+    }
+}
+
+
+@router.get(
+    "/{design}/analysis",
+    response=DesignAnalysisOut,
+    exclude_unset=True,
+    summary="Effects of every estimable alias chain of the design on a metric",
+)
+def get_design_analysis(request, product: Path[str], design: Path[str], query: Query[MetricQuery]):
+    from lab.analysis.designs import design_analysis
+
+    product_obj = product_selectors.product_get(user=request.auth, key=product)
+    return design_analysis(product=product_obj, design=design, metric=query.metric)
+
+
+@router.get(
+    "/{design}/effects.svg",
+    summary="Half-normal plot of the design's effects on a metric (SVG)",
+    openapi_extra=SVG,
+)
+def get_effects_svg(request, product: Path[str], design: Path[str], query: Query[MetricQuery]):
+    from lab.analysis.design_plot import half_normal_svg
+    from lab.analysis.designs import design_analysis
+
+    product_obj = product_selectors.product_get(user=request.auth, key=product)
+    report = design_analysis(product=product_obj, design=design, metric=query.metric)
+    svg = half_normal_svg(title=f"{report['design']}: effects on {report['metric']}", report=report)
+    return HttpResponse(svg, content_type="image/svg+xml")
