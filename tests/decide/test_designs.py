@@ -100,3 +100,15 @@ def test_decide__stored_assignment_is_sticky_and_removal_frees_the_factors(decid
     design_remove(design=screen, actor="alice")
     assert decider.decide("SN-9") == first  # stored, sticky
     assert Assignment.objects.filter(unit__key="SN-9").count() == 7
+
+
+def test_design_slot__answers_the_level_of_the_documented_vectors():
+    # docs/decide-vectors.md, "Design runs": SN-3 is in run 2, levels + − − + + − +.
+    from decide.engine import DesignSlot
+
+    fraction = Fraction.from_generators(7, 8, ["D=AB", "E=AC", "F=BC", "G=ABC"])
+    answers = [
+        DesignSlot("9b2e61f04c7d3a85", 8, column, low=1, high=2).variant("SN-3", {})
+        for column in fraction.columns
+    ]
+    assert answers == [2, 1, 1, 2, 2, 1, 2]

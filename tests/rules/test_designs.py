@@ -279,3 +279,28 @@ def test_effect_name__skips_the_letter_i():
 def test_run_of__is_the_contract_formula(value, runs):
     h = mmh3.hash(f"salt-1:{value}", seed=0, signed=False)
     assert run_of("salt-1", value, runs) == math.floor(h / 2**32 * runs) + 1
+
+
+VECTORS_PAGE = Path(__file__).parents[2] / "docs" / "decide-vectors.md"
+
+
+def design_vectors():
+    text = VECTORS_PAGE.read_text(encoding="utf-8")
+    body = text.split("<!-- design-vectors -->", 1)[1].split("<!-- /design-vectors -->", 1)[0]
+    rows = [line for line in body.strip().splitlines() if line.startswith("|")][2:]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    return [(unit.strip("`"), int(h), int(run), levels) for unit, h, run, levels in cells]
+
+
+@pytest.mark.parametrize("value,h,run,levels", design_vectors())
+def test_design_vectors__of_the_docs__hold(value, h, run, levels):
+    salt = "9b2e61f04c7d3a85"
+    assert mmh3.hash(f"{salt}:{value}", seed=0, signed=False) == h
+    assert run_of(salt, value, 8) == run
+    fraction = minimum_aberration(7, 8)
+    assert fraction.generators == ["D=AB", "E=AC", "F=BC", "G=ABC"]
+    assert "".join("+" if x else "−" for x in fraction.runs_table[run - 1]) == levels
+
+
+def test_design_vectors__cover_several_runs():
+    assert len({run for _, _, run, _ in design_vectors()}) >= 5
