@@ -112,3 +112,19 @@ def test_design_slot__answers_the_level_of_the_documented_vectors():
         for column in fraction.columns
     ]
     assert answers == [2, 1, 1, 2, 2, 1, 2]
+
+
+def test_race__first_decisions_of_a_design__store_one_row_per_factor(decider, screen):
+    # Given another worker decided the unit first (its read is over: its rows are stored)
+    first = decider.decide("SN-42")
+    assert Assignment.objects.filter(unit__key="SN-42").count() == 7
+    # When this worker decides from a read taken before that commit
+    with pytest.MonkeyPatch.context() as patch:
+        from decide import store
+
+        real = store.read_units
+        patch.setattr(store, "read_units", lambda c, keys: (real(c, keys)[0], {}))
+        again = decider.decide("SN-42")
+    # Then both answer the run's levels and each factor has exactly one row
+    assert again == first == expected_levels(screen, "SN-42")
+    assert Assignment.objects.filter(unit__key="SN-42").count() == 7
