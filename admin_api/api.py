@@ -7,6 +7,7 @@ from admin_api.routers import (
     assignments,
     audit,
     client_keys,
+    designs,
     experiments,
     layers,
     measurements,
@@ -87,6 +88,7 @@ api.add_router(PRODUCT + "/client-keys", client_keys.router)
 api.add_router(PRODUCT + "/steps", steps.router)
 api.add_router(PRODUCT + "/metrics", metrics.router)
 api.add_router(PRODUCT + "/layers", layers.router)
+api.add_router(PRODUCT + "/designs", designs.router)
 api.add_router(PRODUCT + "/experiments", experiments.router)
 api.add_router(EXPERIMENT + "/variants", variants.router)
 api.add_router(EXPERIMENT + "/assignments", assignments.router)

@@ -39,12 +39,13 @@ from django.db import connection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from decide import metrics
-from decide.engine import CompiledExperiment, compile_experiment
+from decide.engine import CompiledExperiment, DesignSlot, compile_experiment
 from decide.targeting import MAX_CONDITIONS, LayerSlot, Schedule, compile_conditions
 from lab.db import column, table
 from lab.keys import KEY_PATTERN
-from lab.models import Experiment, Layer, Product, Step, Variant
+from lab.models import Design, DesignFactor, Experiment, Layer, Product, Step, Variant
 from lab.vocabulary import Status
+from rules.designs import DesignError, Fraction
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ MEMORY_MAX_PRODUCTS = 10_000
 # The shape of the shared entries. Bump it with any change of `ConfigEntry` (or of what it
 # means): it is part of the key, so workers of two releases never read each other's entries.
 # 3: experiments carry their targeting (conditions, schedule, layer slot).
-FORMAT_VERSION = 3
+# 4: a factor of a design carries its design slot.
+FORMAT_VERSION = 4
 _SIGNING_SALT = "lab.decide.config-cache"
 
 
@@ -98,6 +100,15 @@ class LayerEntry(_Strict):
 _Moment = Annotated[float, Field(allow_inf_nan=False)]
 
 
+class DesignEntry(_Strict):
+    salt: Annotated[str, Field(min_length=1, max_length=64)]
+    runs: Literal[4, 8, 16, 32, 64, 128]
+    column: Annotated[int, Field(ge=1, le=127)]
+    low: _Id
+    high: _Id
+    randomize_by: Annotated[str, Field(min_length=1, max_length=64)] | None
+
+
 class ExperimentEntry(_Strict):
     id: _Id
     key: _Key
@@ -114,6 +125,7 @@ class ExperimentEntry(_Strict):
     start_at: _Moment | None
     end_at: _Moment | None
     layer: LayerEntry | None
+    design: DesignEntry | None = None
 
     @model_validator(mode="after")
     def _variants_in_creation_order(self) -> Self:
@@ -173,6 +185,7 @@ def compile_config(entry: ConfigEntry) -> ProductConfig:
                     else None
                 ),
                 layer=LayerSlot(e.layer.salt, e.layer.start, e.layer.end) if e.layer else None,
+                design=DesignSlot(**e.design.model_dump()) if e.design else None,
             )
         )
     by_step: dict[str, list[CompiledExperiment]] = {}
@@ -208,13 +221,20 @@ def _load_sql() -> str:
         f"e.{col(Experiment, 'end_at')}, l.{col(Layer, 'salt')}, "
         f"e.{col(Experiment, 'layer_start')}, e.{col(Experiment, 'layer_end')}, "
         f"v.{col(Variant, 'id')}, v.{col(Variant, 'key')}, v.{col(Variant, 'status')}, "
-        f"v.{col(Variant, 'weight')} "
+        f"v.{col(Variant, 'weight')}, "
+        f"d.{col(Design, 'salt')}, d.{col(Design, 'runs')}, d.{col(Design, 'generators')}, "
+        f"d.{col(Design, 'randomize_by')}, df.{col(DesignFactor, 'position')}, "
+        f"df.{col(DesignFactor, 'low')}, df.{col(DesignFactor, 'high')} "
         f"FROM {table(Product)} p "
         f"LEFT JOIN {table(Experiment)} e "
         f"ON e.{col(Experiment, 'product')} = p.{col(Product, 'id')} "
         f"AND e.{experiment_status} IN (%s, %s) "
         f"LEFT JOIN {table(Step)} s ON s.{col(Step, 'id')} = e.{col(Experiment, 'step')} "
         f"LEFT JOIN {table(Layer)} l ON l.{col(Layer, 'id')} = e.{col(Experiment, 'layer')} "
+        f"LEFT JOIN {table(DesignFactor)} df "
+        f"ON df.{col(DesignFactor, 'experiment')} = e.{experiment_id} "
+        f"AND df.{col(DesignFactor, 'active')} "
+        f"LEFT JOIN {table(Design)} d ON d.{col(Design, 'id')} = df.{col(DesignFactor, 'design')} "
         f"LEFT JOIN {table(Variant)} v ON v.{col(Variant, 'experiment')} = e.{experiment_id} "
         f"AND e.{experiment_status} = %s "
         f"WHERE p.{col(Product, 'id')} = %s "
@@ -229,7 +249,8 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
         if experiment_id is None:
             continue
         conditions, start_at, end_at, layer_salt, layer_start, layer_end = targeting_and_variant[:6]
-        variant = targeting_and_variant[6:]
+        variant = targeting_and_variant[6:10]
+        design = targeting_and_variant[10:]
         if not experiments or experiments[-1]["id"] != experiment_id:
             experiments.append(
                 {
@@ -252,6 +273,7 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
                             "end": float(layer_end),
                         }
                     ),
+                    "design": _design_entry(*design) if design and design[0] is not None else None,
                 }
             )
         if variant[0] is not None:
@@ -264,6 +286,24 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
         "product": product_id,
         "version": version,
         "experiments": experiments,
+    }
+
+
+def _design_entry(salt, runs, generators, randomize_by, position, low, high) -> dict:
+    """The slot of factor ``position`` of a design: its column over the base factors."""
+    generators = _json_column(generators) or []
+    base = int(runs).bit_length() - 1
+    try:
+        fraction = Fraction.from_generators(base + len(generators), int(runs), generators)
+    except DesignError as exc:
+        raise ValueError(f"a design's generators do not make a fraction: {exc}") from exc
+    return {
+        "salt": salt,
+        "runs": int(runs),
+        "column": fraction.columns[position],
+        "low": low,
+        "high": high,
+        "randomize_by": randomize_by,
     }
 
 

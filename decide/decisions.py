@@ -234,7 +234,12 @@ def _plan(
     """
     selected = _select(config, experiments, step, include_paused)
     product_enabled = state.status == Status.ENABLED
-    targeted = any(e is not None and e.conditions for _, e, _ in selected)
+    # A design randomized by lot reads the lot from the attributes, like a condition.
+    targeted = any(
+        e is not None
+        and (e.conditions or (e.design is not None and e.design.randomize_by is not None))
+        for _, e, _ in selected
+    )
     now = time.time()
     decisions: dict[str, dict[str, Answer | _Write]] = {}
     writes: list[_Write] = []

@@ -32,12 +32,14 @@ from typing import NamedTuple
 
 import mmh3
 
-from decide.targeting import CompiledCondition, LayerSlot, Schedule, all_hold
+from decide.targeting import CompiledCondition, LayerSlot, Schedule, all_hold, attribute_text
 from lab.vocabulary import Reason, Status
+from rules.designs import run_of
 
 __all__ = [
     "CompiledExperiment",
     "Decision",
+    "DesignSlot",
     "VariantRange",
     "bucket_position",
     "choose",
@@ -150,6 +152,30 @@ def choose(ranges: Sequence[VariantRange], x: float) -> VariantRange | None:
 
 
 @dataclass(frozen=True, slots=True)
+class DesignSlot:
+    """The experiment is factor ``column`` of a design (docs/designs.md): a unit's run is
+    ``run_of(salt, unit key or its randomize_by value, runs)`` and the factor's level in it
+    the parity of ``column & (run - 1)``: 0 gives variant ``low``, 1 variant ``high``."""
+
+    salt: str
+    runs: int
+    column: int
+    low: int
+    high: int
+    randomize_by: str | None = None
+
+    def variant(self, unit_key: str, attributes: Mapping[str, object]) -> int | None:
+        value: object = unit_key
+        if self.randomize_by is not None:
+            value = attributes.get(self.randomize_by)
+            if value is None or isinstance(value, list):
+                return None
+            value = attribute_text(value)
+        run = run_of(self.salt, value, self.runs)
+        return self.high if (self.column & (run - 1)).bit_count() & 1 else self.low
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledExperiment:
     """An enabled experiment, ready to decide.
 
@@ -174,6 +200,7 @@ class CompiledExperiment:
     schedule: Schedule | None = None
     layer: LayerSlot | None = None
     conditions: tuple[CompiledCondition, ...] = ()
+    design: DesignSlot | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.variant_keys_by_id, MappingProxyType):
@@ -196,6 +223,7 @@ def compile_experiment(
     schedule: Schedule | None = None,
     layer: LayerSlot | None = None,
     conditions: Sequence[CompiledCondition] = (),
+    design: DesignSlot | None = None,
 ) -> CompiledExperiment:
     """Compile an experiment from all its variants as ``(id, key, status, weight)``.
 
@@ -222,6 +250,7 @@ def compile_experiment(
         schedule=schedule,
         layer=layer,
         conditions=tuple(conditions),
+        design=design,
     )
 
 
@@ -253,7 +282,8 @@ def decide_one(
        conditions or attributes are now;
     1a. a unit whose layer position is outside the experiment's slot gets nothing;
     1b. a unit whose effective ``attributes`` fail a condition gets nothing;
-    2-3. otherwise the unit is hashed into the ranges.
+    2-3. otherwise the unit is hashed into the ranges; a factor of a design takes the level
+       of the unit's run instead (weights and coverage ignored; docs/designs.md).
     """
     schedule = experiment.schedule
     if schedule is not None and not schedule.active(time.time() if now is None else now):
@@ -272,5 +302,11 @@ def decide_one(
         return Decision(None, Reason.OUTSIDE_LAYER)
     if experiment.conditions and not all_hold(experiment.conditions, attributes):
         return Decision(None, Reason.NOT_TARGETED)
+    design = experiment.design
+    if design is not None:
+        level = design.variant(unit_key, attributes)
+        if level is None or level in experiment.removed_variant_ids:
+            return Decision(None, Reason.NOT_TARGETED)
+        return Decision(level, source)
     chosen = choose(experiment.ranges, bucket_position(experiment.salt, unit_key))
     return Decision(chosen.id if chosen is not None else None, source)

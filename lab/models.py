@@ -261,6 +261,73 @@ class Assignment(models.Model):
         ]
 
 
+class Design(models.Model):
+    """A two-level fractional factorial run on the line (docs/designs.md): its factors are
+    experiments of the product, each unit (or lot) is hashed into one of its runs and gets the
+    levels of that run in every factor. The generators are stored, not recomputed: a design's
+    runs never change under it."""
+
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, related_name="designs", db_index=False
+    )
+    key = models.CharField(max_length=KEY_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    runs = models.IntegerField()
+    generators = models.JSONField(default=list, blank=True)
+    # Random at creation and never changed: a unit's run depends on it.
+    salt = models.CharField(max_length=64, default=new_salt, editable=False)
+    randomize_by = models.CharField(max_length=64, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "key"], name="design_key_unique_per_product"
+            ),
+            _status_check("design"),
+            models.CheckConstraint(
+                condition=Q(runs__in=[4, 8, 16, 32, 64, 128]),
+                name="design_runs_power_of_two",
+                violation_error_message="runs must be a power of two from 4 to 128",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class DesignFactor(models.Model):
+    """Factor ``position`` (0 = A) of a design: an experiment and its two levels, the control
+    (level 0, the −1 of the analysis) and the other variant (level 1). ``active`` is true while
+    the design is not removed: an experiment is a factor of at most one active design."""
+
+    design = models.ForeignKey(
+        Design, on_delete=models.PROTECT, related_name="factors", db_index=False
+    )
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.PROTECT, related_name="design_factors"
+    )
+    position = models.SmallIntegerField()
+    low = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="+")
+    high = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="+")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["design", "position"], name="design_factor_unique_position"
+            ),
+            models.UniqueConstraint(
+                fields=["experiment"],
+                condition=Q(active=True),
+                name="design_factor_one_active_design_per_experiment",
+                violation_error_message="the experiment is a factor of another design",
+            ),
+        ]
+        ordering = ["position"]
+
+
 class Metric(models.Model):
     product = models.ForeignKey(
         Product, on_delete=models.PROTECT, related_name="metrics", db_index=False
@@ -365,6 +432,7 @@ class AuditEvent(models.Model):
         CONDITIONS_CHANGED = "conditions_changed"
         SCHEDULE_CHANGED = "schedule_changed"
         LAYER_CHANGED = "layer_changed"
+        DESIGN_CREATED = "design_created"
 
     product = models.ForeignKey(
         Product, on_delete=models.PROTECT, related_name="audit_events", db_index=False

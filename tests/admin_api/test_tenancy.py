@@ -18,6 +18,7 @@ VALID_PATH = {
     "metric": "thickness",
     "unit": "SN-1",
     "layer": "main",
+    "design": "screen",
 }
 
 BODIES = {
@@ -43,6 +44,7 @@ BODIES = {
     ("PATCH", "/products/{product}/units/{unit}"): {"attributes": {"line": "3"}},
     ("POST", "/products/{product}/layers"): {"key": "new-layer"},
     ("PATCH", "/products/{product}/layers/{layer}"): {"name": "stolen"},
+    ("POST", "/products/{product}/designs"): {"key": "new", "factors": ["f1", "f2"], "runs": 4},
     ("POST", "/products/{product}/measurements"): {
         "measurements": [{"metric": "thickness", "unit": "SN-1", "value": 9.0}]
     },
@@ -61,6 +63,8 @@ QUERIES = {
         "variant": "long",
     },
     ("GET", "/products/{product}/experiments/{experiment}/results.svg"): {"metric": "thickness"},
+    ("GET", "/products/{product}/designs/{design}/analysis"): {"metric": "thickness"},
+    ("GET", "/products/{product}/designs/{design}/effects.svg"): {"metric": "thickness"},
 }
 
 
@@ -89,6 +93,9 @@ def populated(tenant, product):
                 "conditions": [{"attribute": "line", "operator": "in", "values": ["3"]}],
             },
         ),
+        ("/products/widget/experiments", {"key": "f1", "variants": [{"key": "lo"}, {"key": "hi"}]}),
+        ("/products/widget/experiments", {"key": "f2", "variants": [{"key": "lo"}, {"key": "hi"}]}),
+        ("/products/widget/designs", {"key": "screen", "factors": ["f1", "f2"], "runs": 4}),
         (
             "/products/widget/experiments/etch-time/assignments",
             {"assignments": [{"unit": "SN-1", "variant": "long"}]},
@@ -116,6 +123,8 @@ def _snapshot():
             models.Variant,
             models.Unit,
             models.Layer,
+            models.Design,
+            models.DesignFactor,
             models.Assignment,
             models.Measurement,
             models.ClientKey,

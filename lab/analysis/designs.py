@@ -1,0 +1,164 @@
+"""Analysis of a designed experiment (docs/designs.md, "Analysis").
+
+The database aggregates the measured units of the metric per combination of the factors'
+stored levels (count, exact mean, within-combination sum of squares: the two statements of
+``lab.analysis.moments``); a combination that is a run of the design is that run's cell, any
+other (a unit missing a factor's assignment, or forced off the fraction) is excluded and
+counted. Per-run sums are sufficient for a regular design: with every run observed, the model
+of the intercept and one ±1 column per estimable alias chain is saturated in the runs, so the
+OLS fit is the runs' means, its coefficients are ``X' ȳ / runs`` (X the runs × runs ±1
+matrix, X'X = runs·I) and the residual is the within-run sum of squares, on N − runs degrees
+of freedom. Each coefficient's variance is σ²·Σ(1/n_r)/runs². Without residual degrees of
+freedom (one unit per run), Lenth's pseudo standard error judges the effects instead.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from scipy import stats
+
+from lab.analysis.moments import grouped_moments
+from lab.analysis.rows import Rows, _table
+from lab.models import Assignment, Design, Metric, Product
+from lab.selectors.designs import design_fraction, design_get
+from lab.selectors.metrics import metric_get
+from rules.designs import LETTERS, Fraction, effect_name
+
+
+def level_rows(design: Design, metric: Metric) -> Rows:
+    """Every measurement of the metric with ``k0`` = the unit's levels as a bit mask (bit j =
+    factor j at its other variant), NULL when a factor's stored variant is neither level."""
+    joins, levels, params = [], [], []
+    for j, factor in enumerate(design.factor_list):
+        joins.append(
+            f"LEFT JOIN {_table(Assignment)} a{j} ON a{j}.unit_id = m.unit_id "
+            f"AND a{j}.experiment_id = %s"
+        )
+        params.append(factor.experiment_id)
+        # Ids from the database, written as integer literals: the select list of ``Rows``
+        # takes no parameters.
+        low, high = int(factor.low_id), int(factor.high_id)
+        levels.append(f"CASE a{j}.variant_id WHEN {low} THEN 0 WHEN {high} THEN {1 << j} END")
+    return Rows(
+        columns=f"{' + '.join(levels)} AS k0, m.value AS x, m.in_spec AS in_spec",
+        joins=" ".join(joins),
+        params=tuple(params),
+        metrics=(metric,),
+    )
+
+
+def run_cells(design: Design, fraction: Fraction, metric: Metric):
+    """{run: Moments} over the units whose levels form a run, and the count of the others."""
+    masks = {
+        sum(level << j for j, level in enumerate(levels)): run
+        for run, levels in enumerate(fraction.runs_table, start=1)
+    }
+    moments = grouped_moments(level_rows(design, metric), groups=("k0",))
+    cells, excluded = {}, 0
+    for (mask,), m in moments.items():
+        run = masks.get(mask) if mask is not None else None
+        if run is None:
+            excluded += m.n
+        else:
+            cells[run] = m
+    return cells, excluded
+
+
+def chain_signs(fraction: Fraction, term: int) -> list[int]:
+    """The ±1 column of an effect over the runs (standard order)."""
+    signs = []
+    for levels in fraction.runs_table:
+        sign = 1
+        for j, level in enumerate(levels):
+            if term >> j & 1:
+                sign *= 2 * level - 1
+        signs.append(sign)
+    return signs
+
+
+def lenth(effects: list[float]) -> tuple[float, float]:
+    """Lenth's (1989) pseudo standard error of the effects and the margin of error
+    t(0.975, m/3)·PSE."""
+    absolute = [abs(e) for e in effects]
+    s0 = 1.5 * statistics.median(absolute)
+    trimmed = [a for a in absolute if a < 2.5 * s0]
+    pse = 1.5 * statistics.median(trimmed) if trimmed else 0.0
+    return pse, float(stats.t.ppf(0.975, len(effects) / 3)) * pse
+
+
+def effects_report(fraction: Fraction, cells: dict) -> dict:
+    """The effects of every estimable alias chain from the runs' cells (all runs observed)."""
+    runs = fraction.runs
+    n = sum(cell.n for cell in cells.values())
+    df = n - runs
+    sse = math.fsum(cells[r].sum_sq for r in range(1, runs + 1))
+    inverse_counts = math.fsum(1 / cells[r].n for r in range(1, runs + 1))
+    sigma2 = sse / df if df > 0 else None
+    rows = []
+    for term, aliases in fraction.chains:
+        signs = chain_signs(fraction, term)
+        # Σ ±(mean + mean_error), summed exactly then rounded once.
+        total = math.fsum(
+            s * part
+            for s, r in zip(signs, range(1, runs + 1), strict=True)
+            for part in (cells[r].mean, cells[r].mean_error)
+        )
+        coefficient = total / runs
+        row = {
+            "term": effect_name(term),
+            "aliases": [effect_name(a) for a in aliases],
+            "coefficient": coefficient,
+            "effect": 2 * coefficient,
+            "se": None,
+            "t": None,
+            "p_value": None,
+        }
+        if sigma2 is not None:
+            se = math.sqrt(sigma2 * inverse_counts) / runs
+            if se > 0:
+                t = coefficient / se
+                row.update(se=se, t=t, p_value=float(2 * stats.t.sf(abs(t), df)))
+            else:
+                row["se"] = se
+        rows.append(row)
+    report = {"residual_df": df, "pse": None, "margin_of_error": None, "effects": rows}
+    if df == 0:
+        pse, margin = lenth([row["effect"] for row in rows])
+        report.update(pse=pse, margin_of_error=margin)
+        for row in rows:
+            row["active"] = abs(row["effect"]) > margin
+    return report
+
+
+def design_analysis(*, product: Product, design: str, metric: str) -> dict:
+    design_obj = design_get(product=product, key=design)
+    metric_obj = metric_get(product=product, key=metric)
+    fraction = design_fraction(design_obj)
+    cells, excluded = run_cells(design_obj, fraction, metric_obj)
+    report = {
+        "design": design_obj.key,
+        "metric": metric_obj.key,
+        "factors": {
+            LETTERS[j]: factor.experiment.key for j, factor in enumerate(design_obj.factor_list)
+        },
+        "n": sum(cell.n for cell in cells.values()),
+        "excluded": excluded,
+        "runs": fraction.runs,
+        "runs_observed": len(cells),
+        "residual_df": None,
+        "pse": None,
+        "margin_of_error": None,
+        "effects": None,
+        "note": None,
+    }
+    if len(cells) < fraction.runs:
+        missing = [r for r in range(1, fraction.runs + 1) if r not in cells]
+        shown = ", ".join(map(str, missing[:10])) + (", …" if len(missing) > 10 else "")
+        report["note"] = (
+            f"no measured unit in run {shown}: every run needs one for the effects to be estimable"
+        )
+        return report
+    report.update(effects_report(fraction, cells))
+    return report

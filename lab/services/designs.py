@@ -1,0 +1,138 @@
+"""Designed experiments: fractional factorials whose factors are experiments (docs/designs.md).
+
+Creating a design checks every factor (an experiment of the product with exactly two
+variants that are not removed, in no layer and no other design), generates the fraction of
+maximum resolution and minimum aberration (rules.designs) and stores its generators, so the
+runs never change under the design. Removing it frees the factors; stored assignments stay.
+Both change what decide answers, so both bump the product's config version.
+"""
+
+from django.db import IntegrityError, transaction
+
+from lab.errors import Conflict, Unprocessable
+from lab.models import AuditEvent, Design, DesignFactor, Experiment, Product, Status
+from lab.services.audit import audit_record
+from lab.services.common import apply_changes
+from lab.services.config_version import product_config_changed
+from rules import designs as rules
+
+
+def _factor_levels(experiment: Experiment) -> tuple:
+    """(control, other): the experiment's two variants that are not removed, the control first
+    (the one marked is_control, else the oldest)."""
+    variants = list(experiment.variants.exclude(status=Status.REMOVED).order_by("id"))
+    if len(variants) != 2:
+        raise Unprocessable(
+            f"experiment {experiment.key!r} has {len(variants)} variants that are not removed; "
+            "a factor needs exactly two"
+        )
+    low, high = variants
+    if high.is_control:
+        low, high = high, low
+    return low, high
+
+
+def _check_factors(product: Product, keys: list[str]) -> list[Experiment]:
+    if not rules.MIN_FACTORS <= len(keys) <= rules.MAX_FACTORS:
+        raise Unprocessable(
+            f"a design has {rules.MIN_FACTORS} to {rules.MAX_FACTORS} factors, got {len(keys)}"
+        )
+    seen = set()
+    for key in keys:
+        if key in seen:
+            raise Unprocessable(f"factor {key!r} is listed twice")
+        seen.add(key)
+    found = {
+        e.key: e
+        for e in Experiment.objects.filter(product=product, key__in=keys).select_related("layer")
+    }
+    experiments = []
+    for key in keys:
+        experiment = found.get(key)
+        if experiment is None or experiment.status == Status.REMOVED:
+            raise Unprocessable(f"no experiment {key!r} in product {product.key!r}")
+        if experiment.layer_id is not None:
+            raise Unprocessable(
+                f"experiment {key!r} is in layer {experiment.layer.key!r}; a factor is in no layer"
+            )
+        experiments.append(experiment)
+    taken = (
+        DesignFactor.objects.filter(experiment__in=experiments, active=True)
+        .select_related("design", "experiment")
+        .first()
+    )
+    if taken is not None:
+        raise Unprocessable(
+            f"experiment {taken.experiment.key!r} is a factor of design {taken.design.key!r} "
+            "already"
+        )
+    return experiments
+
+
+def design_create(
+    *,
+    product: Product,
+    actor: str,
+    key: str,
+    factors: list[str],
+    runs: int,
+    name: str = "",
+    randomize_by: str | None = None,
+) -> Design:
+    experiments = _check_factors(product, factors)
+    try:
+        rules.check_size(len(experiments), runs)
+    except rules.DesignError as exc:
+        raise Unprocessable(str(exc)) from exc
+    levels = [_factor_levels(experiment) for experiment in experiments]
+    if Design.objects.filter(product=product, key=key).exists():
+        raise Conflict(f"a design with key {key!r} exists already in product {product.key!r}")
+    # Outside the transaction: the search takes up to seconds and holds no lock.
+    fraction = rules.minimum_aberration(len(experiments), runs)
+    try:
+        with transaction.atomic():
+            design = Design.objects.create(
+                product=product,
+                key=key,
+                name=name or key,
+                runs=runs,
+                generators=fraction.generators,
+                randomize_by=randomize_by,
+            )
+            DesignFactor.objects.bulk_create(
+                DesignFactor(design=design, experiment=e, position=i, low=low, high=high)
+                for i, (e, (low, high)) in enumerate(zip(experiments, levels, strict=True))
+            )
+            audit_record(
+                product=product,
+                actor=actor,
+                action=AuditEvent.Action.DESIGN_CREATED,
+                object_type="design",
+                object_key=key,
+                to_value=",".join(factors),
+            )
+            product_config_changed(product)
+    except IntegrityError as exc:
+        # A concurrent create took the key or one of the experiments.
+        raise Conflict(
+            f"design {key!r} conflicts with another design: its key or one of its factors "
+            "was taken meanwhile"
+        ) from exc
+    return design
+
+
+@transaction.atomic
+def design_remove(*, design: Design, actor: str) -> Design:
+    if design.status == Status.REMOVED:
+        return design
+    apply_changes(
+        obj=design,
+        changes={"status": Status.REMOVED},
+        product=design.product,
+        actor=actor,
+        object_type="design",
+        object_key=design.key,
+    )
+    DesignFactor.objects.filter(design=design).update(active=False)
+    product_config_changed(design.product)
+    return design
