@@ -926,7 +926,7 @@ def run_openloop(
 
 
 def warm_known_units(server: Server, known: Scenario, args: argparse.Namespace) -> None:
-    """Known-unit load until the workers answer nearly all of it from memory (decide.known).
+    """Known-unit load until the workers answer nearly all of it from memory (decide.memory).
 
     A worker remembers the units it has decided: with random units, every worker must have
     decided every known unit once, which takes a while (the peer is warmed too, for its JIT).
@@ -946,7 +946,7 @@ def warm_known_units(server: Server, known: Scenario, args: argparse.Namespace) 
 
 
 def memory_lookups(server) -> dict[str, float] | None:
-    """The server's `lab_known_units_total` counters (decide.known), None for the peer."""
+    """The server's `lab_known_units_total` counters (decide.memory), None for the peer."""
     if not isinstance(server, Server):
         return None
     try:
@@ -1538,7 +1538,7 @@ def render_markdown(report: dict) -> str:
             )
         if "known" in rows and rows["known"].get("memory_hit_ratio", {}).get("n"):
             lines.append(
-                f"Known-unit decisions answered from the workers' memory (decide.known): "
+                f"Known-unit decisions answered from the workers' memory (decide.memory): "
                 f"{_span(rows['known']['memory_hit_ratio'], 3)}."
             )
         if "known" in rows and "ratio_to_peer" in rows["known"]:
@@ -1761,7 +1761,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=120.0,
         help="at most this many seconds of known-unit load on each server before the first "
-        "round, until its workers answer 95%% of it from memory (decide.known)",
+        "round, until its workers answer 95%% of it from memory (decide.memory)",
     )
     parser.add_argument(
         "--peer-warmup", type=float, default=15.0, help="seconds of load before Unleash's rounds"

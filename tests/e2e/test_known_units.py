@@ -1,4 +1,4 @@
-"""Drills for the memory of known units (decide.known) on a real gunicorn with several
+"""Drills for the memory of known units (decide.memory) on a real gunicorn with several
 workers on PostgreSQL, under load from parallel clients:
 
 - a unit forced back and forth while every worker decides it: a decision that starts after
@@ -25,7 +25,7 @@ from tests.e2e.conftest import Server
 pytestmark = pytest.mark.e2e
 
 THREADS = 6
-STALENESS_BOUND_SECONDS = 0.2  # decide.known.STALENESS_BOUND_SECONDS
+STALENESS_BOUND_SECONDS = 0.2  # decide.memory.STALENESS_BOUND_SECONDS
 
 
 def _memory_hits(server: Server) -> float:
@@ -119,8 +119,8 @@ def test_forced_back_and_forth_under_load__no_worker_answers_the_earlier_variant
     )
     assert served_from_memory > 0
     # The staleness the memory can add: the delivery of PostgreSQL's notification, and never
-    # more than the heartbeat bound (decide/known.py) after the commit, which came before the
-    # admin API's answer.
+    # more than the heartbeat bound (decide/memory/listener.py) after the commit, which came
+    # before the admin API's answer.
     assert worst < STALENESS_BOUND_SECONDS, f"stale {worst * 1000:.0f} ms after the change"
 
 
