@@ -172,7 +172,7 @@ def test_malformed_notification__forgets_everything(memory, decider):
     assert len(memory) == 0
 
 
-# --- The triggers of migration 0005: what each write notifies.
+# --- The triggers of migrations 0005 and 0007: what each write notifies.
 
 
 def test_triggers__decide_first_decisions_notify_nothing(listener, decider):
@@ -191,7 +191,7 @@ def test_triggers__forcing_names_the_unit(listener, decider):
     assert f"u:{unit_id}" in listener()
 
 
-def test_triggers__attributes_name_the_unit_and_config_changes_everything(listener, decider):
+def test_triggers__attributes_name_the_unit_and_config_changes_the_product(listener, decider):
     make_experiment(decider.product, "etch")
     decider.decide("SN-1")
     unit = Unit.objects.get(key="SN-1")
@@ -199,7 +199,7 @@ def test_triggers__attributes_name_the_unit_and_config_changes_everything(listen
     unit_set_attributes(unit=unit, attributes={"line": "A"})
     assert listener() == [f"u:{unit.id}"]
     Product.objects.filter(pk=decider.product.pk).update(name="renamed")
-    assert listener() == ["*"]
+    assert listener() == [f"p:{decider.product.pk}"]
 
 
 def test_triggers__deleting_many_assignments_is_one_notification(listener, decider):
@@ -214,12 +214,12 @@ def test_triggers__deleting_many_assignments_is_one_notification(listener, decid
     assert sorted(int(i) for i in payload[2:].split(",")) == ids
 
 
-def test_triggers__more_than_200_units_forget_everything(listener, decider):
+def test_triggers__more_than_200_units_forget_their_product(listener, decider):
     experiment = make_experiment(decider.product, "etch")
     decider.batch([f"SN-{i}" for i in range(201)])
     listener(0.2)
     Assignment.objects.filter(experiment=experiment).update(source="forced")
-    assert listener() == ["*"]
+    assert listener() == [f"p:{decider.product.pk}"]
 
 
 def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory, decider):

@@ -258,3 +258,31 @@ def test_wrong_secret__same_path_whether_or_not_the_unit_is_remembered(memory, d
     for name in ("SN-1", "SN-never"):
         key = forged.secret
         assert decider.post("/api/v1/decide", {"unit": name}, key=key).status_code == 401
+
+
+@pg
+def test_product_write__other_products_memory_kept(memory, decider):
+    from lab.services.credentials import client_key_create
+    from tests.decide.conftest import DecideClient
+    from tests.factories import ProductFactory
+
+    # Given two products, each with a remembered unit
+    other_product = ProductFactory(key="other")
+    other = DecideClient(
+        other_product,
+        client_key_create(product=other_product, name="k").secret,
+        decider.client,
+    )
+    experiment = make_experiment(decider.product, "etch")
+    make_experiment(other_product, "etch")
+    _remember(decider, "SN-1")
+    _remember(other, "SN-1")
+    assert len(memory) == 2
+    forgotten = metrics.known_invalidated_products._value.get()
+    # When the first product's experiment changes
+    decider.change(experiment, coverage=0.9)
+    wait_until(lambda: metrics.known_invalidated_products._value.get() > forgotten)
+    # Then only its entries are forgotten
+    assert len(memory) == 1
+    assert memory.get(parse_client_key(other.secret), "SN-1") is not None
+    assert memory.get(parse_client_key(decider.secret), "SN-1") is None
