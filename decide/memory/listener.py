@@ -91,8 +91,10 @@ def watched_tables() -> tuple[str, ...]:
 
 # One statement: the heartbeat, and the identity of what decide reads. pg_relation_filenode
 # changes when a table is dropped and created again, truncated or rewritten; the triggers'
-# oids when they are dropped and created again; tgenabled when they are disabled. Catalog
-# reads only: no lock on the tables, so a restore holding them does not delay it.
+# oids when they are dropped and created again; their row's xmin whenever they are disabled
+# or enabled (even both in one transaction, as `pg_restore --disable-triggers
+# --single-transaction` does around its COPY). Catalog reads only: no lock on the tables, so
+# a restore holding them does not delay it.
 _HEARTBEAT_SQL = """
     SELECT pg_notify(%(channel)s, %(payload)s),
         (SELECT oid FROM pg_database WHERE datname = current_database())::text
@@ -101,7 +103,7 @@ _HEARTBEAT_SQL = """
             FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS w(name, n),
                 LATERAL to_regclass(quote_ident(w.name)) AS r
         ) || '/' || coalesce((
-            SELECT string_agg(t.oid::text || t.tgenabled::text, ',' ORDER BY t.oid)
+            SELECT string_agg(t.oid::text || t.tgenabled::text || t.xmin::text, ',' ORDER BY t.oid)
             FROM pg_trigger t
             WHERE t.tgrelid IN (
                 SELECT to_regclass(quote_ident(name)) FROM unnest(%(tables)s::text[]) name

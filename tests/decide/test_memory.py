@@ -11,10 +11,12 @@ import time
 import tracemalloc
 
 import pytest
+from django.db import connection, transaction
 
 from decide import metrics
 from decide.auth import ClientCredential, parse_client_key
 from decide.hot_path import _may_be_known
+from decide.memory import STALENESS_BOUND_SECONDS
 from decide.memory.entries import ATTRIBUTES_NOT_KEPT, Entries, KeyEntry, UnitEntry
 from decide.store import ProductState, Stored, UnitRow
 from lab.models import ClientKey, Unit
@@ -286,3 +288,91 @@ def test_product_write__other_products_memory_kept(memory, decider):
     assert len(memory) == 1
     assert memory.get(parse_client_key(other.secret), "SN-1") is not None
     assert memory.get(parse_client_key(decider.secret), "SN-1") is None
+
+
+# --- Data replaced beneath the memory, where no trigger sees it.
+
+
+def _force_silently(experiment, variant_key: str, sql_around: tuple[str, str]) -> None:
+    """Move every stored assignment of `experiment` to `variant_key` between two statements
+    that keep the triggers from seeing it, in one transaction."""
+    before, after = sql_around
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(before)
+        cursor.execute(
+            "UPDATE lab_assignment SET variant_id = %s, source = 'forced' WHERE experiment_id = %s",
+            [experiment.variants.get(key=variant_key).id, experiment.id],
+        )
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending events before the DDL
+        cursor.execute(after)
+
+
+def _identity_changes() -> float:
+    return metrics.known_invalidated_all._value.get()
+
+
+@pg
+@pytest.mark.parametrize(
+    "sql_around",
+    [
+        pytest.param(
+            (
+                "ALTER TABLE lab_assignment DISABLE TRIGGER USER",
+                "ALTER TABLE lab_assignment ENABLE TRIGGER USER",
+            ),
+            id="triggers disabled and enabled again",
+        ),
+        pytest.param(
+            (
+                "DROP TRIGGER lab_assignment_decide_notify_updated ON lab_assignment",
+                "CREATE TRIGGER lab_assignment_decide_notify_updated AFTER UPDATE ON "
+                "lab_assignment REFERENCING OLD TABLE AS changed FOR EACH STATEMENT "
+                "EXECUTE FUNCTION lab_decide_notify_assignments_changed()",
+            ),
+            id="trigger dropped and created again",
+        ),
+    ],
+)
+def test_write_no_trigger_sees__memory_emptied_within_the_bound(memory, decider, sql_around):
+    # Given a remembered unit
+    experiment = make_experiment(decider.product, "etch")
+    unit = unit_for(experiment, "a")
+    _remember(decider, unit)
+    assert len(memory) == 1
+    changes = _identity_changes()
+    # When its assignment is changed where no trigger sees it
+    _force_silently(experiment, "b", sql_around)
+    committed = time.monotonic()
+    # Then a decision that starts the staleness bound later answers what the database holds
+    time.sleep(max(0.0, committed + STALENESS_BOUND_SECONDS - time.monotonic()))
+    assert decider.decide(unit)["etch"] == "b"
+    # because the memory was emptied on seeing the data replaced
+    wait_until(lambda: _identity_changes() > changes, timeout=2)
+
+
+@pg
+def test_table_without_its_trigger__nothing_remembered_until_it_is_back(memory, decider):
+    experiment = make_experiment(decider.product, "etch")
+    unit = unit_for(experiment, "a")
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE lab_unit DISABLE TRIGGER USER")
+    try:
+        wait_until(lambda: not memory._ready, timeout=2)
+        _remember(decider, unit)
+        assert len(memory) == 0
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE lab_unit ENABLE TRIGGER USER")
+    wait_until(lambda: memory._ready, timeout=2)
+    _remember(decider, unit)
+    assert len(memory) == 1
+
+
+@pg
+def test_truncate__memory_emptied(memory, decider):
+    experiment = make_experiment(decider.product, "etch")
+    _remember(decider, unit_for(experiment, "a"))
+    assert len(memory) == 1
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE lab_assignment")
+    wait_until(lambda: len(memory) == 0, timeout=2)

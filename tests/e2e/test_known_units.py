@@ -13,13 +13,17 @@ workers on PostgreSQL, under load from parallel clients:
 Each drill prints what it measured (decisions checked, answers from memory).
 """
 
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 
 import psycopg
 import pytest
+import requests
 
+from tests.conftest import requires_postgres
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.e2e
@@ -33,19 +37,28 @@ def _memory_hits(server: Server) -> float:
 
 
 class Load:
-    """THREADS clients deciding one unit in a loop, each request on a new connection (so on
-    any worker); every answer recorded with the time its request started."""
+    """THREADS clients deciding one unit (or each of `units` in turn) in a loop, each request
+    on a new connection (so on any worker); every answer recorded with the time its request
+    started."""
 
-    def __init__(self, server: Server, key: Callable[[], str], unit: str):
-        self.server, self.key, self.unit = server, key, unit
+    def __init__(self, server: Server, key: Callable[[], str], unit: str | list[str]):
+        self.server, self.key = server, key
+        self.units = [unit] if isinstance(unit, str) else unit
         self.answers: list[tuple[float, int, dict | None]] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(THREADS)]
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(THREADS)]
 
-    def _run(self) -> None:
+    def _run(self, offset: int) -> None:
+        turn = offset
         while not self._stop.is_set():
+            unit = self.units[turn % len(self.units)]
+            turn += 1
             started = time.monotonic()
-            response = self.server.post("/api/v1/decide", {"unit": self.unit}, self.key())
+            try:
+                response = self.server.post("/api/v1/decide", {"unit": unit}, self.key())
+            except requests.RequestException:
+                self.answers.append((started, 0, None))
+                continue
             body = response.json()["variants"] if response.status_code == 200 else None
             self.answers.append((started, response.status_code, body))
 
@@ -182,3 +195,86 @@ def test_listeners_terminated__decisions_go_on_and_a_change_meanwhile_is_seen(
     assert window
     assert {(status, body["anneal"]) for status, body in window} == {(200, forced)}
     print(f"{terminated} listeners terminated; {len(window)} decisions after the change")
+
+
+def test_restore_over_the_live_database__no_old_answer_after_the_bound(tmp_path):
+    """`pg_restore --clean` of an earlier dump into the database a loaded gunicorn decides
+    on: no decision that starts more than the staleness bound after the restore finished
+    answers from the data it replaced (its DROP, CREATE and COPY notify nothing: the
+    listener's identity check must see them). Half the units are decided throughout; the
+    other half only after the restore, so that no decision made during it can have
+    refreshed what memory held of them."""
+    from tests.e2e.test_e2e_cache_identity import _database_url, _seed, deployment
+
+    requires_postgres()
+    name = f"lab_e2e_restore_{os.getpid()}"
+    with deployment(name, tmp_path) as server:
+        seeded = _seed(server, [["a", 1], ["b", 1]])
+        key, token = seeded["client_key"], seeded["api_token"]
+        loaded = [f"L-{i}" for i in range(4)]
+        probed = [f"P-{i}" for i in range(8)]
+
+        def force(variant: str) -> None:
+            for unit in loaded + probed:
+                path = f"/products/widget/experiments/etch/assignments/{unit}"
+                response = server.admin("PUT", path, token, {"variant": variant})
+                assert response.status_code in (200, 201), response.text
+
+        # Given a dump of a state where every unit is forced to "a"
+        force("a")
+        dump = tmp_path / "before.dump"
+        subprocess.run(
+            ["pg_dump", "--format=custom", f"--file={dump}", _database_url(name)],
+            check=True,
+            capture_output=True,
+        )
+        # and the live database moved on to "b", which every worker remembers
+        force("b")
+        for _ in range(12):
+            for unit in loaded + probed:
+                assert server.decide(key, unit) == {"etch": "b"}
+        assert _memory_hits(server) > 0
+
+        # When the dump is restored over the live database while units are decided
+        with Load(server, lambda: key, loaded) as load:
+            time.sleep(0.5)
+            restore_started = time.monotonic()
+            subprocess.run(
+                [
+                    "pg_restore",
+                    "--clean",
+                    "--if-exists",
+                    "--no-owner",
+                    f"--dbname={_database_url(name)}",
+                    str(dump),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            restored = time.monotonic()
+            hits_at_restore = _memory_hits(server)
+            time.sleep(STALENESS_BOUND_SECONDS)
+            probes = []
+            for _ in range(6):
+                for unit in probed:
+                    started = time.monotonic()
+                    probes.append((started, server.decide(key, unit)["etch"]))
+            time.sleep(1.0)
+            hits_after = _memory_hits(server) - hits_at_restore
+
+    # Then every decision started more than the bound after the restore answers the
+    # restored "a", the probed units' too; and memory answers again (emptied, not off)
+    during = load.between(restore_started, restored + STALENESS_BOUND_SECONDS)
+    after = load.between(restored + STALENESS_BOUND_SECONDS, float("inf"))
+    assert after and {status for status, _ in after} == {200}, {s for s, _ in after}
+    old_loaded = [body for _, body in after if body["etch"] != "a"]
+    old_probed = [variant for at, variant in probes if variant != "a"]
+    print(
+        f"restore took {(restored - restore_started) * 1000:.0f} ms; "
+        f"{len(during)} decisions during it and the bound after "
+        f"({sum(status != 200 for status, _ in during)} not answered 200); after it, "
+        f"{len(after)} loaded and {len(probes)} probed decisions ({hits_after:.0f} from "
+        f"memory): {len(old_loaded)} and {len(old_probed)} with the pre-restore variant"
+    )
+    assert old_loaded == [] and old_probed == []
+    assert hits_after > 0
