@@ -14,6 +14,7 @@ Each drill prints what it measured (decisions checked, answers from memory).
 """
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -278,3 +279,138 @@ def test_restore_over_the_live_database__no_old_answer_after_the_bound(tmp_path)
     )
     assert old_loaded == [] and old_probed == []
     assert hits_after > 0
+
+
+def _listener_backends(database_url: str) -> list[int]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE application_name = 'lab decide.known' AND datname = current_database()"
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def test_listeners_stalled__no_old_answer_past_the_bound(postgres_server, seeded):
+    """Every worker's listening and heartbeat backends stopped (SIGSTOP) for 400 ms, a change
+    committed meanwhile: its notification cannot be delivered, no heartbeat comes back, and
+    still no decision that starts more than the staleness bound after the change was
+    committed answers the earlier variant."""
+    server, token, key = postgres_server, seeded["api_token"], seeded["client_key"]
+    path = f"/products/{seeded['product']}/experiments/anneal/assignments/drill-stall"
+    for _ in range(30):
+        current = server.decide(key, "drill-stall")["anneal"]
+    forced = next(v for v in ("a", "b", "c") if v != current)
+    backends = _listener_backends(server.env["DATABASE_URL"])
+    assert len(backends) >= 2
+    hits = _memory_hits(server)
+
+    with Load(server, lambda: key, "drill-stall") as load:
+        time.sleep(0.3)
+        try:
+            for pid in backends:
+                os.kill(pid, signal.SIGSTOP)
+        except PermissionError:
+            pytest.skip("cannot signal PostgreSQL's backends (not the same user or root)")
+        try:
+            sent = time.monotonic()
+            response = server.admin("PUT", path, token, {"variant": forced})
+            answered = time.monotonic()
+            assert response.status_code in (200, 201), response.text
+            time.sleep(max(0.0, sent + 0.4 - time.monotonic()))
+        finally:
+            for pid in backends:
+                os.kill(pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        time.sleep(0.6)
+
+    # The commit happened between `sent` and `answered`: a decision that started more than
+    # the bound after `answered` is after it by more than the bound.
+    window = load.between_with_times(answered, float("inf"))
+    old = [at - answered for at, status, body in window if body and body["anneal"] == current]
+    past_bound = [late for late in old if late > STALENESS_BOUND_SECONDS]
+    print(
+        f"{len(backends)} backends stopped {(resumed - sent) * 1000:.0f} ms; "
+        f"{len(window)} decisions after the change ({_memory_hits(server) - hits:.0f} from "
+        f"memory in the drill); {len(old)} answered the earlier variant, the latest starting "
+        f"{max(old, default=0) * 1000:.0f} ms after the admin API answered"
+    )
+    assert {status for _, status, _ in window} == {200}
+    assert past_bound == []
+
+
+def _memory_counts(server: Server) -> tuple[float, float]:
+    samples = server.metrics()
+    return tuple(
+        samples.get(("lab_known_units_total", (("result", result),)), 0.0)
+        for result in ("hit", "miss")
+    )
+
+
+def _hit_ratio(server: Server, seconds: float) -> tuple[float, float]:
+    """The share of known-unit decisions answered from memory over `seconds`, and how many."""
+    hits, misses = _memory_counts(server)
+    time.sleep(seconds)
+    hits_after, misses_after = _memory_counts(server)
+    total = (hits_after - hits) + (misses_after - misses)
+    return (hits_after - hits) / total if total else 0.0, total
+
+
+WRITERS = 4
+
+
+def test_other_products_admin_writes__this_products_memory_kept(postgres_server, seeded):
+    """Another tenant's operators writing at 10/s leave this product's hit ratio within
+    10 points of a quiet period (per-product forgetting: every write notifies its product
+    only)."""
+    server, key = postgres_server, seeded["client_key"]
+    suffix = f"{os.getpid()}-{time.monotonic_ns()}"
+    other = server.orm(
+        "seed",
+        username=f"other-{suffix}",
+        product=f"o-{suffix}"[:64],
+        experiments=[{"key": "etch", "variants": [["a", 1], ["b", 1]]}],
+    )
+    units = [f"tenant-{i}" for i in range(10)]
+    for _ in range(20):
+        for unit in units:
+            server.decide(key, unit)
+
+    writes: list[float] = []
+    stop = threading.Event()
+
+    def admin_writes(writer: int) -> None:
+        # WRITERS of these, each at most one write per WRITERS / 10 s: about 10 a second
+        path = f"/products/{other['product']}/experiments/etch"
+        n = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            n += 1
+            body = {"name": f"w{writer}-{n}"}
+            response = server.admin("PATCH", path, other["api_token"], body)
+            assert response.status_code == 200, response.text
+            writes.append(started)
+            time.sleep(max(0.0, started + WRITERS / 10 - time.monotonic()))
+
+    with Load(server, lambda: key, units):
+        time.sleep(0.5)
+        quiet, quiet_total = _hit_ratio(server, 3.0)
+        writers = [threading.Thread(target=admin_writes, args=(n,)) for n in range(WRITERS)]
+        for writer in writers:
+            writer.start()
+        try:
+            time.sleep(0.5)
+            began = time.monotonic()
+            busy, busy_total = _hit_ratio(server, 3.0)
+            rate = sum(at > began for at in writes) / (time.monotonic() - began)
+        finally:
+            stop.set()
+            for writer in writers:
+                writer.join()
+
+    print(
+        f"hit ratio quiet {quiet:.3f} ({quiet_total:.0f} decisions), with the other "
+        f"product's writes at {rate:.1f}/s {busy:.3f} ({busy_total:.0f} decisions)"
+    )
+    assert quiet_total > 50 and busy_total > 50
+    assert rate > 6, rate
+    assert busy >= quiet - 0.10, (quiet, busy)
