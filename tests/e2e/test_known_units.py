@@ -414,3 +414,49 @@ def test_other_products_admin_writes__this_products_memory_kept(postgres_server,
     assert quiet_total > 50 and busy_total > 50
     assert rate > 6, rate
     assert busy >= quiet - 0.10, (quiet, busy)
+
+
+def _worker_rss(server: Server) -> dict[int, int]:
+    """Resident set size of each gunicorn worker of `server`, in bytes."""
+    import psutil
+
+    port = server.base_url.rsplit(":", 1)[1]
+    (master,) = [
+        process
+        for process in psutil.Process().children()
+        if f"127.0.0.1:{port}" in " ".join(process.cmdline())
+    ]
+    return {worker.pid: worker.memory_info().rss for worker in master.children()}
+
+
+def test_units_with_maximal_attributes__worker_memory_bounded(postgres_server, seeded):
+    """20 units storing the most attributes a client may send (50 attributes of 100 strings
+    of 256 characters, 1.3 MB of JSON each), each decided by every worker until remembered:
+    a worker's resident memory grows by a few MB (their reads), not by what they store."""
+    server, key = postgres_server, seeded["client_key"]
+    suffix = time.monotonic_ns()
+    plain = [f"plain-{suffix}-{i}" for i in range(20)]
+    fat = [f"fat-{suffix}-{i}" for i in range(20)]
+    for _ in range(15):
+        for unit in plain:
+            server.decide(key, unit)
+    before = _worker_rss(server)
+    hits = _memory_hits(server)
+    for n, unit in enumerate(fat):
+        attributes = {
+            f"a{a}": [f"{n:02d}{a:02d}{i:03d}" + "x" * 249 for i in range(100)] for a in range(50)
+        }
+        response = server.post("/api/v1/decide", {"unit": unit, "attributes": attributes}, key)
+        assert response.status_code == 200, response.text[:500]
+    for _ in range(15):
+        for unit in fat:
+            server.decide(key, unit)
+    after = _worker_rss(server)
+    growth = {pid: (after[pid] - before[pid]) / 2**20 for pid in before if pid in after}
+    print(
+        "worker RSS growth (MiB): "
+        + ", ".join(f"{mib:.1f}" for mib in sorted(growth.values()))
+        + f"; {_memory_hits(server) - hits:.0f} of the fat units' decisions from memory"
+    )
+    assert _memory_hits(server) > hits
+    assert max(growth.values()) < 40, growth
