@@ -122,6 +122,10 @@ class Entries:
         self._touch(credential.prefix)
         return entry
 
+    def still(self, credential: ClientCredential, key: KeyEntry) -> bool:
+        """Whether `key` (admitted for `credential`) is still the entry of its prefix."""
+        return self._lru.get(credential.prefix) is key
+
     def unit(self, key: KeyEntry, unit_key: str) -> UnitEntry | None:
         """The unit's entry in the admitted key's product."""
         where = (key.state.product_id, unit_key)
@@ -156,15 +160,17 @@ class Entries:
             for experiment_id, stored in unit.assignments.items()
         }
         product_id = state.product_id
-        self._set(
-            credential.prefix,
-            KeyEntry(
-                key_digest(credential.secret),
-                state,
-                key_entry_size(credential.prefix, state),
-            ),
-            product_id,
-        )
+        digest = key_digest(credential.secret)
+        known = self._lru.get(credential.prefix)
+        if (
+            isinstance(known, KeyEntry)
+            and hmac.compare_digest(known.digest, digest)
+            and known.state == state
+        ):
+            self._touch(credential.prefix)  # the same read of the key: keep its entry
+        else:
+            size = key_entry_size(credential.prefix, state)
+            self._set(credential.prefix, KeyEntry(digest, state, size), product_id)
         where = (product_id, unit_key)
         entry = UnitEntry(
             product_id,

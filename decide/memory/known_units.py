@@ -87,7 +87,10 @@ class KnownUnits:
             return None
         if not self.entries.holds(key, unit_key) or not self._fresh():
             return None
-        # Looked up after catching up: what was applied meanwhile may have removed it.
+        # Looked up after catching up: what was applied meanwhile may have removed them, and
+        # a key entry put meanwhile (a newer read) must not pair an older state with it.
+        if not self.entries.still(credential, key):
+            return None
         entry = self.entries.unit(key, unit_key)
         if entry is None or entry.expires < time.monotonic():
             return None
