@@ -8,9 +8,16 @@ workers on PostgreSQL, under load from parallel clients:
   staleness bound after the revocation answered is refused (401), and how many were still
   answered within it is printed;
 - every worker's listener connection terminated: decisions keep answering, and a change
-  made while nobody listens is seen at once.
+  made while nobody listens is seen at once;
+- `pg_restore --clean` of an earlier dump over the live database: no answer from the
+  replaced data after the staleness bound;
+- every listener's backends stopped (SIGSTOP) while a change commits: no earlier answer past
+  the bound;
+- another product's admin writes at about 10/s: this product's hit ratio as when quiet;
+- units storing the most attributes a client may send: a worker's memory grows a little.
 
-Each drill prints what it measured (decisions checked, answers from memory).
+Each drill prints what it measured (decisions checked, answers from memory). Figures:
+load_tests/RESULTS.md, "Memory of known units: staleness drills".
 """
 
 import os
