@@ -96,25 +96,26 @@ def watched_tables() -> tuple[str, ...]:
 # --single-transaction` does around its COPY). Catalog reads only: no lock on the tables, so
 # a restore holding them does not delay it.
 _HEARTBEAT_SQL = """
+    WITH watched AS (
+        SELECT w.n, to_regclass(quote_ident(w.name)) AS r
+        FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS w(name, n)
+    ), triggers AS (
+        SELECT t.tgrelid, t.oid, t.tgenabled, t.xmin, t.tgname
+        FROM pg_trigger t
+        WHERE t.tgrelid IN (SELECT r FROM watched) AND NOT t.tgisinternal
+    )
     SELECT pg_notify(%(channel)s, %(payload)s),
         (SELECT oid FROM pg_database WHERE datname = current_database())::text
         || '/' || (
             SELECT string_agg(coalesce(pg_relation_filenode(r)::text, '-'), ',' ORDER BY n)
-            FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS w(name, n),
-                LATERAL to_regclass(quote_ident(w.name)) AS r
+            FROM watched
         ) || '/' || coalesce((
-            SELECT string_agg(t.oid::text || t.tgenabled::text || t.xmin::text, ',' ORDER BY t.oid)
-            FROM pg_trigger t
-            WHERE t.tgrelid IN (
-                SELECT to_regclass(quote_ident(name)) FROM unnest(%(tables)s::text[]) name
-            ) AND NOT t.tgisinternal
+            SELECT string_agg(oid::text || tgenabled::text || xmin::text, ',' ORDER BY oid)
+            FROM triggers
         ), ''),
         (
-            SELECT count(DISTINCT t.tgrelid)
-            FROM pg_trigger t
-            WHERE t.tgrelid IN (
-                SELECT to_regclass(quote_ident(name)) FROM unnest(%(tables)s::text[]) name
-            ) AND t.tgname LIKE %(trigger_name)s AND t.tgenabled IN ('O', 'A')
+            SELECT count(DISTINCT tgrelid) FROM triggers
+            WHERE tgname LIKE %(trigger_name)s AND tgenabled IN ('O', 'A')
         ) = cardinality(%(tables)s::text[])
 """
 
