@@ -18,6 +18,7 @@ from decide.auth import ClientCredential, parse_client_key
 from decide.hot_path import _may_be_known
 from decide.memory import STALENESS_BOUND_SECONDS
 from decide.memory.entries import ATTRIBUTES_NOT_KEPT, Entries, KeyEntry, UnitEntry
+from decide.memory.listener import parse
 from decide.store import ProductState, Stored, UnitRow
 from lab.models import ClientKey, Unit
 from lab.services.units import unit_set_attributes
@@ -146,6 +147,22 @@ def test_key_check__a_wrong_secret_admits_nothing():
     assert entries.admit(_credential("other")) is None
     # any text at all is checked, none raises
     assert entries.admit(ClientCredential("k", "lck_k_\udcff\x00é")) is None
+
+
+@pytest.mark.parametrize(
+    ("payloads", "expected"),
+    [
+        (["u:1,2", "p:7"], (False, {7}, {1, 2})),
+        (["p:7,8", "p:9"], (False, {7, 8, 9}, set())),
+        (["p:7", "*"], (True, set(), set())),
+        (["p:7,x"], (True, set(), set())),
+        (["q:1"], (True, set(), set())),
+        ([""], (True, set(), set())),
+    ],
+)
+def test_notifications__what_they_forget(payloads, expected):
+    forget = parse(payloads)
+    assert (forget.everything, set(forget.products), set(forget.units)) == expected
 
 
 # --- A listening memory on PostgreSQL.
