@@ -111,11 +111,11 @@ def when_ready(server):
 def post_worker_init(worker):
     """Without preloading, each worker loads the URLconf before its first request (a no-op
     when the master already did). Each worker starts listening for the changes that its
-    memory of known units must forget (decide.known) before it accepts a request."""
+    memory of known units must forget (decide.memory) before it accepts a request."""
     _load_urlconf()
-    from decide import known
+    from decide import memory
 
-    known.known_units()
+    memory.known_units()
 
 
 def child_exit(server, worker):

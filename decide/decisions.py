@@ -23,10 +23,12 @@ from typing import NamedTuple
 from django.db import transaction
 
 from decide import config as config_cache
-from decide import known, metrics, store
+from decide import memory, metrics, store
 from decide.auth import ClientCredential
 from decide.config import ProductConfig
 from decide.engine import EMPTY_ATTRIBUTES, CompiledExperiment, decide_one
+from decide.memory import policy
+from decide.memory.entries import ATTRIBUTES_NOT_KEPT
 from lab.errors import ServiceUnavailable
 from lab.services.assignments import assignments_rebucketed_audit
 from lab.vocabulary import Reason, Status, reason_of_stored
@@ -64,6 +66,8 @@ class _Plan(NamedTuple):
     writes: list[_Write]
     # A stored variant the config does not know: only a wrong config can say so.
     config_disagrees: bool
+    # A condition was tested: the answer depends on the unit's attributes.
+    attributes_used: bool
 
 
 class _ConfigDisagrees(Exception):
@@ -94,10 +98,10 @@ def decide(
     """
     sent = attributes or {}
 
-    memory = known.known_units() if len(unit_keys) == 1 else None
-    if memory is not None:
+    known = memory.known_units() if len(unit_keys) == 1 else None
+    if known is not None:
         served = _from_memory(
-            memory,
+            known,
             credential,
             unit_keys[0],
             experiments,
@@ -110,7 +114,7 @@ def decide(
             metrics.known_hit.inc()
             return served
         metrics.known_miss.inc()
-        generation = memory.generation()
+        generation = known.generation()
 
     state, units = store.read_units(credential, unit_keys)
     config = config_cache.get_config(state.product_id, state.config_version)
@@ -119,8 +123,8 @@ def decide(
         return _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
 
     plan = plan_with(config)
-    if memory is not None and units and _answerable_from_memory(plan):
-        memory.put(credential, unit_keys[0], state, units[unit_keys[0]], generation)
+    if known is not None and units and policy.answerable(plan):
+        known.put(credential, unit_keys[0], state, units[unit_keys[0]], generation)
     try:
         if plan.config_disagrees:
             raise _ConfigDisagrees()
@@ -143,14 +147,14 @@ def decide_from_memory(
     step: str | None = None,
     attributes: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Decided | None:
-    """One unit's decision from this worker's memory alone: its entry in decide.known and
+    """One unit's decision from this worker's memory alone: its entry in decide.memory and
     the product's config in worker memory, when every answer is a read. None otherwise, and
     then `decide` answers (and counts the miss). Asks neither the database nor Redis."""
-    memory = known.known_units()
-    if memory is None:
+    known = memory.known_units()
+    if known is None:
         return None
     served = _from_memory(
-        memory,
+        known,
         credential,
         unit_key,
         experiments,
@@ -165,7 +169,7 @@ def decide_from_memory(
 
 
 def _from_memory(
-    memory: known.KnownUnits,
+    known: memory.KnownUnits,
     credential: ClientCredential,
     unit_key: str,
     experiments: Sequence[str] | None,
@@ -174,46 +178,24 @@ def _from_memory(
     sent: Mapping[str, Mapping[str, object]],
     config_of: Callable[[int, int], ProductConfig | None],
 ) -> Decided | None:
-    """The decision from a known unit's entry, if every answer is a read (else None)."""
-    entry = memory.get(credential, unit_key)
-    if entry is None:
+    """The decision from a known unit's entry, if every answer is a read (else None): the
+    key is checked by the memory before the unit is looked up (decide.memory)."""
+    remembered = known.get(credential, unit_key)
+    if remembered is None:
         return None
-    state = entry.state
+    state = remembered.state
     config = config_of(state.product_id, state.config_version)
     if config is None:
         return None
     unit_keys = (unit_key,)
-    units = {unit_key: entry.unit}
-    plan = _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
-    if not _answerable_from_memory(plan):
+    units = {unit_key: remembered.unit}
+    try:
+        plan = _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
+    except policy.AttributesNotKept:
+        return None
+    if not policy.answerable(plan):
         return None
     return Decided(config, _answers(plan, {}))
-
-
-# Null answers that the config alone decides, whatever the attributes sent and whatever
-# another worker stored meanwhile without an operator (decide.known, rule 3).
-_CONFIG_ONLY_NULLS = frozenset(
-    {
-        Reason.OUTSIDE,
-        Reason.OFF_SCHEDULE,
-        Reason.OUTSIDE_LAYER,
-        Reason.PAUSED,
-        Reason.DISABLED,
-        Reason.UNKNOWN,
-    }
-)
-
-
-def _answerable_from_memory(plan: _Plan) -> bool:
-    """True when the plan stores nothing and each answer is a stored assignment or a null
-    that the config alone decides."""
-    if plan.writes or plan.config_disagrees:
-        return False
-    for decisions in plan.decisions.values():
-        for answer in decisions.values():
-            if answer.variant is None and answer.reason not in _CONFIG_ONLY_NULLS:
-                return False
-    return True
 
 
 def _plan(
@@ -244,15 +226,15 @@ def _plan(
     decisions: dict[str, dict[str, Answer | _Write]] = {}
     writes: list[_Write] = []
     disagrees = False
+    evaluated: list[_EffectiveAttributes] = []
     no_assignments: dict[int, store.Stored] = {}
     for unit_key in unit_keys:
         unit = units.get(unit_key)
         assignments = unit.assignments if unit is not None else no_assignments
-        effective = (
-            _EffectiveAttributes(unit, sent.get(unit_key, EMPTY_ATTRIBUTES))
-            if targeted
-            else EMPTY_ATTRIBUTES
-        )
+        effective = EMPTY_ATTRIBUTES
+        if targeted:
+            effective = _EffectiveAttributes(unit, sent.get(unit_key, EMPTY_ATTRIBUTES))
+            evaluated.append(effective)
         result: dict[str, Answer | _Write] = {}
         for key, experiment, null_reason in selected:
             if experiment is None:
@@ -278,7 +260,7 @@ def _plan(
                 writes.append(write)
                 result[key] = write
         decisions[unit_key] = result
-    return _Plan(decisions, writes, disagrees)
+    return _Plan(decisions, writes, disagrees, any(e.used for e in evaluated))
 
 
 def _select(
@@ -319,8 +301,14 @@ class _EffectiveAttributes(Mapping):
         self._sent = sent
         self._merged: dict | None = None
 
+    @property
+    def used(self) -> bool:
+        return self._merged is not None
+
     def _attributes(self) -> dict:
         if self._merged is None:
+            if self._unit is not None and self._unit.raw_attributes is ATTRIBUTES_NOT_KEPT:
+                raise policy.AttributesNotKept()
             self._merged = {**store.unit_attributes(self._unit), **self._sent}
         return self._merged
 

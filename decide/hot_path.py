@@ -1,6 +1,6 @@
 """Known-unit decide answered in front of Django, from the worker's memory.
 
-`POST /api/v1/decide` for a unit this worker's memory of known units can answer (decide.known:
+`POST /api/v1/decide` for a unit this worker's memory of known units can answer (decide.memory:
 the unit's stored assignments, a read) is answered by this WSGI callable, which wraps Django's,
 with what the whole stack would answer: the same body, status and headers (security headers,
 `Vary`, `Content-Length`, `X-Request-ID`), the same Host check, metrics and access log line.
@@ -33,7 +33,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
 from pydantic import ValidationError
 
-from decide import decisions, known, metrics
+from decide import decisions, memory, metrics
 from decide.auth import ClientKeyAuth
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
@@ -98,8 +98,8 @@ class DecideHotPath:
         length = environ.get("CONTENT_LENGTH") or ""
         if not length.isdigit() or not 0 < int(length) <= self.max_body:
             return None
-        memory = known.known_units()
-        if memory is None:
+        known = memory.known_units()
+        if known is None:
             return None  # off, or not PostgreSQL
         if "HTTP_AUTHORIZATION" not in environ:
             return None
@@ -120,7 +120,7 @@ class DecideHotPath:
             return None
         # Whoever answers next reads the body again.
         environ["wsgi.input"] = io.BytesIO(body)
-        if not _may_be_known(memory, credential, body):
+        if not _may_be_known(known, credential, body):
             return None  # a new unit, most likely: Django decides it without a wasted parse
         try:
             payload = DecideIn.model_validate(parse_json_body(request))
@@ -155,13 +155,15 @@ class DecideHotPath:
         return headers, content
 
 
-def _may_be_known(memory: known.KnownUnits, credential, body: bytes) -> bool:
-    """A first look before the full parse: does memory hold the unit the body names?"""
+def _may_be_known(known: memory.KnownUnits, credential, body: bytes) -> bool:
+    """A first look before the full parse: does memory hold the unit the body names, under
+    this very key? The key is checked first (KnownUnits.holds), so a wrong secret goes to
+    Django at this same point whether or not the unit is remembered."""
     try:
         unit = orjson.loads(body).get("unit")
     except (orjson.JSONDecodeError, AttributeError):
         return False
-    return isinstance(unit, str) and memory.holds(credential, unit)
+    return isinstance(unit, str) and known.holds(credential, unit)
 
 
 def _middleware_headers(secure: bool) -> list[tuple[str, str]]:

@@ -74,15 +74,22 @@ config_cache = Counter(
 )
 known_units = Counter(
     "lab_known_units",
-    "Single-unit decisions looked up in the worker's memory of known units (decide.known): "
+    "Single-unit decisions looked up in the worker's memory of known units (decide.memory): "
     "hit, answered without the database; miss, answered by the database.",
     ["result"],
 )
 known_units_invalidations = Counter(
     "lab_known_units_invalidations",
-    "Notifications applied to the memory of known units: scope all (everything forgotten) "
-    "or unit (units forgotten, counted one by one).",
+    "Notifications applied to the memory of known units: scope all (everything forgotten), "
+    "product (a product's entries forgotten, counted one by one) or unit (units forgotten, "
+    "counted one by one).",
     ["scope"],
+)
+known_units_evictions = Counter(
+    "lab_known_units_evictions",
+    "Entries evicted from the memory of known units, least recently used first, to stay "
+    "within its byte budget (limit bytes) or its count of units (limit entries).",
+    ["limit"],
 )
 
 # Children resolved once: the hot path does no label lookups, and every series exists at 0.
@@ -90,9 +97,10 @@ _requests = {(e, o): decide_requests.labels(e, o) for e in ENDPOINTS for o in OU
 _durations = {e: decide_duration.labels(e) for e in ENDPOINTS}
 cache_hit, cache_miss, cache_error = (config_cache.labels(r) for r in CACHE_RESULTS)
 known_hit, known_miss = (known_units.labels(r) for r in ("hit", "miss"))
-known_invalidated_all, known_invalidated_units = (
-    known_units_invalidations.labels(s) for s in ("all", "unit")
+known_invalidated_all, known_invalidated_products, known_invalidated_units = (
+    known_units_invalidations.labels(s) for s in ("all", "product", "unit")
 )
+known_evictions = {limit: known_units_evictions.labels(limit) for limit in ("bytes", "entries")}
 
 _OUTCOME_BY_STATUS = {
     304: "not_modified",

@@ -142,11 +142,13 @@ def _cache(prefix: str) -> dict:
 
 CACHES = {"default": _cache("lab"), "decide": _cache("decide")}
 
-# --- Known units in memory (decide.known, docs/decide.md "Known units in memory"): each
+# --- Known units in memory (decide.memory, docs/decide.md "Known units in memory"): each
 # worker answers units it has decided from memory, invalidated by PostgreSQL LISTEN/NOTIFY.
-# PostgreSQL only. The entries per worker process, and their lifetime in seconds (a bound
-# for writes no trigger sees).
+# PostgreSQL only. Per worker process: a ceiling in MiB on what it remembers (estimated
+# conservatively, least recently used evicted first) and a count of units; the entries'
+# lifetime in seconds (a bound for writes no trigger sees).
 DECIDE_KNOWN_UNITS = env.bool("DECIDE_KNOWN_UNITS", default=True)
+DECIDE_KNOWN_UNITS_MAX_MIB = env.float("DECIDE_KNOWN_UNITS_MAX_MIB", default=32.0)
 DECIDE_KNOWN_UNITS_MAX = env.int("DECIDE_KNOWN_UNITS_MAX", default=20_000)
 DECIDE_KNOWN_UNITS_TTL = env.float("DECIDE_KNOWN_UNITS_TTL", default=3600.0)
 # Where the listener connects when DATABASE_URL goes through a transaction-pooling PgBouncer

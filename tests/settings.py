@@ -23,7 +23,7 @@ from lab.settings import *  # noqa: E402, F403
 from lab.settings import BASE_DIR, DATABASES  # noqa: E402
 
 # In-process tests run inside transactions that are rolled back, whose notifications are
-# never sent: the memory of known units stays off here, and the tests of decide.known (and
+# never sent: the memory of known units stays off here, and the tests of decide.memory (and
 # every server the e2e tests start) turn it on.
 DECIDE_KNOWN_UNITS = False
 

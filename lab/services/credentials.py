@@ -136,7 +136,7 @@ def client_key_create(*, product: Product, name: str = "") -> IssuedSecret:
 
 def client_key_revoke(*, product: Product, key_id: int) -> None:
     """Revoke a key: decide checks keys in the statement that reads assignments, and the
-    trigger on client keys makes every worker forget what it remembered (decide.known), so
+    trigger on client keys makes every worker forget what it remembered (decide.memory), so
     the next request with it answers 401."""
     updated = ClientKey.objects.filter(product=product, id=key_id, revoked_at__isnull=True).update(
         revoked_at=timezone.now()

@@ -89,7 +89,7 @@ def run_openloop(
 
 
 def memory_lookups(target) -> dict[str, float] | None:
-    """The server's `lab_known_units_total` counters (decide.known), None for the peer."""
+    """The server's `lab_known_units_total` counters (decide.memory), None for the peer."""
     if not hasattr(target, "seeded"):
         return None
     try:

@@ -29,7 +29,7 @@ from load_tests.bench.stats import linear_fit, spread
 
 
 def warm_known_units(server: Server, warm: Scenario, args: argparse.Namespace) -> None:
-    """The warm shape until the workers answer nearly all of it from memory (decide.known).
+    """The warm shape until the workers answer nearly all of it from memory (decide.memory).
 
     A worker remembers the units it has decided: with random units, every worker must have
     decided every known unit once, which takes a while (the peer is warmed too, for its JIT).

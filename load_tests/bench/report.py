@@ -138,7 +138,7 @@ def _throughput_lines(label: str, rows: dict, peer_rows: dict) -> list[str]:
     for name in ("warm", "cold", "line"):
         if rows.get(name, {}).get("memory_hit_ratio", {}).get("n"):
             lines.append(
-                f"Decisions answered from the workers' memory (decide.known), {name}: "
+                f"Decisions answered from the workers' memory (decide.memory), {name}: "
                 f"{_span(rows[name]['memory_hit_ratio'], 3)}."
             )
     versus = [

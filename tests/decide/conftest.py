@@ -8,7 +8,8 @@ import pytest
 from django.db import transaction
 from django.test import Client
 
-from decide import config, known
+from decide import config
+from decide import memory as decide_memory
 from decide.engine import bucket_position, choose, compile_ranges
 from lab.models import Experiment, Product, Variant
 from lab.services.config_version import product_config_changed
@@ -34,15 +35,16 @@ def wait_until(condition, timeout: float = 5.0) -> None:
 
 @pytest.fixture
 def memory(settings):
-    """This process's memory of known units (decide.known), listening. PostgreSQL only; the
-    test must commit for real (transactional), since notifications are sent at commit."""
+    """This process's memory of known units (decide.memory), listening and ready (its first
+    heartbeat has found every notifying trigger). PostgreSQL only; the test must commit for
+    real (transactional), since notifications are sent at commit."""
     requires_postgres()
     settings.DECIDE_KNOWN_UNITS = True
-    known.reset()
-    started = known.known_units()
-    wait_until(lambda: started._listening)
+    decide_memory.reset()
+    started = decide_memory.known_units()
+    wait_until(lambda: started._listening and started._ready)
     yield started
-    known.reset()
+    decide_memory.reset()
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Known units answered from a worker's memory (decide.known), kept fresh by LISTEN/NOTIFY.
+"""Known units answered from a worker's memory (decide.memory), kept fresh by LISTEN/NOTIFY.
 
 PostgreSQL only, and committed for real (transactional tests): notifications are sent at
 commit. Each test starts this process's listener and waits until it listens.
@@ -11,8 +11,15 @@ import psycopg
 import pytest
 from django.db import connection, transaction
 
-from decide import known, metrics, store
+from decide import metrics, store
 from decide.auth import parse_client_key
+from decide.memory import (
+    APPLICATION_NAME,
+    CHANNEL,
+    HEARTBEAT_SECONDS,
+    STALENESS_BOUND_SECONDS,
+    listener_connection_params,
+)
 from lab.models import Assignment, Product, Unit
 from lab.services.assignments import assignment_force
 from lab.services.credentials import client_key_revoke
@@ -27,8 +34,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def listener():
     """A LISTEN connection of the test's own, to read the triggers' notifications."""
     requires_postgres()
-    with psycopg.connect(**known.listener_connection_params(), autocommit=True) as conn:
-        conn.execute(f"LISTEN {known.CHANNEL}")
+    with psycopg.connect(**listener_connection_params(), autocommit=True) as conn:
+        conn.execute(f"LISTEN {CHANNEL}")
 
         def received(wait: float = 0.5) -> list[str]:
             return [n.payload for n in conn.notifies(timeout=wait)]
@@ -132,7 +139,7 @@ def test_listener_lost__database_answers_until_it_listens_again(memory, decider)
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = %s AND datname = current_database()",
-            [known.APPLICATION_NAME],
+            [APPLICATION_NAME],
         )
     wait_until(lambda: not memory._listening)
     assert len(memory) == 0
@@ -165,7 +172,7 @@ def test_malformed_notification__forgets_everything(memory, decider):
     assert len(memory) == 0
 
 
-# --- The triggers of migration 0005: what each write notifies.
+# --- The triggers of migrations 0005 and 0007: what each write notifies.
 
 
 def test_triggers__decide_first_decisions_notify_nothing(listener, decider):
@@ -184,7 +191,7 @@ def test_triggers__forcing_names_the_unit(listener, decider):
     assert f"u:{unit_id}" in listener()
 
 
-def test_triggers__attributes_name_the_unit_and_config_changes_everything(listener, decider):
+def test_triggers__attributes_name_the_unit_and_config_changes_the_product(listener, decider):
     make_experiment(decider.product, "etch")
     decider.decide("SN-1")
     unit = Unit.objects.get(key="SN-1")
@@ -192,7 +199,7 @@ def test_triggers__attributes_name_the_unit_and_config_changes_everything(listen
     unit_set_attributes(unit=unit, attributes={"line": "A"})
     assert listener() == [f"u:{unit.id}"]
     Product.objects.filter(pk=decider.product.pk).update(name="renamed")
-    assert listener() == ["*"]
+    assert listener() == [f"p:{decider.product.pk}"]
 
 
 def test_triggers__deleting_many_assignments_is_one_notification(listener, decider):
@@ -207,12 +214,12 @@ def test_triggers__deleting_many_assignments_is_one_notification(listener, decid
     assert sorted(int(i) for i in payload[2:].split(",")) == ids
 
 
-def test_triggers__more_than_200_units_forget_everything(listener, decider):
+def test_triggers__more_than_200_units_forget_their_product(listener, decider):
     experiment = make_experiment(decider.product, "etch")
     decider.batch([f"SN-{i}" for i in range(201)])
     listener(0.2)
     Assignment.objects.filter(experiment=experiment).update(source="forced")
-    assert listener() == ["*"]
+    assert listener() == [f"p:{decider.product.pk}"]
 
 
 def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory, decider):
@@ -276,9 +283,9 @@ def test_heartbeat_not_back_within_the_bound__database_answers(
     with django_assert_num_queries(0):
         decider.decide("SN-1")
     # As if the listener had not heard back from PostgreSQL for longer than the bound
-    memory._confirmed_at = time.monotonic() - known.STALENESS_BOUND_SECONDS - 1
+    memory._confirmed_at = time.monotonic() - STALENESS_BOUND_SECONDS - 1
     assert memory.get(parse_client_key(decider.secret), "SN-1") is None
     # and once a heartbeat is back, memory answers again
-    wait_until(lambda: time.monotonic() - memory._confirmed_at < known.HEARTBEAT_SECONDS * 4)
+    wait_until(lambda: time.monotonic() - memory._confirmed_at < HEARTBEAT_SECONDS * 4)
     with django_assert_num_queries(0):
         decider.decide("SN-1")

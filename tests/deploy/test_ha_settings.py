@@ -40,7 +40,7 @@ def test_settings__multi_host_url_whose_first_host_is_down__lab_uses_the_next():
     # When Lab's settings connect with it (a process of its own, as gunicorn would)
     probe = (
         "import django; django.setup(); from django.db import connection; "
-        "from decide.known import listener_connection_params; import psycopg; "
+        "from decide.memory.listener import listener_connection_params; import psycopg; "
         "c = connection.cursor(); c.execute('SELECT inet_server_port()'); "
         "print(c.fetchone()[0]); "
         "p = psycopg.connect(**listener_connection_params()); "

@@ -1,0 +1,240 @@
+"""What the memory of known units holds: typed entries, bounded in bytes, least recently used
+first out.
+
+Two kinds of entry, in one order of use:
+
+- `KeyEntry`, per client-key prefix: the SHA-256 digest of the key that the database accepted
+  (never the key itself) and what that read said of its product (id, status, config version).
+  A request's key is checked against it, in constant time, before any unit is looked up.
+- `UnitEntry`, per (product, unit key): the unit's id and its stored assignments. Not its
+  stored attributes: a caller may store megabytes of them per unit, and an answer from memory
+  never needs them (decide.memory.policy).
+
+Each entry's size is estimated when it is put, conservatively (an upper bound of what Python
+allocates for it and for its places in the indexes, checked by tests/decide/test_memory.py
+with tracemalloc), and the total is kept under a byte budget as well as a count of units.
+Entries are indexed by product (forgetting one product leaves the others) and by unit id.
+
+Not thread-safe on its own: decide.memory.known_units.KnownUnits serialises the changes;
+lookups are single dictionary operations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from decide import metrics
+from decide.auth import ClientCredential
+from decide.store import ProductState, Stored, UnitRow
+
+# What a unit entry holds instead of the stored attributes (decide.memory.policy).
+ATTRIBUTES_NOT_KEPT = object()
+
+# Fixed bytes per entry beyond the sizes measured at put (sys.getsizeof of what it holds):
+# the entry object, the row tuple, the key tuple, its slot in the order and in the indexes.
+# Measured with tracemalloc (CPython 3.12, 64-bit) at about 560 bytes for a unit and 400 for
+# a key, rounded up; the test of the estimate fails if they ever fall short.
+_UNIT_FIXED_BYTES = 768
+_KEY_FIXED_BYTES = 640
+# Per stored assignment, beyond the dictionary's own table (sys.getsizeof): the Stored
+# tuple and its two integers (the source string is interned, shared by all).
+_ASSIGNMENT_BYTES = 160
+
+_SHA256_BYTES = 32
+# Compared against when a prefix is not remembered, so that a key check costs the same
+# whether or not its prefix is in memory.
+_NO_DIGEST = bytes(_SHA256_BYTES)
+
+
+def key_digest(secret: str) -> bytes:
+    """The SHA-256 digest of a client key, as lab.services.credentials.digest stores it (in
+    bytes: compared with hmac.compare_digest, never as text)."""
+    # surrogatepass: any str has a digest, so no key can make the check raise.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    digest: bytes  # SHA-256 of the client key the database accepted
+    state: ProductState  # what that read said of the key's product
+    size: int  # estimated bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnitEntry:
+    product_id: int
+    row: UnitRow  # id and stored assignments; raw_attributes is ATTRIBUTES_NOT_KEPT
+    expires: float  # time.monotonic() past which it is not served
+    size: int  # estimated bytes
+
+
+def unit_entry_size(unit_key: str, assignments: dict) -> int:
+    return (
+        _UNIT_FIXED_BYTES
+        + sys.getsizeof(unit_key)
+        + sys.getsizeof(assignments)
+        + _ASSIGNMENT_BYTES * len(assignments)
+    )
+
+
+def key_entry_size(prefix: str, state: ProductState) -> int:
+    return (
+        _KEY_FIXED_BYTES
+        + sys.getsizeof(prefix)
+        + sys.getsizeof(_NO_DIGEST)
+        + sys.getsizeof(state.status)
+        + sys.getsizeof(state.product_id)
+        + sys.getsizeof(state.config_version)
+    )
+
+
+class Entries:
+    """Key and unit entries in one least-recently-used order, within `max_bytes` and
+    `max_units`."""
+
+    def __init__(self, *, max_bytes: int, max_units: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_units = max_units
+        self.bytes = 0
+        self.units = 0
+        # prefix -> KeyEntry, (product id, unit key) -> UnitEntry; oldest use first.
+        self._lru: OrderedDict[str | tuple[int, str], KeyEntry | UnitEntry] = OrderedDict()
+        self._by_product: dict[int, set[str | tuple[int, str]]] = {}
+        self._by_unit_id: dict[int, tuple[int, str]] = {}
+
+    def __len__(self) -> int:
+        return self.units
+
+    # --- Lookups (any thread).
+
+    def admit(self, credential: ClientCredential) -> KeyEntry | None:
+        """The key's entry if the key presented is the one the database accepted under its
+        prefix, else None. Costs the same whether or not the prefix is remembered."""
+        presented = key_digest(credential.secret)
+        entry = self._lru.get(credential.prefix)
+        expected = entry.digest if entry is not None else _NO_DIGEST
+        if not hmac.compare_digest(presented, expected) or entry is None:
+            return None
+        self._touch(credential.prefix)
+        return entry
+
+    def still(self, credential: ClientCredential, key: KeyEntry) -> bool:
+        """Whether `key` (admitted for `credential`) is still the entry of its prefix."""
+        return self._lru.get(credential.prefix) is key
+
+    def unit(self, key: KeyEntry, unit_key: str) -> UnitEntry | None:
+        """The unit's entry in the admitted key's product."""
+        where = (key.state.product_id, unit_key)
+        entry = self._lru.get(where)
+        if entry is not None:
+            self._touch(where)
+        return entry
+
+    def holds(self, key: KeyEntry, unit_key: str) -> bool:
+        return (key.state.product_id, unit_key) in self._lru
+
+    def _touch(self, where) -> None:
+        try:
+            self._lru.move_to_end(where)
+        except KeyError:  # forgotten meanwhile
+            pass
+
+    # --- Changes (one thread at a time).
+
+    def put(
+        self,
+        credential: ClientCredential,
+        unit_key: str,
+        state: ProductState,
+        unit: UnitRow,
+        expires: float,
+    ) -> None:
+        """Remember a key the database accepted and a unit it read, without the unit's
+        stored attributes; then evict the least recently used entries beyond the limits."""
+        assignments = {
+            experiment_id: Stored(stored.variant_id, sys.intern(stored.source))
+            for experiment_id, stored in unit.assignments.items()
+        }
+        product_id = state.product_id
+        digest = key_digest(credential.secret)
+        known = self._lru.get(credential.prefix)
+        if (
+            isinstance(known, KeyEntry)
+            and hmac.compare_digest(known.digest, digest)
+            and known.state == state
+        ):
+            self._touch(credential.prefix)  # the same read of the key: keep its entry
+        else:
+            size = key_entry_size(credential.prefix, state)
+            self._set(credential.prefix, KeyEntry(digest, state, size), product_id)
+        where = (product_id, unit_key)
+        entry = UnitEntry(
+            product_id,
+            UnitRow(unit.unit_id, assignments, ATTRIBUTES_NOT_KEPT),
+            expires,
+            unit_entry_size(unit_key, assignments),
+        )
+        if entry.size > self.max_bytes:
+            return  # never fits: remembering it would only evict the others
+        self._set(where, entry, product_id)
+        self._by_unit_id[unit.unit_id] = where
+        self._evict_beyond_limits()
+
+    def _set(self, where, entry, product_id: int) -> None:
+        old = self._lru.pop(where, None)
+        if old is not None:
+            self._forgotten(where, old)
+        self._lru[where] = entry
+        self.bytes += entry.size
+        if isinstance(entry, UnitEntry):
+            self.units += 1
+        self._by_product.setdefault(product_id, set()).add(where)
+
+    def _evict_beyond_limits(self) -> None:
+        while self._lru and (self.bytes > self.max_bytes or self.units > self.max_units):
+            limit = "bytes" if self.bytes > self.max_bytes else "entries"
+            where, entry = self._lru.popitem(last=False)
+            self._forgotten(where, entry)
+            metrics.known_evictions[limit].inc()
+
+    def forget_units(self, unit_ids) -> None:
+        for unit_id in unit_ids:
+            where = self._by_unit_id.get(unit_id)
+            if where is not None:
+                self._forget(where)
+
+    def forget_products(self, product_ids) -> None:
+        for product_id in product_ids:
+            for where in list(self._by_product.get(product_id, ())):
+                self._forget(where)
+
+    def forget_all(self) -> None:
+        self._lru.clear()
+        self._by_product.clear()
+        self._by_unit_id.clear()
+        self.bytes = self.units = 0
+
+    def _forget(self, where) -> None:
+        entry = self._lru.pop(where, None)
+        if entry is not None:
+            self._forgotten(where, entry)
+
+    def _forgotten(self, where, entry: KeyEntry | UnitEntry) -> None:
+        """Account for an entry just removed from the order, and drop it from the indexes."""
+        self.bytes -= entry.size
+        if isinstance(entry, UnitEntry):
+            self.units -= 1
+            if self._by_unit_id.get(entry.row.unit_id) == where:
+                del self._by_unit_id[entry.row.unit_id]
+            product_id = entry.product_id
+        else:
+            product_id = entry.state.product_id
+        members = self._by_product.get(product_id)
+        if members is not None:
+            members.discard(where)
+            if not members:
+                del self._by_product[product_id]
