@@ -24,7 +24,18 @@ from django.utils import timezone
 
 from decide.auth import ClientCredential, InvalidClientKey
 from lab.db import column, retry_on_deadlock, table
-from lab.models import Assignment, ClientKey, Experiment, Layer, Product, Step, Unit, Variant
+from lab.models import (
+    Assignment,
+    ClientKey,
+    Design,
+    DesignFactor,
+    Experiment,
+    Layer,
+    Product,
+    Step,
+    Unit,
+    Variant,
+)
 from lab.vocabulary import Reason, Status
 
 # SQLite allows 32766 bound parameters per statement; stay well below it.
@@ -34,7 +45,18 @@ _SQLITE_ROWS_PER_INSERT = 2000
 # (decide.memory) relies on each of them notifying its changes (migrations 0005, 0007) and
 # on their identity (decide.memory.listener); tests/decide/test_memory_triggers.py checks
 # this list against the SQL of both modules and against the triggers in the database.
-DECIDED_FROM = (ClientKey, Product, Step, Layer, Experiment, Variant, Unit, Assignment)
+DECIDED_FROM = (
+    ClientKey,
+    Product,
+    Step,
+    Layer,
+    Experiment,
+    Variant,
+    Design,
+    DesignFactor,
+    Unit,
+    Assignment,
+)
 
 
 class ProductState(NamedTuple):

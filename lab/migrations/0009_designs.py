@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('lab', '0006_measurement_metric_value_index'),
+        ('lab', '0007_decide_notifications_per_product'),
     ]
 
     operations = [
