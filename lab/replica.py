@@ -94,11 +94,15 @@ def _replica_lag() -> float | None:
         return None
 
 
-@contextlib.contextmanager
-def analysis_reads() -> Iterator[AnalysisRead]:
+# The header that says an SVG's or a CSV export's staleness, as `replica_lag_seconds` does in
+# a JSON answer.
+LAG_HEADER = "Lab-Replica-Lag-Seconds"
+
+
+def choose_analysis_read() -> AnalysisRead:
+    """Where an analysis request reads, chosen once per request and counted."""
     if not replica_configured():
-        yield AnalysisRead(DEFAULT_DB_ALIAS, 0.0)
-        return
+        return AnalysisRead(DEFAULT_DB_ALIAS, 0.0)
     lag = _replica_lag()
     if lag is None:
         outcome, read = "fallback_down", AnalysisRead(DEFAULT_DB_ALIAS, 0.0)
@@ -107,8 +111,27 @@ def analysis_reads() -> Iterator[AnalysisRead]:
     else:
         outcome, read = "replica", AnalysisRead(REPLICA_ALIAS, round(lag, 3))
     replica_reads.labels(outcome=outcome).inc()
+    return read
+
+
+@contextlib.contextmanager
+def reading_from(read: AnalysisRead) -> Iterator[AnalysisRead]:
+    """The enclosed reads (ORM and `connection`) go to the database `read` chose."""
     token = _alias.set(read.alias)
     try:
         yield read
     finally:
         _alias.reset(token)
+
+
+@contextlib.contextmanager
+def analysis_reads() -> Iterator[AnalysisRead]:
+    with reading_from(choose_analysis_read()) as read:
+        yield read
+
+
+def streamed_from(read: AnalysisRead, chunks: Iterator[str]) -> Iterator[str]:
+    """`chunks` produced on the database `read` chose: a streamed answer's rows are read after
+    its view has returned, while the server iterates over it."""
+    with reading_from(read):
+        yield from chunks

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from admin_api.schemas import REPLICA_LAG_FIELD
 from lab.analysis import control_chart, export, factorial
-from lab.replica import analysis_reads
+from lab.replica import LAG_HEADER, analysis_reads, choose_analysis_read, streamed_from
 from lab.selectors.experiments import experiment_get
 from lab.selectors.metrics import metric_get
 from lab.selectors.products import product_get
@@ -144,8 +144,10 @@ SVG = {
 }
 
 
-def _svg_response(text: str) -> HttpResponse:
-    return HttpResponse(text, content_type="image/svg+xml")
+def _svg_response(text: str, lag_seconds: float) -> HttpResponse:
+    response = HttpResponse(text, content_type="image/svg+xml")
+    response[LAG_HEADER] = str(lag_seconds)
+    return response
 
 
 def _pictures():
@@ -165,7 +167,9 @@ def get_results_svg(request, product: Path[str], experiment: Path[str], query: Q
     _, experiment_obj, metric_obj = _experiment_and_metric(
         request, product, experiment, query.metric
     )
-    return _svg_response(_pictures().results_picture(experiment=experiment_obj, metric=metric_obj))
+    with analysis_reads() as read:
+        picture = _pictures().results_picture(experiment=experiment_obj, metric=metric_obj)
+    return _svg_response(picture, read.replica_lag_seconds)
 
 
 @router.get(
@@ -180,11 +184,11 @@ def get_control_chart_svg(
         request, product, experiment, query.metric
     )
     variant_obj = variant_get(experiment=experiment_obj, key=query.variant)
-    return _svg_response(
-        _pictures().control_chart_picture(
+    with analysis_reads() as read:
+        picture = _pictures().control_chart_picture(
             experiment=experiment_obj, metric=metric_obj, variant=variant_obj
         )
-    )
+    return _svg_response(picture, read.replica_lag_seconds)
 
 
 @router.get(
@@ -194,10 +198,11 @@ def get_control_chart_svg(
 )
 def get_factorial_svg(request, product: Path[str], query: Query[FactorialQuery]):
     product_obj = product_get(user=request.auth, key=product)
-    report = factorial.factorial_analysis(
-        product=product_obj, experiments=query.experiments, metric=query.metric
-    )
-    return _svg_response(_pictures().factorial_picture(report))
+    with analysis_reads() as read:
+        report = factorial.factorial_analysis(
+            product=product_obj, experiments=query.experiments, metric=query.metric
+        )
+    return _svg_response(_pictures().factorial_picture(report), read.replica_lag_seconds)
 
 
 # --- export ----------------------------------------------------------------------------------
@@ -236,9 +241,13 @@ def get_export(request, product: Path[str], query: Query[ExportQuery]):
     experiments, metrics = export.export_columns(
         product=product_obj, experiments=query.experiments, metrics=query.metrics
     )
+    read = choose_analysis_read()
     response = StreamingHttpResponse(
-        export.csv_stream(product=product_obj, experiments=experiments, metrics=metrics),
+        streamed_from(
+            read, export.csv_stream(product=product_obj, experiments=experiments, metrics=metrics)
+        ),
         content_type="text/csv; charset=utf-8",
     )
+    response[LAG_HEADER] = str(read.replica_lag_seconds)
     response["Content-Disposition"] = f'attachment; filename="{product_obj.key}.csv"'
     return response

@@ -10,7 +10,8 @@ from ninja.pagination import paginate
 from pydantic import Field, Strict
 
 from admin_api.pagination import Pagination
-from admin_api.schemas import StatusFilter, StatusValue
+from admin_api.schemas import REPLICA_LAG_FIELD, StatusFilter, StatusValue
+from lab.replica import LAG_HEADER, analysis_reads
 from lab.schema_types import InputSchema, Key, Name
 from lab.selectors import designs as selectors
 from lab.selectors import products as product_selectors
@@ -162,6 +163,7 @@ class DesignAnalysisOut(Schema):
     margin_of_error: float | None = Field(description="t(0.975, m/3) · PSE (unreplicated)")
     effects: list[EffectOut] | None = Field(description="Null while a run has no unit")
     note: str | None
+    replica_lag_seconds: float = REPLICA_LAG_FIELD
 
 
 SVG = {
@@ -184,7 +186,9 @@ def get_design_analysis(request, product: Path[str], design: Path[str], query: Q
     from lab.analysis.designs import design_analysis
 
     product_obj = product_selectors.product_get(user=request.auth, key=product)
-    return design_analysis(product=product_obj, design=design, metric=query.metric)
+    with analysis_reads() as read:
+        report = design_analysis(product=product_obj, design=design, metric=query.metric)
+    return {**report, "replica_lag_seconds": read.replica_lag_seconds}
 
 
 @router.get(
@@ -197,6 +201,9 @@ def get_effects_svg(request, product: Path[str], design: Path[str], query: Query
     from lab.analysis.designs import design_analysis
 
     product_obj = product_selectors.product_get(user=request.auth, key=product)
-    report = design_analysis(product=product_obj, design=design, metric=query.metric)
+    with analysis_reads() as read:
+        report = design_analysis(product=product_obj, design=design, metric=query.metric)
     svg = half_normal_svg(title=f"{report['design']}: effects on {report['metric']}", report=report)
-    return HttpResponse(svg, content_type="image/svg+xml")
+    response = HttpResponse(svg, content_type="image/svg+xml")
+    response[LAG_HEADER] = str(read.replica_lag_seconds)
+    return response

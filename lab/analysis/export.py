@@ -16,12 +16,12 @@ import io
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import FilteredRelation, Q
 
 from lab.analysis.moments import hash_join_plan
 from lab.errors import BadRequest
 from lab.models import Experiment, Metric, Product, Status, Unit
+from lab.replica import connection
 from lab.selectors.experiments import experiment_get
 from lab.selectors.metrics import metric_get
 

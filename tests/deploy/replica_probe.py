@@ -43,9 +43,19 @@ def main() -> None:
         assert response.status_code == 200, response.content
         return response.json()
 
+    def export():
+        """The CSV export's units and the staleness its header gives."""
+        response = client.get(f"{base}/export.csv")
+        assert response.status_code == 200, response.content
+        text = b"".join(response.streaming_content).decode()
+        units = [line.split(",")[0] for line in text.splitlines()[1:]]
+        return {"units": units, "lag": float(response["Lab-Replica-Lag-Seconds"])}
+
     post("/api/admin/v1/products", {"key": f"p{nonce}"})
     post(f"{base}/metrics", {"key": "thickness"})
     post(f"{base}/experiments", {"key": "etch", "variants": [{"key": "a"}, {"key": "b"}]})
+    post(f"{base}/experiments", {"key": "anneal", "variants": [{"key": "c"}, {"key": "d"}]})
+    post(f"{base}/designs", {"key": "screen", "factors": ["etch", "anneal"], "runs": 4})
     rows = [{"metric": "thickness", "unit": f"u{i}", "value": float(i)} for i in range(3)]
     post(f"{base}/measurements", {"measurements": rows})
     seen: dict = {"counts_before": counts()}
@@ -58,6 +68,13 @@ def main() -> None:
         seen["control_chart"] = client.get(
             f"{base}/experiments/etch/control-chart?metric=thickness"
         ).json()
+        seen["design"] = client.get(f"{base}/designs/screen/analysis?metric=thickness").json()
+        svg = client.get(f"{base}/experiments/etch/results.svg?metric=thickness")
+        seen["results_svg"] = {
+            "status": svg.status_code,
+            "lag": float(svg["Lab-Replica-Lag-Seconds"]),
+        }
+        seen["export_caught_up"] = export()
         with psycopg.connect(standby, autocommit=True) as conn:
             conn.execute("SELECT pg_wal_replay_pause()")
             try:
@@ -69,10 +86,12 @@ def main() -> None:
                 time.sleep(float(os.environ["PROBE_LAG_WAIT"]))
                 # ...and a read within the lag bound does not see it (the replica answered)
                 seen["paused"] = measurements()
+                seen["export_paused"] = export()
             finally:
                 conn.execute("SELECT pg_wal_replay_resume()")
     else:
         seen["down"] = measurements()
+        seen["export_down"] = export()
     seen["counts_after"] = counts()
     print(json.dumps(seen))
 

@@ -97,12 +97,19 @@ def test_replica_reads__standby_within_the_bound__answers_with_its_lag(cluster, 
     assert seen["results"]["replica_lag_seconds"] == 0.0
     assert seen["results"]["experiment"] == "etch"
     assert seen["control_chart"]["replica_lag_seconds"] == 0.0
+    assert seen["design"]["replica_lag_seconds"] == 0.0
+    assert seen["design"]["design"] == "screen"
+    assert seen["results_svg"] == {"status": 200, "lag": 0.0}
+    assert seen["export_caught_up"] == {"units": ["u0", "u1", "u2"], "lag": 0.0}
     # And while the standby stands still, a write goes to the primary (it succeeded) and the
     # list read on the standby does not show it yet, with the lag it has
     assert seen["paused"]["count"] == 3
     assert seen["paused"]["replica_lag_seconds"] >= 1.0
+    # and the CSV export, streamed after its view returned, read the standby too
+    assert seen["export_paused"]["units"] == ["u0", "u1", "u2"]
+    assert seen["export_paused"]["lag"] >= 1.0
     after, before = seen["counts_after"], seen["counts_before"]
-    assert after["replica"] - before["replica"] >= 4
+    assert after["replica"] - before["replica"] >= 8
     assert after["fallback_down"] == after["fallback_lag"] == 0
 
 
@@ -121,7 +128,8 @@ def test_replica_reads__standby_past_the_lag_bound__primary_answers_and_it_is_co
     # Then the list is read on the primary: the latest write is in it, and it is fresh
     assert seen["paused"]["count"] == 4
     assert seen["paused"]["replica_lag_seconds"] == 0.0
-    assert seen["counts_after"]["fallback_lag"] - seen["counts_before"]["fallback_lag"] == 1
+    assert seen["export_paused"] == {"units": ["late", "u0", "u1", "u2"], "lag": 0.0}
+    assert seen["counts_after"]["fallback_lag"] - seen["counts_before"]["fallback_lag"] == 2
 
 
 def test_replica_reads__replica_down__primary_answers_and_it_is_counted(cluster):
@@ -130,4 +138,5 @@ def test_replica_reads__replica_down__primary_answers_and_it_is_counted(cluster)
     # Then the analysis reads go to the primary, and each such request is counted
     assert seen["down"]["count"] == 3
     assert seen["down"]["replica_lag_seconds"] == 0.0
-    assert seen["counts_after"]["fallback_down"] - seen["counts_before"]["fallback_down"] == 1
+    assert seen["export_down"] == {"units": ["u0", "u1", "u2"], "lag": 0.0}
+    assert seen["counts_after"]["fallback_down"] - seen["counts_before"]["fallback_down"] == 2
