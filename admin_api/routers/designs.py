@@ -7,12 +7,12 @@ from typing import Annotated
 from django.http import HttpResponse
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
-from pydantic import Field, Strict
+from pydantic import Field, Strict, StrictInt
 
 from admin_api.pagination import Pagination
 from admin_api.schemas import REPLICA_LAG_FIELD, StatusFilter, StatusValue
 from lab.replica import LAG_HEADER, analysis_reads
-from lab.schema_types import InputSchema, Key, Name
+from lab.schema_types import InputSchema, IntegralFloatAsInt, Key, Name
 from lab.selectors import designs as selectors
 from lab.selectors import products as product_selectors
 from lab.services import designs as services
@@ -26,11 +26,13 @@ class DesignIn(InputSchema):
     key: Key
     name: Name = ""
     factors: list[Key] = Field(
+        min_length=2,
+        max_length=15,
         description="2 to 15 experiments of the product, lettered A, B, C, … (I skipped) in "
         "this order; each with exactly two variants that are not removed, in no layer and no "
-        "other design."
+        "other design.",
     )
-    runs: Annotated[int, Strict()] = Field(
+    runs: Annotated[StrictInt, Field(ge=4, le=128), IntegralFloatAsInt] = Field(
         description="A power of two with factors + 1 <= runs <= min(2^factors, 128)."
     )
     randomize_by: AttributeName | None = Field(

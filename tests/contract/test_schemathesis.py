@@ -193,6 +193,13 @@ EXCUSED = [
         r"^each of the \w+ may be listed once$",
         "the keys of a comma-separated list are distinct",
     ),
+    Excused(
+        (f"POST {ADMIN}/designs",),
+        422,
+        r"^(runs for \d+ factors must be one of |factor '.*' is listed twice$)",
+        "the runs a design may have depend on its number of factors (a power of two from "
+        "factors + 1 to 2^factors); the factors are distinct",
+    ),
     # Rules on stored data: what a request names must exist, and PATCH merges with what is
     # stored (a lower_limit above the stored upper_limit).
     Excused(
@@ -235,6 +242,14 @@ EXCUSED = [
         400,
         r"needs at least 2 variants that are not removed to be a factor$",
         "a factor is an experiment with two variants or more",
+    ),
+    Excused(
+        (f"POST {ADMIN}/designs",),
+        422,
+        r"^(no experiment '.*' in product '.*'$|experiment '.*' (has \d+ variants|is in layer|"
+        r"is a factor of design))",
+        "a factor must be one of the product's experiments, with two variants, in no layer and "
+        "no other design",
     ),
     Excused(
         (f"GET {ADMIN}/export.csv",),

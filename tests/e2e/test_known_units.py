@@ -363,7 +363,9 @@ def _hit_ratio(server: Server, seconds: float) -> tuple[float, float]:
     return (hits_after - hits) / total if total else 0.0, total
 
 
-WRITERS = 4
+# Writers sharing 10 writes a second: on a busy machine one admin write can take longer than a
+# writer's period, and four reached only 7-9 a second.
+WRITERS = 8
 
 
 def test_other_products_admin_writes__this_products_memory_kept(postgres_server, seeded):
@@ -420,7 +422,7 @@ def test_other_products_admin_writes__this_products_memory_kept(postgres_server,
         f"product's writes at {rate:.1f}/s {busy:.3f} ({busy_total:.0f} decisions)"
     )
     assert quiet_total > 50 and busy_total > 50
-    assert rate > 6, rate
+    assert rate > 9, rate
     assert busy >= quiet - 0.10, (quiet, busy)
 
 
