@@ -40,7 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from decide import metrics
 from decide.engine import CompiledExperiment, compile_experiment
-from decide.targeting import MAX_CONDITIONS, LayerSlot, Schedule, compile_conditions
+from decide.targeting import (
+    ATTRIBUTE_NAME_PATTERN,
+    MAX_CONDITIONS,
+    LayerSlot,
+    Schedule,
+    compile_conditions,
+)
 from lab.db import column, table
 from lab.keys import KEY_PATTERN
 from lab.models import Experiment, Layer, Product, Step, Variant
@@ -54,7 +60,8 @@ MEMORY_MAX_PRODUCTS = 10_000
 # The shape of the shared entries. Bump it with any change of `ConfigEntry` (or of what it
 # means): it is part of the key, so workers of two releases never read each other's entries.
 # 3: experiments carry their targeting (conditions, schedule, layer slot).
-FORMAT_VERSION = 3
+# 4: and the attribute they randomize by.
+FORMAT_VERSION = 4
 _SIGNING_SALT = "lab.decide.config-cache"
 
 
@@ -114,6 +121,7 @@ class ExperimentEntry(_Strict):
     start_at: _Moment | None
     end_at: _Moment | None
     layer: LayerEntry | None
+    randomize_by: Annotated[str, Field(pattern=ATTRIBUTE_NAME_PATTERN, max_length=64)] | None
 
     @model_validator(mode="after")
     def _variants_in_creation_order(self) -> Self:
@@ -173,6 +181,7 @@ def compile_config(entry: ConfigEntry) -> ProductConfig:
                     else None
                 ),
                 layer=LayerSlot(e.layer.salt, e.layer.start, e.layer.end) if e.layer else None,
+                randomize_by=e.randomize_by,
             )
         )
     by_step: dict[str, list[CompiledExperiment]] = {}
@@ -192,7 +201,7 @@ def compile_config(entry: ConfigEntry) -> ProductConfig:
 
 # One row per variant of an enabled experiment (or one per experiment without any):
 # (experiment id, key, status, salt, coverage, step key, conditions, start_at, end_at,
-#  layer salt, layer start, layer end, variant id, key, status, weight).
+#  layer salt, layer start, layer end, randomize_by, variant id, key, status, weight).
 ConfigRow = tuple
 
 
@@ -207,6 +216,7 @@ def _load_sql() -> str:
         f"e.{col(Experiment, 'conditions')}, e.{col(Experiment, 'start_at')}, "
         f"e.{col(Experiment, 'end_at')}, l.{col(Layer, 'salt')}, "
         f"e.{col(Experiment, 'layer_start')}, e.{col(Experiment, 'layer_end')}, "
+        f"e.{col(Experiment, 'randomize_by')}, "
         f"v.{col(Variant, 'id')}, v.{col(Variant, 'key')}, v.{col(Variant, 'status')}, "
         f"v.{col(Variant, 'weight')} "
         f"FROM {table(Product)} p "
@@ -228,8 +238,10 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
     for experiment_id, key, status, salt, coverage, step_key, *targeting_and_variant in rows:
         if experiment_id is None:
             continue
-        conditions, start_at, end_at, layer_salt, layer_start, layer_end = targeting_and_variant[:6]
-        variant = targeting_and_variant[6:]
+        conditions, start_at, end_at, layer_salt, layer_start, layer_end, randomize_by = (
+            targeting_and_variant[:7]
+        )
+        variant = targeting_and_variant[7:]
         if not experiments or experiments[-1]["id"] != experiment_id:
             experiments.append(
                 {
@@ -252,6 +264,7 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
                             "end": float(layer_end),
                         }
                     ),
+                    "randomize_by": randomize_by,
                 }
             )
         if variant[0] is not None:

@@ -234,7 +234,7 @@ def _plan(
     """
     selected = _select(config, experiments, step, include_paused)
     product_enabled = state.status == Status.ENABLED
-    targeted = any(e is not None and e.conditions for _, e, _ in selected)
+    targeted = any(e is not None and (e.conditions or e.randomize_by) for _, e, _ in selected)
     now = time.time()
     decisions: dict[str, dict[str, Answer | _Write]] = {}
     writes: list[_Write] = []

@@ -8,7 +8,7 @@ from pydantic import Field
 from admin_api.pagination import Pagination
 from admin_api.routers.variants import VariantIn
 from admin_api.schemas import StatusFilter, StatusValue
-from decide.targeting import MAX_CONDITIONS, OPERATORS
+from decide.targeting import ATTRIBUTE_NAME_PATTERN, MAX_CONDITIONS, OPERATORS
 from lab.schema_types import FiniteFloat, InputSchema, Key, Name, Text, Timestamp
 from lab.selectors import experiments as selectors
 from lab.selectors import products as product_selectors
@@ -32,6 +32,14 @@ RANGE_HELP = (
     "[start, end) of the layer's hash space the experiment owns, 0 <= start < end <= 1; "
     "enabled experiments of one layer never overlap."
 )
+
+RANDOMIZE_BY_HELP = (
+    "Name of the unit attribute (e.g. lot) whose value is hashed instead of the unit key: "
+    "every unit of a lot gets the lot's variant, and results analyse lots as the "
+    "independent units (docs/results.md, 'Lots'). Null randomizes units. Fixed once the "
+    "experiment has an assignment."
+)
+RandomizeBy = Annotated[str, Field(pattern=ATTRIBUTE_NAME_PATTERN, max_length=64)]
 
 
 class ConditionIn(InputSchema):
@@ -62,6 +70,7 @@ class _Targeting(InputSchema):
     )
     layer: Key | None = Field(default=None, description=LAYER_HELP)
     layer_range: LayerRange | None = None
+    randomize_by: RandomizeBy | None = Field(default=None, description=RANDOMIZE_BY_HELP)
 
 
 class ExperimentIn(_Targeting):
@@ -108,6 +117,7 @@ class ExperimentOut(Schema):
     end_at: datetime | None
     layer: str | None
     layer_range: list[float] | None
+    randomize_by: str | None = Field(description=RANDOMIZE_BY_HELP)
     variants: list[VariantSummary] = Field(
         description="The variants that are not removed, in creation (bucketing) order."
     )
