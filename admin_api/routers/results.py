@@ -41,6 +41,14 @@ class VsControlOut(Schema):
     yield_p_value_adjusted: float | None = Field(
         description="`yield_p_value` adjusted among every yield p-value of the report"
     )
+    icc: float | None = Field(
+        default=None,
+        description="Experiments randomized by lot: the intraclass correlation of the lots "
+        "(ANOVA estimator, Donner & Klar), truncated at 0",
+    )
+    design_effect: float | None = Field(
+        default=None, description="Experiments randomized by lot: 1 + (m0 − 1)·icc"
+    )
 
 
 class VariantResultOut(Schema):
@@ -56,6 +64,11 @@ class VariantResultOut(Schema):
     cp_ci_high: float | None
     cpk_ci_low: float | None
     cpk_ci_high: float | None
+    clusters: int | None = Field(
+        default=None,
+        description="Experiments randomized by lot: distinct lots among the measured units "
+        "(a unit without the attribute is a lot of its own)",
+    )
     # Absent on the control itself: it is what the others are compared with.
     vs_control: VsControlOut | None = None
 
@@ -87,6 +100,13 @@ class ResultsOut(Schema):
     )
     correction: Correction = Field(
         description="How the `*_adjusted` p-values are corrected for multiple comparisons"
+    )
+    randomized_by: str | None = Field(
+        description="The unit attribute the experiment randomizes by (null: units)"
+    )
+    inference: Literal["welch", "cluster"] = Field(
+        description="`cluster`: lots are the independent units (CR1, df = G − 1); "
+        "`welch`: units are"
     )
     srm: SrmOut
     units: UnitCountsOut

@@ -37,6 +37,7 @@ from django.db.models import (
     prefetch_related_objects,
 )
 
+from lab.analysis import clusters
 from lab.analysis import statistics as stats
 from lab.analysis.moments import grouped_moments
 from lab.analysis.rows import experiment_rows
@@ -70,8 +71,11 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
     # removed, else the oldest variant that is not removed; None when all are removed.
     control = experiment_control(experiment)
 
+    lots = experiment.randomize_by
     report = {
         "experiment": experiment.key,
+        "randomized_by": lots,
+        "inference": "cluster" if lots else "welch",
         "control": control.key if control else None,
         "control_reason": (
             None if control is None else CONTROL_MARKED if control.is_control else CONTROL_OLDEST
@@ -96,10 +100,22 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
     report["srm"], report["units"] = _srm_and_units(
         experiment, live, [metric.id for metric in metrics], covered
     )
+    cells = {}
+    if lots:
+        shifts = {key: s.mean for key, s in summaries.items() if s.n > 0}
+        cells = clusters.lot_cells(experiment.id, metrics, lots, shifts)
     for metric in metrics:
         if metric.id in by_metric:
             report["metrics"].append(
-                _metric_report(metric, variants, control, by_metric[metric.id])
+                _metric_report(
+                    metric,
+                    variants,
+                    control,
+                    by_metric[metric.id],
+                    {v: cells.get((metric.id, v), []) for v in by_metric[metric.id]}
+                    if lots
+                    else None,
+                )
             )
     _adjust(report, correction)
     return report
@@ -150,6 +166,11 @@ def _srm_and_units(
         )
     else:
         measured = 0
+    if experiment.randomize_by:
+        # A lot is one draw: the check counts each variant's distinct hashed lots.
+        hashed_by_id = clusters.lot_counts(
+            experiment.id, experiment.randomize_by, list(HASHED_SOURCES)
+        )
     srm = stats.srm(
         counts={variant.key: hashed_by_id.get(variant.id, 0) for variant in live},
         weights={variant.key: variant.weight for variant in live},
@@ -191,7 +212,10 @@ def _metric_report(
     variants: list[Variant],
     control: Variant | None,
     summaries: dict[int, stats.Summary],
+    lots: dict[int, list] | None = None,
 ) -> dict:
+    """One metric's block; with ``lots`` (per variant id, its lot cells) the comparisons are
+    the cluster inference of ``lab.analysis.clusters``."""
     lower, upper = metric.lower_limit, metric.upper_limit
     has_limits = lower is not None or upper is not None
 
@@ -210,12 +234,27 @@ def _metric_report(
             continue
         summary = summary_of_variant(variant)
         block = stats.describe(summary, lower, upper)
+        if lots is not None:
+            block["clusters"] = len(lots.get(variant.id, []))
         if control is None or variant.id != control.id:
             block["vs_control"] = (
                 stats.vs_control(control_summary, summary, has_limits=has_limits)
                 if control_summary is not None
                 else dict(_NO_COMPARISON)
             )
+            if lots is not None:
+                comparison = block["vs_control"]
+                if control_summary is not None:
+                    comparison.update(
+                        clusters.cluster_vs_control(
+                            _arm(control_summary, lots.get(control.id, [])),
+                            _arm(summary, lots.get(variant.id, [])),
+                            comparison["diff"],
+                            has_limits,
+                        )
+                    )
+                else:
+                    comparison.update(icc=None, design_effect=None)
         shown[variant.key] = block
     return {
         "metric": metric.key,
@@ -225,6 +264,17 @@ def _metric_report(
         "unit_of_measure": metric.unit_of_measure,
         "variants": shown,
     }
+
+
+def _arm(summary: stats.Summary, cells: list) -> clusters.Arm:
+    return clusters.Arm(
+        n=summary.n,
+        mean=summary.mean if summary.n > 0 else 0.0,
+        mean_error=summary.mean_error,
+        shift=summary.mean if summary.n > 0 else 0.0,
+        cells=dict(cells),
+        in_spec=summary.in_spec,
+    )
 
 
 def _adjust(report: dict, correction: str) -> None:
