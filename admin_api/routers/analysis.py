@@ -43,6 +43,11 @@ class FactorialOut(Schema):
     anova_note: str | None
     r_squared: float | None
     residual_std: float | None
+    warning: str | None = Field(
+        default=None,
+        description="Present when an experiment is randomized by lot: names them (the F tests "
+        "treat units as independent)",
+    )
 
 
 class FactorialQuery(Schema):

@@ -233,3 +233,52 @@ def test_results__randomized_by_units__welch_and_no_cluster_fields(tenant, plant
     block = report["metrics"][0]["variants"]["b"]
     assert "clusters" not in block and "icc" not in block["vs_control"]
     assert not math.isnan(block["vs_control"]["t"])
+
+
+def test_factorial__experiment_randomized_by_lot__answers_with_a_warning_naming_it(tenant, plant):
+    rng = np.random.default_rng(5)
+    build(plant, lots_design(rng, [3, 3], [3, 3]))
+    response = tenant.get("/products/widget/analysis/factorial", experiments="etch", metric="y")
+    assert response.status_code == 200, response.content
+    assert response.json()["anova"] is not None
+    assert "etch" in response.json()["warning"]
+
+
+# The worked example of docs/results.md, "Lots": its figures, as the page prints them.
+WORKED_EXAMPLE = {
+    "A1": ("a", [10.0, 10.2, 10.1]),
+    "A2": ("a", [10.6, 10.8, 10.7]),
+    "A3": ("a", [9.8, 9.9, 10.0]),
+    "B1": ("b", [10.9, 11.1, 11.0]),
+    "B2": ("b", [10.3, 10.4, 10.2]),
+    "B3": ("b", [11.2, 11.4, 11.3]),
+}
+
+
+def test_results__docs_worked_example__figures_of_the_page(tenant, plant):
+    units = [
+        (lot, variant, value, "forced")
+        for lot, (variant, values) in WORKED_EXAMPLE.items()
+        for value in values
+    ]
+    build(plant, units)
+    b = tenant.get(RESULTS).json()["metrics"][0]["variants"]["b"]
+    shown = {
+        key: round(b["vs_control"][key], 3)
+        for key in ("diff", "t", "df", "p_value", "ci_low", "ci_high", "icc", "design_effect")
+    }
+    assert shown == {
+        "diff": 0.633,
+        "t": 1.801,
+        "df": 5.0,
+        "p_value": 0.132,
+        "ci_low": -0.271,
+        "ci_high": 1.538,
+        "icc": 0.956,
+        "design_effect": 2.911,
+    }
+    # Units taken as independent, Welch's test would have said t = 3.25, p = 0.0053
+    values = {v: [x for _, variant, x, _ in units if variant == v] for v in "ab"}
+    welch = stats.ttest_ind(values["b"], values["a"], equal_var=False)
+    assert (round(welch.statistic, 2), round(welch.pvalue, 4)) == (3.25, 0.0053)
+    assert_cluster_inference(tenant.get(RESULTS).json(), units)
