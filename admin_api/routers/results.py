@@ -23,6 +23,23 @@ class SrmOut(Schema):
     expected: dict[str, float]
 
 
+class AdjustedOut(Schema):
+    n: int | None = Field(description="Units of the two arms measured on both metrics")
+    diff: float | None = Field(description="Lin's adjusted difference (b)")
+    se: float | None
+    t: float | None
+    df: float | None
+    p_value: float | None
+    p_value_adjusted: float | None = Field(
+        description="Adjusted among every covariate-adjusted p-value of the report"
+    )
+    ci_low: float | None
+    ci_high: float | None
+    variance_reduction: float | None = Field(
+        description="1 − se²/se_unadjusted², the same estimator without the covariate"
+    )
+
+
 class VsControlOut(Schema):
     diff: float | None
     ci_low: float | None
@@ -48,6 +65,9 @@ class VsControlOut(Schema):
     )
     design_effect: float | None = Field(
         default=None, description="Experiments randomized by lot: 1 + (m0 − 1)·icc"
+    )
+    adjusted: AdjustedOut | None = Field(
+        default=None, description="With `?covariate=`: the covariate-adjusted comparison"
     )
 
 
@@ -108,6 +128,9 @@ class ResultsOut(Schema):
         description="`cluster`: lots are the independent units (CR1, df = G − 1); "
         "`welch`: units are"
     )
+    covariate: str | None = Field(
+        default=None, description="The covariate metric of `?covariate=`, when given"
+    )
     srm: SrmOut
     units: UnitCountsOut
     metrics: list[MetricResultOut]
@@ -125,7 +148,10 @@ def get_results(
     product: Path[str],
     experiment: Path[str],
     correction: Query[Correction] = analysis.DEFAULT_CORRECTION,
+    covariate: Query[str | None] = None,
 ):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     experiment_obj = experiment_selectors.experiment_get(product=product_obj, key=experiment)
-    return analysis.experiment_results(experiment=experiment_obj, correction=correction)
+    return analysis.experiment_results(
+        experiment=experiment_obj, correction=correction, covariate=covariate
+    )

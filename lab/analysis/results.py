@@ -37,7 +37,7 @@ from django.db.models import (
     prefetch_related_objects,
 )
 
-from lab.analysis import clusters
+from lab.analysis import clusters, covariates
 from lab.analysis import statistics as stats
 from lab.analysis.moments import grouped_moments
 from lab.analysis.rows import experiment_rows
@@ -57,8 +57,11 @@ CONTROL_OLDEST = "oldest"
 DEFAULT_CORRECTION = "holm"
 
 
-def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORRECTION) -> dict:
-    """The results report of `experiment` (already scoped to the caller's product)."""
+def experiment_results(
+    *, experiment: Experiment, correction: str = DEFAULT_CORRECTION, covariate: str | None = None
+) -> dict:
+    """The results report of `experiment` (already scoped to the caller's product); with
+    ``covariate`` (a metric key) each comparison gains its covariate-adjusted ``adjusted``."""
     if correction not in stats.CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}")
     # One query for every variant; the control rule below reads the same prefetched list.
@@ -89,6 +92,11 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
         .exclude(status=Status.REMOVED)
         .order_by("key")
     )
+    covariate_metric = (
+        covariates.check_covariate(experiment, metrics, covariate) if covariate else None
+    )
+    if covariate_metric is not None:
+        report["covariate"] = covariate_metric.key
     summaries = measurement_summaries(experiment, metrics)
     by_metric: dict[int, dict[int, stats.Summary]] = {}
     for (metric_id, variant_id), summary in summaries.items():
@@ -104,6 +112,16 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
     if lots:
         shifts = {key: s.mean for key, s in summaries.items() if s.n > 0}
         cells = clusters.lot_cells(experiment.id, metrics, lots, shifts)
+    fits = None
+    if covariate_metric is not None:
+        shifts = {
+            (metric_id, variant_id): (s.mean, summaries[(covariate_metric.id, variant_id)].mean)
+            for (metric_id, variant_id), s in summaries.items()
+            if metric_id != covariate_metric.id
+            and s.n > 0
+            and summaries.get((covariate_metric.id, variant_id), stats.Summary(n=0)).n > 0
+        }
+        fits = covariates.arm_fits(experiment, metrics, covariate_metric, shifts)
     for metric in metrics:
         if metric.id in by_metric:
             report["metrics"].append(
@@ -115,6 +133,8 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
                     {v: cells.get((metric.id, v), []) for v in by_metric[metric.id]}
                     if lots
                     else None,
+                    None if metric == covariate_metric else fits,
+                    bool(lots),
                 )
             )
     _adjust(report, correction)
@@ -213,6 +233,8 @@ def _metric_report(
     control: Variant | None,
     summaries: dict[int, stats.Summary],
     lots: dict[int, list] | None = None,
+    fits: dict | None = None,
+    by_lot: bool = False,
 ) -> dict:
     """One metric's block; with ``lots`` (per variant id, its lot cells) the comparisons are
     the cluster inference of ``lab.analysis.clusters``."""
@@ -255,6 +277,12 @@ def _metric_report(
                     )
                 else:
                     comparison.update(icc=None, design_effect=None)
+            if fits is not None:
+                block["vs_control"]["adjusted"] = covariates.adjusted_comparison(
+                    fits.get((metric.id, control.id)) if control is not None else None,
+                    fits.get((metric.id, variant.id)),
+                    by_lot,
+                )
         shown[variant.key] = block
     return {
         "metric": metric.key,
@@ -290,3 +318,8 @@ def _adjust(report: dict, correction: str) -> None:
         adjusted = stats.adjust_p_values([c[key] for c in comparisons], correction)
         for comparison, value in zip(comparisons, adjusted, strict=True):
             comparison[f"{key}_adjusted"] = value
+    # The covariate-adjusted p-values are a third family.
+    blocks = [c["adjusted"] for c in comparisons if "adjusted" in c]
+    adjusted = stats.adjust_p_values([b["p_value"] for b in blocks], correction)
+    for block, value in zip(blocks, adjusted, strict=True):
+        block["p_value_adjusted"] = value
