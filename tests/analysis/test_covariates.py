@@ -131,3 +131,44 @@ def test_results__covariate_measured_after_the_treatment__422_naming_both_steps(
     assert "'inspect'" in response.json()["detail"] and "'etch'" in response.json()["detail"]
     # An unknown covariate is a 422 too
     assert tenant.get(RESULTS, covariate="nope").status_code == 422
+
+
+# The worked example of docs/results.md §18: (x, y) per unit, as the page prints them.
+WORKED_EXAMPLE = {
+    "a": [(4.9, 10.1), (5.3, 10.9), (5.0, 10.2), (5.6, 11.4), (5.2, 10.6), (4.8, 9.9)],
+    "b": [(5.1, 10.9), (5.5, 11.6), (4.7, 10.1), (5.4, 11.5), (5.0, 10.8), (5.2, 11.1)],
+}
+
+
+def test_results__docs_worked_example__figures_of_the_page(tenant, plant):
+    plant.experiment("etch", ["a", "b"])
+    plant.metric("x")
+    plant.metric("y")
+    for variant, pairs in WORKED_EXAMPLE.items():
+        plant.units(
+            [{"etch": variant}] * len(pairs),
+            {"x": [x for x, _ in pairs], "y": [y for _, y in pairs]},
+        )
+    report = tenant.get(RESULTS, covariate="x").json()
+    comparison = next(m for m in report["metrics"] if m["metric"] == "y")["variants"]["b"][
+        "vs_control"
+    ]
+    adjusted = comparison["adjusted"]
+    shown = {
+        key: round(adjusted[key], 3)
+        for key in ("diff", "se", "t", "df", "ci_low", "ci_high", "variance_reduction")
+    }
+    assert shown == {
+        "diff": 0.452,
+        "se": 0.033,
+        "t": 13.526,
+        "df": 8.0,
+        "ci_low": 0.375,
+        "ci_high": 0.529,
+        "variance_reduction": 0.989,
+    }
+    assert f"{adjusted['p_value']:.1e}" == "8.6e-07"
+    assert adjusted["n"] == 12
+    # Unadjusted, the same units give diff 0.483, t 1.511, p 0.162
+    plain = {key: round(comparison[key], 3) for key in ("diff", "t", "p_value")}
+    assert plain == {"diff": 0.483, "t": 1.511, "p_value": 0.162}
