@@ -84,24 +84,29 @@ def lot_cells(
     if not shifts:
         return {}
     quote = connection.ops.quote_name
+    # Each unit's lot is read once (a materialized table of the experiment's units), not once
+    # per measurement: the JSON of 10^6 rows cost seconds.
+    label = lot_label_sql()
+    lots_sql = (
+        f"SELECT a.unit_id, a.variant_id, {label} AS lot "
+        f"FROM {quote(Assignment._meta.db_table)} a "
+        f"JOIN {quote(Unit._meta.db_table)} u ON u.id = a.unit_id WHERE a.experiment_id = %s"
+    )
+    lots_params = [*_lot_params(attribute), experiment_id]
     rows = Rows(
-        columns="m.metric_id AS metric_key, a.variant_id AS variant_key, m.value AS x, "
-        f"m.in_spec AS in_spec, {lot_label_sql()} AS lot, m.unit_id AS unit_key",
-        joins=f"JOIN {quote(Assignment._meta.db_table)} a ON a.unit_id = m.unit_id "
-        f"JOIN {quote(Unit._meta.db_table)} u ON u.id = m.unit_id WHERE a.experiment_id = %s",
+        columns="m.metric_id AS metric_key, l.variant_id AS variant_key, m.value AS x, "
+        "m.in_spec AS in_spec, l.lot AS lot, m.unit_id AS unit_key",
+        joins="JOIN lots l ON l.unit_id = m.unit_id",
         params=(),
         metrics=tuple(metrics),
     )
-    source, source_params = rows.sql()
-    # The lot expression's parameters sit in the select list, before the measurements'.
-    select_list_params = _lot_params(attribute)
-    inner_sql = source
-    inner_params = (*select_list_params, *source_params, experiment_id)
+    inner_sql, inner_params = rows.sql()
     one = "(CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS DOUBLE PRECISION))"
     values = ", ".join([one] * len(shifts))
     params = [item for (metric, variant), c in shifts.items() for item in (metric, variant, c)]
     sql = (
-        f"WITH g(metric_key, variant_key, c) AS (VALUES {values}) "
+        f"WITH g(metric_key, variant_key, c) AS (VALUES {values}), "
+        f"lots AS MATERIALIZED ({lots_sql}) "
         "SELECT r.metric_key, r.variant_key, r.lot, "
         "CASE WHEN r.lot IS NULL THEN r.unit_key END AS solo, COUNT(*), "
         "SUM(r.x - g.c), SUM((r.x - g.c) * (r.x - g.c)), SUM(r.in_spec) "
@@ -109,6 +114,7 @@ def lot_cells(
         "AND g.variant_key = r.variant_key "
         "GROUP BY r.metric_key, r.variant_key, r.lot, CASE WHEN r.lot IS NULL THEN r.unit_key END"
     )
+    inner_params = (*lots_params, *inner_params)
     result: dict[tuple[int, int], list] = {}
     with hash_join_plan(), connection.cursor() as cursor:
         cursor.execute(sql, [*params, *inner_params])
@@ -158,16 +164,16 @@ class Arm:
     in_spec: int | None
 
 
-def _residual_sums(arm: Arm) -> dict[tuple, Fraction]:
-    # Σ(x − ȳ) over a cell = Σ(x − c) − n·(ȳ − c).
-    offset = Fraction(arm.mean) + Fraction(arm.mean_error) - Fraction(arm.shift)
-    return {key: Fraction(cell.sum) - cell.n * offset for key, cell in arm.cells.items()}
+def _residual_sums(arm: Arm) -> dict[tuple, float]:
+    # Σ(x − ȳ) over a cell = Σ(x − c) − n·(ȳ − c); ȳ − c is tiny (c is ȳ rounded).
+    offset = float(Fraction(arm.mean) + Fraction(arm.mean_error) - Fraction(arm.shift))
+    return {key: cell.sum - cell.n * offset for key, cell in arm.cells.items()}
 
 
 def cr1_test(
     diff: float,
-    control_scores: dict[tuple, Fraction],
-    treatment_scores: dict[tuple, Fraction],
+    control_scores: dict[tuple, float],
+    treatment_scores: dict[tuple, float],
     n_control: int,
     n_treatment: int,
     confidence: float = 0.95,
@@ -222,7 +228,7 @@ def _yield(control: Arm, treatment: Arm) -> dict:
     p_c = Fraction(control.in_spec, control.n)
     p_t = Fraction(treatment.in_spec, treatment.n)
     scores = [
-        {key: cell.in_spec - cell.n * p for key, cell in arm.cells.items()}
+        {key: float(cell.in_spec - cell.n * p) for key, cell in arm.cells.items()}
         for arm, p in ((control, p_c), (treatment, p_t))
     ]
     diff = float(p_t - p_c)
@@ -243,20 +249,18 @@ def _icc(control: Arm, treatment: Arm) -> dict:
     n = sum(arm.n for arm in arms)
     if len(arms) < 2 or g <= 2 or n - g <= 0:
         return none
-    between = Fraction(0)
-    within = Fraction(0)
-    sizes = Fraction(0)
+    between, within, sizes = [], [], Fraction(0)
     for arm in arms:
         residual = _residual_sums(arm)
         for key, cell in arm.cells.items():
-            between += residual[key] ** 2 / cell.n
-            within += Fraction(cell.squares) - Fraction(cell.sum) ** 2 / cell.n
+            between.append(residual[key] ** 2 / cell.n)
+            within.append(cell.squares - cell.sum**2 / cell.n)
         sizes += Fraction(sum(cell.n**2 for cell in arm.cells.values()), arm.n)
-    msb = between / (g - 2)
-    msw = max(within, Fraction(0)) / (n - g)
-    m0 = (n - sizes) / (g - 2)
+    msb = math.fsum(between) / (g - 2)
+    msw = max(math.fsum(within), 0.0) / (n - g)
+    m0 = float((n - sizes) / (g - 2))
     denominator = msb + (m0 - 1) * msw
-    if denominator <= 0:
+    if not denominator > 0:
         return none
-    icc = max((msb - msw) / denominator, Fraction(0))
+    icc = max((msb - msw) / denominator, 0.0)
     return {"icc": _finite(icc), "design_effect": _finite(1 + (m0 - 1) * icc)}
