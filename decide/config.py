@@ -40,7 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from decide import metrics
 from decide.engine import CompiledExperiment, DesignSlot, compile_experiment
-from decide.targeting import MAX_CONDITIONS, LayerSlot, Schedule, compile_conditions
+from decide.targeting import (
+    ATTRIBUTE_NAME_PATTERN,
+    MAX_CONDITIONS,
+    LayerSlot,
+    Schedule,
+    compile_conditions,
+)
 from lab.db import column, table
 from lab.keys import KEY_PATTERN
 from lab.models import Design, DesignFactor, Experiment, Layer, Product, Step, Variant
@@ -55,7 +61,8 @@ MEMORY_MAX_PRODUCTS = 10_000
 # The shape of the shared entries. Bump it with any change of `ConfigEntry` (or of what it
 # means): it is part of the key, so workers of two releases never read each other's entries.
 # 3: experiments carry their targeting (conditions, schedule, layer slot).
-# 4: a factor of a design carries its design slot.
+# 4: a factor of a design carries its design slot, and every experiment the attribute it
+#    randomizes by.
 FORMAT_VERSION = 4
 _SIGNING_SALT = "lab.decide.config-cache"
 
@@ -126,6 +133,7 @@ class ExperimentEntry(_Strict):
     end_at: _Moment | None
     layer: LayerEntry | None
     design: DesignEntry | None = None
+    randomize_by: Annotated[str, Field(pattern=ATTRIBUTE_NAME_PATTERN, max_length=64)] | None
 
     @model_validator(mode="after")
     def _variants_in_creation_order(self) -> Self:
@@ -186,6 +194,7 @@ def compile_config(entry: ConfigEntry) -> ProductConfig:
                 ),
                 layer=LayerSlot(e.layer.salt, e.layer.start, e.layer.end) if e.layer else None,
                 design=DesignSlot(**e.design.model_dump()) if e.design else None,
+                randomize_by=e.randomize_by,
             )
         )
     by_step: dict[str, list[CompiledExperiment]] = {}
@@ -205,7 +214,7 @@ def compile_config(entry: ConfigEntry) -> ProductConfig:
 
 # One row per variant of an enabled experiment (or one per experiment without any):
 # (experiment id, key, status, salt, coverage, step key, conditions, start_at, end_at,
-#  layer salt, layer start, layer end, variant id, key, status, weight).
+#  layer salt, layer start, layer end, randomize_by, variant id, key, status, weight).
 ConfigRow = tuple
 
 
@@ -220,6 +229,7 @@ def _load_sql() -> str:
         f"e.{col(Experiment, 'conditions')}, e.{col(Experiment, 'start_at')}, "
         f"e.{col(Experiment, 'end_at')}, l.{col(Layer, 'salt')}, "
         f"e.{col(Experiment, 'layer_start')}, e.{col(Experiment, 'layer_end')}, "
+        f"e.{col(Experiment, 'randomize_by')}, "
         f"v.{col(Variant, 'id')}, v.{col(Variant, 'key')}, v.{col(Variant, 'status')}, "
         f"v.{col(Variant, 'weight')}, "
         f"d.{col(Design, 'salt')}, d.{col(Design, 'runs')}, d.{col(Design, 'generators')}, "
@@ -248,9 +258,11 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
     for experiment_id, key, status, salt, coverage, step_key, *targeting_and_variant in rows:
         if experiment_id is None:
             continue
-        conditions, start_at, end_at, layer_salt, layer_start, layer_end = targeting_and_variant[:6]
-        variant = targeting_and_variant[6:10]
-        design = targeting_and_variant[10:]
+        conditions, start_at, end_at, layer_salt, layer_start, layer_end, randomize_by = (
+            targeting_and_variant[:7]
+        )
+        variant = targeting_and_variant[7:11]
+        design = targeting_and_variant[11:]
         if not experiments or experiments[-1]["id"] != experiment_id:
             experiments.append(
                 {
@@ -274,6 +286,7 @@ def entry_from_rows(product_id: int, version: int, rows: Sequence[ConfigRow]) ->
                         }
                     ),
                     "design": _design_entry(*design) if design and design[0] is not None else None,
+                    "randomize_by": randomize_by,
                 }
             )
         if variant[0] is not None:

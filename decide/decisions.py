@@ -216,10 +216,15 @@ def _plan(
     """
     selected = _select(config, experiments, step, include_paused)
     product_enabled = state.status == Status.ENABLED
-    # A design randomized by lot reads the lot from the attributes, like a condition.
+    # Randomized by lot (the experiment, or its design), an experiment reads the lot from the
+    # attributes, like a condition.
     targeted = any(
         e is not None
-        and (e.conditions or (e.design is not None and e.design.randomize_by is not None))
+        and (
+            e.conditions
+            or e.randomize_by
+            or (e.design is not None and e.design.randomize_by is not None)
+        )
         for _, e, _ in selected
     )
     now = time.time()

@@ -47,6 +47,7 @@ __all__ = [
     "compile_ranges",
     "decide_one",
     "layer_position",
+    "randomization_key",
 ]
 
 _TWO_POW_32 = 2**32
@@ -201,6 +202,8 @@ class CompiledExperiment:
     layer: LayerSlot | None = None
     conditions: tuple[CompiledCondition, ...] = ()
     design: DesignSlot | None = None
+    # Cluster randomization: the attribute whose value is hashed instead of the unit key.
+    randomize_by: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.variant_keys_by_id, MappingProxyType):
@@ -224,6 +227,7 @@ def compile_experiment(
     layer: LayerSlot | None = None,
     conditions: Sequence[CompiledCondition] = (),
     design: DesignSlot | None = None,
+    randomize_by: str | None = None,
 ) -> CompiledExperiment:
     """Compile an experiment from all its variants as ``(id, key, status, weight)``.
 
@@ -251,6 +255,7 @@ def compile_experiment(
         layer=layer,
         conditions=tuple(conditions),
         design=design,
+        randomize_by=randomize_by,
     )
 
 
@@ -284,6 +289,10 @@ def decide_one(
     1b. a unit whose effective ``attributes`` fail a condition gets nothing;
     2-3. otherwise the unit is hashed into the ranges; a factor of a design takes the level
        of the unit's run instead (weights and coverage ignored; docs/designs.md).
+
+    An experiment randomized by an attribute (``randomize_by``) hashes that attribute's value
+    (``randomization_key``) instead of the unit key, for the layer and the buckets; a unit
+    without it (or with a list) gets nothing and nothing is stored, like a failed condition.
     """
     schedule = experiment.schedule
     if schedule is not None and not schedule.active(time.time() if now is None else now):
@@ -297,8 +306,13 @@ def decide_one(
         source = Reason.REBUCKETED
     else:
         source = Reason.HASH
+    hashed = unit_key
+    if experiment.randomize_by is not None:
+        hashed = randomization_key(attributes.get(experiment.randomize_by))
+        if hashed is None:
+            return Decision(None, Reason.NOT_TARGETED)
     layer = experiment.layer
-    if layer is not None and not layer.contains(layer_position(layer.salt, unit_key)):
+    if layer is not None and not layer.contains(layer_position(layer.salt, hashed)):
         return Decision(None, Reason.OUTSIDE_LAYER)
     if experiment.conditions and not all_hold(experiment.conditions, attributes):
         return Decision(None, Reason.NOT_TARGETED)
@@ -308,5 +322,16 @@ def decide_one(
         if level is None or level in experiment.removed_variant_ids:
             return Decision(None, Reason.NOT_TARGETED)
         return Decision(level, source)
-    chosen = choose(experiment.ranges, bucket_position(experiment.salt, unit_key))
+    chosen = choose(experiment.ranges, bucket_position(experiment.salt, hashed))
     return Decision(chosen.id if chosen is not None else None, source)
+
+
+def randomization_key(value: object) -> str | None:
+    """The text hashed for a unit of an experiment randomized by an attribute whose value is
+    ``value``: as conditions read it (a string as is, a number by its JSON text, a boolean
+    ``true``/``false``), so a number and a string with the same text are one lot. None (no
+    variant) for a missing attribute or a list."""
+    if value is None or isinstance(value, list):
+        return None
+    text = attribute_text(value)
+    return text if isinstance(text, str) else None

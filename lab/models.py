@@ -161,6 +161,9 @@ class Experiment(models.Model):
     )
     layer_start = models.FloatField(null=True, blank=True)
     layer_end = models.FloatField(null=True, blank=True)
+    # Cluster randomization (docs/decide.md, "Randomizing by lot"): the name of the unit
+    # attribute whose value is hashed instead of the unit key; null randomizes units.
+    randomize_by = models.CharField(max_length=64, null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -432,6 +435,7 @@ class AuditEvent(models.Model):
         CONDITIONS_CHANGED = "conditions_changed"
         SCHEDULE_CHANGED = "schedule_changed"
         LAYER_CHANGED = "layer_changed"
+        RANDOMIZE_BY_CHANGED = "randomize_by_changed"
         DESIGN_CREATED = "design_created"
 
     product = models.ForeignKey(

@@ -24,6 +24,11 @@ assigned in two experiments (`etch`: 3 variants, `anneal`: 2 variants) and measu
 (`etch,anneal`), the control chart of `etch`, and the CSV export of the N units (streamed;
 its peak RSS is sampled while the stream is read). `--no-analyze` leaves every seeded table
 without planner statistics (PostgreSQL right after a bulk import with autovacuum off).
+
+With `--lots N` the experiment is randomized by lot (`randomize_by` = `lot`): each unit has a
+`lot` attribute (N lots of equal size) and every unit of a lot gets the lot's variant, so the
+report is the cluster inference of docs/results.md §17. With `--covariate` the report is also
+timed with `?covariate=thickness` (docs/results.md §18) over the same data.
 """
 
 from __future__ import annotations
@@ -84,6 +89,12 @@ def main() -> None:
         action="store_true",
         help="leave the seeded tables without planner statistics (never analyzed)",
     )
+    parser.add_argument(
+        "--lots", type=int, default=0, help="randomize the experiment by lot, with N lots"
+    )
+    parser.add_argument(
+        "--covariate", action="store_true", help="also time the report with ?covariate="
+    )
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "")
@@ -119,7 +130,9 @@ def _run(args: argparse.Namespace) -> None:
                 print(f"{product}: reusing the seed of {units * len(METRICS):,} measurements")
             continue
         started = time.perf_counter()
-        _seed(product, units, analyze=not args.no_analyze)
+        _seed(
+            product, units, analyze=not args.no_analyze, lots=args.lots if product == PRODUCT else 0
+        )
         print(
             f"{product}: seeded {units * len(METRICS):,} measurements "
             f"in {time.perf_counter() - started:.1f} s"
@@ -183,7 +196,7 @@ def _seeded_size(product: str) -> int:
     return Measurement.objects.filter(metric__product__key=product).count()
 
 
-def _seed(product_key: str, units: int, *, analyze: bool = True) -> None:
+def _seed(product_key: str, units: int, *, analyze: bool = True, lots: int = 0) -> None:
     """One product's dataset, with set-based SQL: seconds for 10^6 measurements."""
     from django.db import connection, transaction
 
@@ -215,7 +228,9 @@ def _seed(product_key: str, units: int, *, analyze: bool = True) -> None:
             return
 
         product = Product.objects.create(user=user, key=product_key)
-        experiment = Experiment.objects.create(product=product, key=EXPERIMENT)
+        experiment = Experiment.objects.create(
+            product=product, key=EXPERIMENT, randomize_by="lot" if lots else None
+        )
         variant_ids = [
             Variant.objects.create(experiment=experiment, key=key, is_control=(key == "a")).id
             for key, _ in VARIANTS
@@ -232,19 +247,27 @@ def _seed(product_key: str, units: int, *, analyze: bool = True) -> None:
         cursor.execute("SELECT setseed(%s)", [0.42 if product_key == PRODUCT else 0.17])
         cursor.execute(
             """
-            INSERT INTO lab_unit (product_id, key, created_at)
-            SELECT %s, %s || lpad(g::text, 8, '0'), now() FROM generate_series(1, %s) g
+            INSERT INTO lab_unit (product_id, key, created_at, attributes)
+            SELECT %s, %s || lpad(g::text, 8, '0'), now(),
+                   CASE WHEN %s > 0 THEN jsonb_build_object('lot', 'L' || (g %% %s))
+                   ELSE '{}'::jsonb END
+            FROM generate_series(1, %s) g
             """,
-            [product.id, f"{product_key}-SN-", units],
+            [product.id, f"{product_key}-SN-", lots, max(lots, 1), units],
         )
+        # By lot: every unit of lot L<i> on variant i mod 3; otherwise a random variant.
         cursor.execute(
             """
             INSERT INTO lab_assignment (experiment_id, unit_id, variant_id, source,
                                         created_at, updated_at)
-            SELECT %s, u.id, (%s::bigint[])[1 + floor(random() * 3)::int], 'hash', now(), now()
+            SELECT %s, u.id,
+                   (%s::bigint[])[1 + CASE WHEN %s > 0
+                       THEN substring(u.attributes ->> 'lot' from 2)::int %% 3
+                       ELSE floor(random() * 3)::int END],
+                   'hash', now(), now()
             FROM lab_unit u WHERE u.product_id = %s
             """,
-            [experiment.id, variant_ids, product.id],
+            [experiment.id, variant_ids, lots, product.id],
         )
         # Normal values by Box–Muller: nominal (or a limit) + shift + sd · z.
         shifts = ", ".join(
@@ -324,6 +347,21 @@ def _time_report(args: argparse.Namespace) -> None:
         f"Python allocations during one report: {python_peak / 1024:.0f} KiB"
     )
     print(f"srm: {report['srm']}")
+    print(f"inference: {report['inference']}")
+    if args.covariate:
+        covariate_url = f"{url}?covariate=thickness"
+        client.get(covariate_url, HTTP_AUTHORIZATION=f"Bearer {token}")  # warm-up
+        durations = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            response = client.get(covariate_url, HTTP_AUTHORIZATION=f"Bearer {token}")
+            durations.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.content[:500]
+        print(
+            f"results?covariate=thickness: {args.runs} runs  min {min(durations) * 1000:.0f} ms  "
+            f"median {statistics.median(durations) * 1000:.0f} ms  "
+            f"max {max(durations) * 1000:.0f} ms"
+        )
 
 
 def _explain() -> None:

@@ -46,6 +46,11 @@ class FactorialOut(Schema):
     anova_note: str | None
     r_squared: float | None
     residual_std: float | None
+    warning: str | None = Field(
+        default=None,
+        description="Present when an experiment is randomized by lot: names them (the F tests "
+        "treat units as independent)",
+    )
 
 
 # Keys separated by commas, spaces allowed around each (the analysis strips them); nothing

@@ -33,6 +33,14 @@ RANGE_HELP = (
     "enabled experiments of one layer never overlap."
 )
 
+RANDOMIZE_BY_HELP = (
+    "Name of the unit attribute (e.g. lot) whose value is hashed instead of the unit key: "
+    "every unit of a lot gets the lot's variant, and results analyse lots as the "
+    "independent units (docs/results.md, 'Lots'). Null randomizes units. Fixed once the "
+    "experiment has an assignment."
+)
+RandomizeBy = Annotated[str, Field(pattern=ATTRIBUTE_NAME_PATTERN, max_length=64)]
+
 
 class ConditionIn(InputSchema):
     attribute: str = Field(
@@ -67,6 +75,7 @@ class _Targeting(InputSchema):
     )
     layer: Key | None = Field(default=None, description=LAYER_HELP)
     layer_range: LayerRange | None = None
+    randomize_by: RandomizeBy | None = Field(default=None, description=RANDOMIZE_BY_HELP)
 
 
 class ExperimentIn(_Targeting):
@@ -113,6 +122,7 @@ class ExperimentOut(Schema):
     end_at: datetime | None
     layer: str | None
     layer_range: list[float] | None
+    randomize_by: str | None = Field(description=RANDOMIZE_BY_HELP)
     variants: list[VariantSummary] = Field(
         description="The variants that are not removed, in creation (bucketing) order."
     )

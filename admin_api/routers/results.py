@@ -25,6 +25,23 @@ class SrmOut(Schema):
     expected: dict[str, float]
 
 
+class AdjustedOut(Schema):
+    n: int | None = Field(description="Units of the two arms measured on both metrics")
+    diff: float | None = Field(description="Lin's adjusted difference (b)")
+    se: float | None
+    t: float | None
+    df: float | None
+    p_value: float | None
+    p_value_adjusted: float | None = Field(
+        description="Adjusted among every covariate-adjusted p-value of the report"
+    )
+    ci_low: float | None
+    ci_high: float | None
+    variance_reduction: float | None = Field(
+        description="1 − se²/se_unadjusted², the same estimator without the covariate"
+    )
+
+
 class VsControlOut(Schema):
     diff: float | None
     ci_low: float | None
@@ -43,6 +60,17 @@ class VsControlOut(Schema):
     yield_p_value_adjusted: float | None = Field(
         description="`yield_p_value` adjusted among every yield p-value of the report"
     )
+    icc: float | None = Field(
+        default=None,
+        description="Experiments randomized by lot: the intraclass correlation of the lots "
+        "(ANOVA estimator, Donner & Klar), truncated at 0",
+    )
+    design_effect: float | None = Field(
+        default=None, description="Experiments randomized by lot: 1 + (m0 − 1)·icc"
+    )
+    adjusted: AdjustedOut | None = Field(
+        default=None, description="With `?covariate=`: the covariate-adjusted comparison"
+    )
 
 
 class VariantResultOut(Schema):
@@ -58,6 +86,11 @@ class VariantResultOut(Schema):
     cp_ci_high: float | None
     cpk_ci_low: float | None
     cpk_ci_high: float | None
+    clusters: int | None = Field(
+        default=None,
+        description="Experiments randomized by lot: distinct lots among the measured units "
+        "(a unit without the attribute is a lot of its own)",
+    )
     # Absent on the control itself: it is what the others are compared with.
     vs_control: VsControlOut | None = None
 
@@ -90,6 +123,16 @@ class ResultsOut(Schema):
     correction: Correction = Field(
         description="How the `*_adjusted` p-values are corrected for multiple comparisons"
     )
+    randomized_by: str | None = Field(
+        description="The unit attribute the experiment randomizes by (null: units)"
+    )
+    inference: Literal["welch", "cluster"] = Field(
+        description="`cluster`: lots are the independent units (CR1, df = G − 1); "
+        "`welch`: units are"
+    )
+    covariate: str | None = Field(
+        default=None, description="The covariate metric of `?covariate=`, when given"
+    )
     srm: SrmOut
     units: UnitCountsOut
     metrics: list[MetricResultOut]
@@ -108,9 +151,12 @@ def get_results(
     product: Path[str],
     experiment: Path[str],
     correction: Query[Correction] = analysis.DEFAULT_CORRECTION,
+    covariate: Query[str | None] = None,
 ):
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     experiment_obj = experiment_selectors.experiment_get(product=product_obj, key=experiment)
     with analysis_reads() as read:
-        report = analysis.experiment_results(experiment=experiment_obj, correction=correction)
+        report = analysis.experiment_results(
+            experiment=experiment_obj, correction=correction, covariate=covariate
+        )
     return {**report, "replica_lag_seconds": read.replica_lag_seconds}

@@ -14,9 +14,10 @@ of squared deviations:
 
 This is what R's ``car::Anova(type = 3)`` with ``contr.sum``, Minitab's adjusted SS and
 ``statsmodels`` ``anova_lm(typ=3)`` with ``C(x, Sum)`` compute; docs/results.md explains how
-to read it. Cell means arrive as double-doubles (``mean + mean_error``) and are used as
-deviations from one reference cell: the contrasts ignore a common shift, so data with large
-offsets (1e12 + 0.1) keep their digits.
+to read it. Cell means arrive as double-doubles (``mean + mean_error``); the contrasts ``Lμ``
+(integer coefficients) and the between-cells sum of squares are taken in rational arithmetic
+and rounded once, so neither a large offset (1e12 + 0.1) nor cell means far apart (1 and 1e6,
+with an interaction at the level of the noise) cost digits.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from scipy import stats as _scipy
@@ -66,17 +68,13 @@ def type3_anova(levels: Sequence[int], cells: Sequence[Cell]) -> dict:
     if len(cells) != count or any(cell.n < 1 for cell in cells):
         raise ValueError("every cell of the full factorial needs at least one value")
     n = np.array([cell.n for cell in cells], dtype=float)
-    reference = cells[0].mean
-    # Deviations of the cell means from the reference cell: exact differences of close
-    # doubles (Sterbenz), then the low parts.
-    deviations = np.array(
-        [(cell.mean - reference) + (cell.mean_error - cells[0].mean_error) for cell in cells]
-    )
+    means = [Fraction(cell.mean) + Fraction(cell.mean_error) for cell in cells]
     total_n = int(n.sum())
     residual_df = total_n - count
     residual_ss = math.fsum(cell.sum_sq for cell in cells)
-    grand = math.fsum(n * deviations) / total_n
-    total_ss = residual_ss + math.fsum(n * (deviations - grand) ** 2)
+    grand = sum(cell.n * mean for cell, mean in zip(cells, means, strict=True)) / total_n
+    between = sum(cell.n * (mean - grand) ** 2 for cell, mean in zip(cells, means, strict=True))
+    total_ss = residual_ss + float(between)
 
     residual_ms = residual_ss / residual_df if residual_df > 0 else None
     rows = []
@@ -85,7 +83,13 @@ def type3_anova(levels: Sequence[int], cells: Sequence[Cell]) -> dict:
         for factor, k in enumerate(levels):
             part = _contrast(k) if factor in effect else np.ones((1, k))
             matrix = np.kron(matrix, part)
-        estimate = matrix @ deviations
+        # Lμ exactly: the coefficients are integers, the means rationals.
+        estimate = np.array(
+            [
+                float(sum(int(c) * mean for c, mean in zip(row, means, strict=True) if c))
+                for row in matrix
+            ]
+        )
         covariance = (matrix / n) @ matrix.T
         sum_sq = float(estimate @ np.linalg.solve(covariance, estimate))
         df = int(np.prod([levels[f] - 1 for f in effect]))

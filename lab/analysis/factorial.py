@@ -103,6 +103,13 @@ def factorial_analysis(*, product: Product, experiments: str, metric: str) -> di
         "r_squared": None,
         "residual_std": None,
     }
+    by_lot = [f.experiment.key for f in factors if f.experiment.randomize_by]
+    if by_lot:
+        report["warning"] = (
+            f"randomized by lot: {', '.join(by_lot)}; the F tests treat units as independent, "
+            "which overstates the evidence when units of one lot are alike (docs/results.md, "
+            "'Lots')"
+        )
     if empty is not None:
         where = ", ".join(f"{e}={v}" for e, v in empty.items())
         report["anova_note"] = (

@@ -10,16 +10,20 @@ factorial) is aggregated in two statements over the same rows (docs/results.md �
    them can lose a digit or overflow.
 2. With a shift ``c`` = the group's mid-range and an exact power-of-two scale ``s`` that brings
    the largest deviation to at most 1, per row ``y = (x − c)·s``, then ``Σy²`` and ``Σy``. The
-   deviations are small, so nothing overflows, underflows or cancels. ``Σy`` is summed exactly:
-   ``z = y·2^40`` is split into an integer part (summed as a 64-bit integer — exact) and a
+   deviations are small, so nothing overflows or underflows. Both sums are exact: ``z = y·2^40``
+   (and ``y²·2^40``) is split into an integer part (summed as a 64-bit integer — exact) and a
    fractional part (whose rounding is ~2^-40 of the spread). Deviations below 2^-500 of the
    spread are taken as 0 (PostgreSQL refuses a product that underflows; their contribution is
    far below the last digit of any result).
 
 Then ``mean = c + Σy/(n·s)`` (correctly rounded, with the rounding error kept as
 ``mean_error`` so that differences of means keep their digits) and the sum of squared
-deviations ``Σy² − (Σy)²/n`` (the corrected two-pass formula), scaled back by ``1/s²``.
-A group whose values are all equal has ``std`` exactly 0: ``MIN = MAX`` says so.
+deviations ``Σy² − (Σy)²/n``, in rational arithmetic from the exact sums, scaled back by
+``1/s²``. What is left is the rounding of each ``x − c``: harmless while the mean is near
+``c``, but amplified by ``√(n·(mean − c)²/SS)`` when it is far from it (most values at one end
+of the range: a skewed group). Such a group is summed once more about its own mean
+(``_recentred``), which makes the spread exact to a few units of the last digit whatever
+the skew. A group whose values are all equal has ``std`` exactly 0: ``MIN = MAX`` says so.
 
 The statements use only ``COUNT``/``MIN``/``MAX``/``SUM``, ``CASE`` and ``CAST`` (portable
 between SQLite and PostgreSQL), two per call whatever the number of rows or groups. On
@@ -51,6 +55,9 @@ _SPLIT_BITS = 40
 _SCALE_LIMIT = 1000
 _NEGLIGIBLE_BITS = 500
 _MIN_NORMAL_EXPONENT = -1022
+# When n·(mean − c)² exceeds this multiple of its sum of squares, the rounding of x − c could cost
+# more than a few units of the last digit of the spread: it is summed again about its mean.
+_RECENTRE_RATIO = 16.0
 # How much coarser than a group's own scale the one pass's metric scale may be, and how much
 # wider than the group's own bound its deviations from the metric's shift (_one_pass).
 _SLACK_BITS = 11
@@ -129,6 +136,7 @@ class _Scaling:
     scale: float  # s = 2^-e, e clamped: y = (x − c)·s
     split: float  # t: z = y·t, with |z| ≤ 2^40
     negligible: float  # |x − c| below this counts as 0
+    square_split: float = 2.0**_SPLIT_BITS  # y²·t2 ≤ 2^40
 
 
 RowsLike = QuerySet | tuple[str, Sequence] | Rows
@@ -195,7 +203,42 @@ def _grouped_moments(rows: RowsLike, groups: Sequence[str], sums: Sequence[str])
             # Every value equal: the mean is that value and the spread exactly 0.
             moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
         result[key] = replace(moments, sums=extras)
+    return _recentred(inner_sql, inner_params, groups, result, scalings)
+
+
+def _recentred(
+    inner_sql: str,
+    inner_params: tuple,
+    groups: Sequence[str],
+    result: dict[tuple, Moments],
+    scalings: dict[tuple, _Scaling],
+) -> dict[tuple, Moments]:
+    """``result`` with the skewed groups (``_skewed``) summed once more with their own mean
+    as the shift: one more statement, only when some group needs it."""
+    again = {
+        key: _scaling(m.min, m.max, shift=m.mean)
+        for key, m in result.items()
+        if key in scalings and _skewed(m, scalings[key])
+    }
+    if not again:
+        return result
+    sums = _deviation_sums(inner_sql, inner_params, groups, again)
+    for key, scaling in again.items():
+        m = result[key]
+        result[key] = replace(_combine(m.n, scaling, *sums[key], m.min, m.max), sums=m.sums)
     return result
+
+
+def _skewed(moments: Moments, scaling: _Scaling) -> bool:
+    """Whether the rounding of ``x − c`` could cost the spread more than a few units of its
+    last digit: n·(mean − c)² above ``_RECENTRE_RATIO`` times the sum of squares."""
+    if moments.n < 2 or not math.isfinite(moments.sum_sq):
+        return False
+    offset = (
+        Fraction(moments.mean) + Fraction(moments.mean_error) - Fraction(scaling.shift)
+    ) * Fraction(scaling.scale)
+    squares = Fraction(moments.sum_sq) * Fraction(scaling.scale) ** 2
+    return moments.n * offset * offset > _RECENTRE_RATIO * squares
 
 
 def _deviation_columns(
@@ -204,9 +247,9 @@ def _deviation_columns(
     """The per-row terms of the one pass, computed in each metric's own select with that
     metric's constants (literals PostgreSQL folds into the scan): y = (x − c)·s, and of
     z = y·t its integer part ``q_zi`` and fractional part ``q_zf`` (as in ``_deviation_sums``),
-    and ``q_yy`` = y². A value outside its metric's range (measured after the range was read)
-    is left out of the sums: its group's MIN or MAX shows it, and the group is summed again
-    by the second pass."""
+    and of y²·t2 its parts ``q_z2i`` and ``q_z2f``. A value outside its metric's range
+    (measured after the range was read) is left out of the sums: its group's MIN or MAX shows
+    it, and the group is summed again by the second pass."""
     double = "CAST(%s AS DOUBLE PRECISION)"
     y = (
         f"(CASE WHEN m.value < {double} OR m.value > {double} THEN 0.0 "
@@ -214,6 +257,7 @@ def _deviation_columns(
         f"ELSE (m.value - {double}) * {double} END)"
     )
     z = f"({y} * {double})"
+    z2 = f"({y} * {y} * {double})"
 
     def y_params(metric_id: int) -> list:
         low, high = ranges[metric_id]
@@ -223,13 +267,20 @@ def _deviation_columns(
     def z_params(metric_id: int) -> list:
         return [*y_params(metric_id), constants[metric_id][0].split]
 
+    def z2_params(metric_id: int) -> list:
+        return [*y_params(metric_id), *y_params(metric_id), constants[metric_id][0].square_split]
+
     return {
         "q_zi": lambda metric: (f"CAST({z} AS BIGINT)", z_params(metric.id)),
         "q_zf": lambda metric: (
             f"{z} - CAST(CAST({z} AS BIGINT) AS DOUBLE PRECISION)",
             [*z_params(metric.id), *z_params(metric.id)],
         ),
-        "q_yy": lambda metric: (f"{y} * {y}", [*y_params(metric.id), *y_params(metric.id)]),
+        "q_z2i": lambda metric: (f"CAST({z2} AS BIGINT)", z2_params(metric.id)),
+        "q_z2f": lambda metric: (
+            f"{z2} - CAST(CAST({z2} AS BIGINT) AS DOUBLE PRECISION)",
+            [*z2_params(metric.id), *z2_params(metric.id)],
+        ),
     }
 
 
@@ -259,13 +310,14 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
     extras = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
     sql = (
         f"SELECT {keys_r}, COUNT(*), MIN(r.x), MAX(r.x){extras}, "
-        f"SUM(r.q_zi), SUM(r.q_zf), SUM(r.q_yy) FROM ({inner_sql}) r GROUP BY {keys_r}"
+        f"SUM(r.q_zi), SUM(r.q_zf), SUM(r.q_z2i), SUM(r.q_z2f) "
+        f"FROM ({inner_sql}) r GROUP BY {keys_r}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, inner_params)
         fetched = cursor.fetchall()
     inner_sql, inner_params = rows.sql()
-    first, kept, again = {}, {}, {}
+    first, kept, again, used = {}, {}, {}, {}
     for row in fetched:
         key = tuple(row[:width])
         n, low, high = int(row[width]), float(row[width + 1]), float(row[width + 2])
@@ -273,7 +325,7 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
             name: int(value or 0)
             for name, value in zip(sums, row[width + 3 : width + 3 + len(sums)], strict=True)
         }
-        zi, zf, yy = row[width + 3 + len(sums) :]
+        zi, zf, z2i, z2f = row[width + 3 + len(sums) :]
         metric_id = key[groups.index("metric_key")] if several else metric_ids[0]
         first[key] = (n, low, high, extras)
         if low == high:
@@ -281,9 +333,10 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
         scaling, exponent = constants[metric_id]
         metric_low, metric_high = ranges[metric_id]
         if metric_low <= low and high <= metric_high and _within(scaling, exponent, low, high):
-            kept[key] = _combine(n, scaling, zi, float(zf), float(yy), low, high)
+            kept[key] = _combine(n, scaling, zi, float(zf), z2i, float(z2f), low, high)
+            used[key] = scaling
         else:
-            again[key] = _scaling(low, high)
+            again[key] = used[key] = _scaling(low, high)
     second = _deviation_sums(inner_sql, inner_params, groups, again) if again else {}
     result = {}
     for key, (n, low, high, extras) in first.items():
@@ -295,7 +348,7 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
         else:
             moments = _combine(n, again[key], *second[key], low, high)
         result[key] = replace(moments, sums=extras)
-    return result
+    return _recentred(inner_sql, inner_params, groups, result, used)
 
 
 def metric_ranges(metric_ids: Sequence[int]) -> dict[int, tuple[float, float]]:
@@ -345,20 +398,24 @@ def _quoted(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _scaling(low: float, high: float) -> _Scaling:
-    # Halved first, so that ±1.7e308 do not overflow; half_range ≤ 2^e.
-    shift = low / 2 + high / 2
-    half_range = max(high / 2 - low / 2, math.ulp(0.0))
-    e = math.frexp(half_range)[1]
+def _scaling(low: float, high: float, shift: float | None = None) -> _Scaling:
+    """The constants about ``shift`` (default: the mid-range) for values in [low, high]."""
+    # Halved first, so that ±1.7e308 do not overflow; every |x − c| ≤ 2^e.
+    if shift is None:
+        shift = low / 2 + high / 2
+        e = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]
+    else:
+        e = math.frexp(max(high / 2 - shift / 2, shift / 2 - low / 2, math.ulp(0.0)))[1] + 1
     scale_exponent = max(-_SCALE_LIMIT, min(_SCALE_LIMIT, e))
-    # |y| ≤ 2^(e − scale_exponent): z keeps at most 2^40 whatever the clamping did.
-    split_exponent = _SPLIT_BITS - max(0, e - scale_exponent)
+    # |y| ≤ 2^(e − scale_exponent): z and y²·t2 keep at most 2^40 whatever the clamping did.
+    excess = max(0, e - scale_exponent)
     negligible_exponent = max(e - _NEGLIGIBLE_BITS, _MIN_NORMAL_EXPONENT)
     return _Scaling(
         shift=shift,
         scale=math.ldexp(1.0, -scale_exponent),
-        split=math.ldexp(1.0, split_exponent),
+        split=math.ldexp(1.0, _SPLIT_BITS - excess),
         negligible=math.ldexp(1.0, negligible_exponent),
+        square_split=math.ldexp(1.0, _SPLIT_BITS - 2 * excess),
     )
 
 
@@ -368,24 +425,35 @@ def _deviation_sums(
     width = len(groups)
     columns = ", ".join(_quoted(f"k{i}") for i in range(width))
     one_row = (
-        "(" + ", ".join(["CAST(%s AS BIGINT)"] * width + ["CAST(%s AS DOUBLE PRECISION)"] * 4) + ")"
+        "(" + ", ".join(["CAST(%s AS BIGINT)"] * width + ["CAST(%s AS DOUBLE PRECISION)"] * 5) + ")"
     )
     params: list = []
     for key, scaling in scalings.items():
-        params.extend([*key, scaling.shift, scaling.scale, scaling.split, scaling.negligible])
+        params.extend(
+            [
+                *key,
+                scaling.shift,
+                scaling.scale,
+                scaling.split,
+                scaling.negligible,
+                scaling.square_split,
+            ]
+        )
     join = " AND ".join(
         f"r.{_quoted(name)} = g.{_quoted(f'k{i}')}" for i, name in enumerate(groups)
     )
     group_columns = ", ".join(f"r.{_quoted(name)}" for name in groups)
     keys = ", ".join(f"d.{_quoted(name)}" for name in groups)
-    # y and z = y·t are computed once per row in the inner selects; the outer one splits z
-    # into its integer and fractional parts and sums them.
+    # y, z = y·t and z2 = y²·t2 are computed once per row in the inner selects; the outer
+    # one splits z and z2 into their integer and fractional parts and sums them.
     sql = (
-        f"WITH g({columns}, c, s, t, eps) AS (VALUES {', '.join([one_row] * len(scalings))}) "
+        f"WITH g({columns}, c, s, t, eps, t2) AS (VALUES {', '.join([one_row] * len(scalings))}) "
         f"SELECT {keys}, SUM(CAST(d.z AS BIGINT)), "
-        "SUM(d.z - CAST(CAST(d.z AS BIGINT) AS DOUBLE PRECISION)), SUM(d.y * d.y) "
-        f"FROM (SELECT {', '.join(f'e.{_quoted(name)}' for name in groups)}, e.y, e.y * e.t AS z "
-        f"FROM (SELECT {group_columns}, g.t, "
+        "SUM(d.z - CAST(CAST(d.z AS BIGINT) AS DOUBLE PRECISION)), SUM(CAST(d.z2 AS BIGINT)), "
+        "SUM(d.z2 - CAST(CAST(d.z2 AS BIGINT) AS DOUBLE PRECISION)) "
+        f"FROM (SELECT {', '.join(f'e.{_quoted(name)}' for name in groups)}, e.y * e.t AS z, "
+        "e.y * e.y * e.t2 AS z2 "
+        f"FROM (SELECT {group_columns}, g.t, g.t2, "
         "CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 ELSE (r.x - g.c) * g.s END AS y "
         f"FROM ({inner_sql}) r JOIN g ON {join}) e) d "
         f"GROUP BY {keys}"
@@ -400,7 +468,8 @@ def _combine(
     scaling: _Scaling,
     integer_part,
     fraction_part: float,
-    squares: float,
+    square_integer_part,
+    square_fraction_part: float,
     low: float,
     high: float,
 ) -> Moments:
@@ -411,8 +480,11 @@ def _combine(
     exact_mean = Fraction(scaling.shift) + sum_y / n / Fraction(scaling.scale)
     mean = min(max(float(exact_mean), low), high)
     mean_error = float(exact_mean - Fraction(mean))
-    # The corrected two-pass formula on the scaled deviations: Σy² − (Σy)²/n.
-    scaled_sum_sq = max(float(squares) - float(sum_y * sum_y / n), 0.0)
+    # Σy² exactly as well, and Σy² − (Σy)²/n in rationals: no cancellation of digits.
+    sum_yy = (
+        Fraction(int(square_integer_part or 0)) + Fraction(float(square_fraction_part or 0.0))
+    ) / Fraction(scaling.square_split)
+    scaled_sum_sq = max(float(sum_yy - sum_y * sum_y / n), 0.0)
     exponent = -math.frexp(scaling.scale)[1] + 1  # scale = 2^-exponent
     std = None
     if n >= 2:

@@ -37,6 +37,7 @@ from django.db.models import (
     prefetch_related_objects,
 )
 
+from lab.analysis import clusters, covariates
 from lab.analysis import statistics as stats
 from lab.analysis.moments import grouped_moments
 from lab.analysis.rows import experiment_rows
@@ -56,8 +57,11 @@ CONTROL_OLDEST = "oldest"
 DEFAULT_CORRECTION = "holm"
 
 
-def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORRECTION) -> dict:
-    """The results report of `experiment` (already scoped to the caller's product)."""
+def experiment_results(
+    *, experiment: Experiment, correction: str = DEFAULT_CORRECTION, covariate: str | None = None
+) -> dict:
+    """The results report of `experiment` (already scoped to the caller's product); with
+    ``covariate`` (a metric key) each comparison gains its covariate-adjusted ``adjusted``."""
     if correction not in stats.CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}")
     # One query for every variant; the control rule below reads the same prefetched list.
@@ -70,8 +74,11 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
     # removed, else the oldest variant that is not removed; None when all are removed.
     control = experiment_control(experiment)
 
+    lots = experiment.randomize_by
     report = {
         "experiment": experiment.key,
+        "randomized_by": lots,
+        "inference": "cluster" if lots else "welch",
         "control": control.key if control else None,
         "control_reason": (
             None if control is None else CONTROL_MARKED if control.is_control else CONTROL_OLDEST
@@ -85,6 +92,11 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
         .exclude(status=Status.REMOVED)
         .order_by("key")
     )
+    covariate_metric = (
+        covariates.check_covariate(experiment, metrics, covariate) if covariate else None
+    )
+    if covariate_metric is not None:
+        report["covariate"] = covariate_metric.key
     summaries = measurement_summaries(experiment, metrics)
     by_metric: dict[int, dict[int, stats.Summary]] = {}
     for (metric_id, variant_id), summary in summaries.items():
@@ -96,10 +108,34 @@ def experiment_results(*, experiment: Experiment, correction: str = DEFAULT_CORR
     report["srm"], report["units"] = _srm_and_units(
         experiment, live, [metric.id for metric in metrics], covered
     )
+    cells = {}
+    if lots:
+        shifts = {key: s.mean for key, s in summaries.items() if s.n > 0}
+        cells = clusters.lot_cells(experiment.id, metrics, lots, shifts)
+    fits = None
+    if covariate_metric is not None:
+        shifts = {
+            (metric_id, variant_id): (s.mean, summaries[(covariate_metric.id, variant_id)].mean)
+            for (metric_id, variant_id), s in summaries.items()
+            if metric_id != covariate_metric.id
+            and s.n > 0
+            and summaries.get((covariate_metric.id, variant_id), stats.Summary(n=0)).n > 0
+        }
+        fits = covariates.arm_fits(experiment, metrics, covariate_metric, shifts)
     for metric in metrics:
         if metric.id in by_metric:
             report["metrics"].append(
-                _metric_report(metric, variants, control, by_metric[metric.id])
+                _metric_report(
+                    metric,
+                    variants,
+                    control,
+                    by_metric[metric.id],
+                    {v: cells.get((metric.id, v), []) for v in by_metric[metric.id]}
+                    if lots
+                    else None,
+                    None if metric == covariate_metric else fits,
+                    bool(lots),
+                )
             )
     _adjust(report, correction)
     return report
@@ -150,6 +186,11 @@ def _srm_and_units(
         )
     else:
         measured = 0
+    if experiment.randomize_by:
+        # A lot is one draw: the check counts each variant's distinct hashed lots.
+        hashed_by_id = clusters.lot_counts(
+            experiment.id, experiment.randomize_by, list(HASHED_SOURCES)
+        )
     srm = stats.srm(
         counts={variant.key: hashed_by_id.get(variant.id, 0) for variant in live},
         weights={variant.key: variant.weight for variant in live},
@@ -191,7 +232,12 @@ def _metric_report(
     variants: list[Variant],
     control: Variant | None,
     summaries: dict[int, stats.Summary],
+    lots: dict[int, list] | None = None,
+    fits: dict | None = None,
+    by_lot: bool = False,
 ) -> dict:
+    """One metric's block; with ``lots`` (per variant id, its lot cells) the comparisons are
+    the cluster inference of ``lab.analysis.clusters``."""
     lower, upper = metric.lower_limit, metric.upper_limit
     has_limits = lower is not None or upper is not None
 
@@ -210,12 +256,33 @@ def _metric_report(
             continue
         summary = summary_of_variant(variant)
         block = stats.describe(summary, lower, upper)
+        if lots is not None:
+            block["clusters"] = len(lots.get(variant.id, []))
         if control is None or variant.id != control.id:
             block["vs_control"] = (
                 stats.vs_control(control_summary, summary, has_limits=has_limits)
                 if control_summary is not None
                 else dict(_NO_COMPARISON)
             )
+            if lots is not None:
+                comparison = block["vs_control"]
+                if control_summary is not None:
+                    comparison.update(
+                        clusters.cluster_vs_control(
+                            _arm(control_summary, lots.get(control.id, [])),
+                            _arm(summary, lots.get(variant.id, [])),
+                            comparison["diff"],
+                            has_limits,
+                        )
+                    )
+                else:
+                    comparison.update(icc=None, design_effect=None)
+            if fits is not None:
+                block["vs_control"]["adjusted"] = covariates.adjusted_comparison(
+                    fits.get((metric.id, control.id)) if control is not None else None,
+                    fits.get((metric.id, variant.id)),
+                    by_lot,
+                )
         shown[variant.key] = block
     return {
         "metric": metric.key,
@@ -225,6 +292,17 @@ def _metric_report(
         "unit_of_measure": metric.unit_of_measure,
         "variants": shown,
     }
+
+
+def _arm(summary: stats.Summary, cells: list) -> clusters.Arm:
+    return clusters.Arm(
+        n=summary.n,
+        mean=summary.mean if summary.n > 0 else 0.0,
+        mean_error=summary.mean_error,
+        shift=summary.mean if summary.n > 0 else 0.0,
+        cells=dict(cells),
+        in_spec=summary.in_spec,
+    )
 
 
 def _adjust(report: dict, correction: str) -> None:
@@ -240,3 +318,8 @@ def _adjust(report: dict, correction: str) -> None:
         adjusted = stats.adjust_p_values([c[key] for c in comparisons], correction)
         for comparison, value in zip(comparisons, adjusted, strict=True):
             comparison[f"{key}_adjusted"] = value
+    # The covariate-adjusted p-values are a third family.
+    blocks = [c["adjusted"] for c in comparisons if "adjusted" in c]
+    adjusted = stats.adjust_p_values([b["p_value"] for b in blocks], correction)
+    for block, value in zip(blocks, adjusted, strict=True):
+        block["p_value_adjusted"] = value

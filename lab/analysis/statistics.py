@@ -16,6 +16,7 @@ import gc
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from scipy import stats as _scipy
@@ -77,23 +78,31 @@ def _std(summary: Summary) -> float | None:
 
 
 def _capability(
-    mean: float | None, std: float | None, lower: float | None, upper: float | None
+    mean: float | None,
+    std: float | None,
+    lower: float | None,
+    upper: float | None,
+    mean_error: float = 0.0,
 ) -> tuple[float | None, float | None]:
     """(Cp, Cpk). Cpk is one-sided when only one limit exists.
 
     Differences are taken of halved operands (exact for doubles), so that limits of ±1.7e308
-    give a finite Cp instead of overflowing.
+    give a finite Cp instead of overflowing. Cpk's distances to the limits are those of the
+    exact mean ``mean + mean_error``, in rationals, rounded once: with limits a few units of
+    the last digit from the mean (1e9 ± 2e-7), the mean rounded to a double first would move
+    them by a large share of their width.
     """
     if mean is None or std is None or std <= 0.0:
         return None, None
     cp = None
     if lower is not None and upper is not None:
         cp = (upper / 2 - lower / 2) / (3.0 * std)
+    exact_mean = Fraction(mean) + Fraction(mean_error if math.isfinite(mean_error) else 0.0)
     sides = []
     if upper is not None:
-        sides.append((upper / 2 - mean / 2) / (1.5 * std))
+        sides.append(float((Fraction(upper) - exact_mean) / 2) / (1.5 * std))
     if lower is not None:
-        sides.append((mean / 2 - lower / 2) / (1.5 * std))
+        sides.append(float((exact_mean - Fraction(lower)) / 2) / (1.5 * std))
     cpk = min(sides) if sides else None
     return _finite(cp), _finite(cpk)
 
@@ -137,7 +146,7 @@ def describe(summary: Summary, lower: float | None, upper: float | None) -> dict
     yield_ = None
     if has_limits and summary.n > 0 and summary.in_spec is not None:
         yield_ = summary.in_spec / summary.n
-    cp, cpk = _capability(mean, std, lower, upper)
+    cp, cpk = _capability(mean, std, lower, upper, summary.mean_error if mean is not None else 0.0)
     return {
         "n": int(summary.n),
         "mean": mean,

@@ -8,14 +8,14 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('lab', '0007_decide_notifications_per_product'),
+        ('lab', '0008_experiment_randomize_by'),
     ]
 
     operations = [
         migrations.AlterField(
             model_name='auditevent',
             name='action',
-            field=models.CharField(choices=[('status_changed', 'Status Changed'), ('rebucketed', 'Rebucketed'), ('forced', 'Forced'), ('conditions_changed', 'Conditions Changed'), ('schedule_changed', 'Schedule Changed'), ('layer_changed', 'Layer Changed'), ('design_created', 'Design Created')], max_length=32),
+            field=models.CharField(choices=[('status_changed', 'Status Changed'), ('rebucketed', 'Rebucketed'), ('forced', 'Forced'), ('conditions_changed', 'Conditions Changed'), ('schedule_changed', 'Schedule Changed'), ('layer_changed', 'Layer Changed'), ('randomize_by_changed', 'Randomize By Changed'), ('design_created', 'Design Created')], max_length=32),
         ),
         migrations.CreateModel(
             name='Design',

@@ -4,16 +4,18 @@ Targeting (docs/decide.md, "Targeting, schedules and layers") is validated here 
 time: conditions compile (decide.targeting), a schedule has start_at < end_at, and enabled
 experiments of one layer never overlap. The overlap check runs with the layer row locked
 (lab.services.layers.layer_lock), so concurrent writes to one layer cannot both pass it.
-Every change of status, conditions, schedule or layer is in the audit trail.
+Every change of status, conditions, schedule, layer or randomize_by is in the audit trail;
+randomize_by cannot change once the experiment has an assignment (it would move units).
 """
 
 import math
+import re
 from datetime import datetime
 
 import orjson
 from django.db import transaction
 
-from decide.targeting import TargetingError, compile_conditions
+from decide.targeting import ATTRIBUTE_NAME_PATTERN, TargetingError, compile_conditions
 from lab.errors import BadRequest, Conflict, Unprocessable
 from lab.models import AuditEvent, Experiment, Layer, Product, Status
 from lab.services.audit import audit_record
@@ -26,7 +28,7 @@ from lab.services.variants import check_new_status, check_new_variants, variant_
 # What decide compiles from an experiment (its key and salt are immutable).
 DECIDE_FIELDS = frozenset(
     {"status", "coverage", "step", "conditions", "start_at", "end_at", "layer", "layer_start"}
-    | {"layer_end"}
+    | {"layer_end", "randomize_by"}
 )
 _UNSET = object()
 
@@ -47,6 +49,7 @@ def experiment_create(
     end_at: datetime | None = None,
     layer: str | None = None,
     layer_range: tuple[float, float] | None = None,
+    randomize_by: str | None = None,
     actor: str = "",
 ) -> Experiment:
     """Create an experiment, with its variants when given: all of it or nothing.
@@ -79,11 +82,12 @@ def experiment_create(
             layer=layer_obj,
             layer_start=layer_start,
             layer_end=layer_end,
+            randomize_by=check_randomize_by(randomize_by),
         )
     _check_overlap(experiment)
     for variant in variants:
         variant_create_unbumped(experiment=experiment, **variant)
-    for field in ("conditions", "schedule", "layer"):
+    for field in ("conditions", "schedule", "layer", "randomize_by"):
         if after := _audit_value(experiment, field):
             _audit(experiment, actor, field, "", after)
     product_config_changed(product)
@@ -101,6 +105,14 @@ def experiment_update(*, experiment: Experiment, actor: str, changes: dict) -> E
         )
     if "conditions" in changes:
         changes["conditions"] = check_conditions(changes["conditions"] or [])
+    if "randomize_by" in changes:
+        changes["randomize_by"] = check_randomize_by(changes["randomize_by"])
+        if changes["randomize_by"] != experiment.randomize_by and experiment.assignments.exists():
+            raise Conflict(
+                f"experiment {experiment.key!r} has assignments: changing randomize_by "
+                f"(from {experiment.randomize_by!r} to {changes['randomize_by']!r}) would move "
+                "its units to other variants; create a new experiment instead"
+            )
     check_schedule(
         changes.get("start_at", experiment.start_at), changes.get("end_at", experiment.end_at)
     )
@@ -118,7 +130,8 @@ def experiment_update(*, experiment: Experiment, actor: str, changes: dict) -> E
         changes.update(layer=layer_obj, layer_start=start, layer_end=end)
 
     before = {
-        field: _audit_value(experiment, field) for field in ("conditions", "schedule", "layer")
+        field: _audit_value(experiment, field)
+        for field in ("conditions", "schedule", "layer", "randomize_by")
     }
     changed = apply_changes(
         obj=experiment,
@@ -157,6 +170,17 @@ def check_conditions(conditions: list) -> list[dict]:
     except TargetingError as exc:
         raise Unprocessable(f"conditions: {exc}") from exc
     return [condition.as_data() for condition in compiled]
+
+
+def check_randomize_by(name: str | None) -> str | None:
+    """The name of the unit attribute an experiment randomizes by (null: the unit itself)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not re.fullmatch(ATTRIBUTE_NAME_PATTERN, name):
+        raise Unprocessable(
+            f"randomize_by: {name!r} is not an attribute name ({ATTRIBUTE_NAME_PATTERN})"
+        )
+    return name
 
 
 def check_schedule(start_at: datetime | None, end_at: datetime | None) -> None:
@@ -227,6 +251,8 @@ def _check_overlap(experiment: Experiment) -> None:
 
 
 def _audit_value(experiment: Experiment, field: str) -> str:
+    if field == "randomize_by":
+        return experiment.randomize_by or ""
     if field == "conditions":
         return orjson.dumps(experiment.conditions or []).decode() if experiment.conditions else ""
     if field == "schedule":
@@ -244,6 +270,7 @@ _ACTIONS = {
     "conditions": AuditEvent.Action.CONDITIONS_CHANGED,
     "schedule": AuditEvent.Action.SCHEDULE_CHANGED,
     "layer": AuditEvent.Action.LAYER_CHANGED,
+    "randomize_by": AuditEvent.Action.RANDOMIZE_BY_CHANGED,
 }
 
 

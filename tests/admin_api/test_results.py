@@ -416,6 +416,8 @@ def test_results__no_variants__control_null_srm_null(tenant, lab):
         "control": None,
         "control_reason": None,
         "correction": "holm",
+        "randomized_by": None,
+        "inference": "welch",
         "srm": {"chi2": None, "df": None, "p_value": None, "counts": {}, "expected": {}},
         "units": {"eligible": 0, "assigned": 0, "measured": 0},
         "metrics": [],

@@ -60,16 +60,21 @@ class Plant:
         if keys is None:
             keys = [f"SN-{self._serial + i:06d}" for i in range(count)]
         self._serial += count
-        units = Unit.objects.bulk_create(Unit(product=self.product, key=k) for k in keys)
+        units = Unit.objects.bulk_create(
+            (Unit(product=self.product, key=k) for k in keys), batch_size=500
+        )
         Assignment.objects.bulk_create(
-            Assignment(
-                experiment=self.experiments[experiment],
-                unit=unit,
-                variant=self.variants[(experiment, variant)],
-                source=AssignmentSource.HASH,
-            )
-            for unit, chosen in zip(units, assignments, strict=True)
-            for experiment, variant in chosen.items()
+            (
+                Assignment(
+                    experiment=self.experiments[experiment],
+                    unit=unit,
+                    variant=self.variants[(experiment, variant)],
+                    source=AssignmentSource.HASH,
+                )
+                for unit, chosen in zip(units, assignments, strict=True)
+                for experiment, variant in chosen.items()
+            ),
+            batch_size=500,
         )
         rows = []
         for metric, values in (measurements or {}).items():
@@ -82,7 +87,7 @@ class Plant:
                         metric=self.metrics[metric], unit=unit, value=value, measured_at=when
                     )
                 )
-        Measurement.objects.bulk_create(rows, batch_size=2000)
+        Measurement.objects.bulk_create(rows, batch_size=500)
         return units
 
     def group(self, experiment: str, variant: str, metric: str, values: list[float]) -> None:

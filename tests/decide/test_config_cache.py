@@ -83,7 +83,7 @@ def test_config__write_committed_between_read_and_compile__later_version_used(de
 
 
 def test_compile_config__statuses_steps_and_variant_map():
-    untargeted = (None, None, None, None, None, None)  # conditions, schedule, layer slot
+    untargeted = (None,) * 7  # conditions, schedule, layer slot, randomize_by
     rows = [
         # experiment id, key, status, salt, coverage, step, targeting, variant id, key, ...
         (1, "etch", "enabled", "s1", 0.5, "etch-step", *untargeted, 10, "a", "enabled", 1.0),
@@ -110,7 +110,7 @@ def test_compile_config__statuses_steps_and_variant_map():
 
 
 def test_compile_config__no_experiments():
-    compiled = compile_config(ConfigEntry.model_validate(entry_from_rows(5, 0, [(None,) * 16])))
+    compiled = compile_config(ConfigEntry.model_validate(entry_from_rows(5, 0, [(None,) * 17])))
     assert compiled.experiments == () and compiled.paused_keys == ()
 
 

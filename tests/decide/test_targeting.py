@@ -22,9 +22,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from decide.engine import (
+    bucket_position,
     compile_experiment,
     decide_one,
     layer_position,
+    randomization_key,
 )
 from decide.targeting import (
     MAX_NUMBER,
@@ -35,6 +37,7 @@ from decide.targeting import (
     compile_conditions,
     number_text,
 )
+from lab.vocabulary import Reason
 
 VECTORS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "decide-vectors.md"
 LAYER_SALT = "4e1a9c7d2b6f8035"
@@ -563,3 +566,62 @@ def test_schedule__outside_the_window__no_variant_and_stored_kept_for_later():
 def test_schedule__start_not_before_end__refused():
     with pytest.raises(TargetingError):
         Schedule(200.0, 200.0)
+
+
+# Randomizing by lot -------------------------------------------------------------------------
+
+LOT_VECTORS = [
+    (
+        _code(unit),
+        MISSING if lot == "—" else orjson.loads(_code(lot)),
+        None if text == "—" else _code(text),
+        None if h == "—" else int(h),
+        None if x == "—" else float(x),
+        None if variant == "—" else variant,
+        None if y == "—" else float(y),
+    )
+    for unit, lot, text, h, x, variant, y in _table("lot-vectors")
+]
+
+
+@pytest.mark.parametrize(("unit", "lot", "text", "h", "x", "variant", "y"), LOT_VECTORS)
+def test_decide__randomized_by_lot__published_vector(unit, lot, text, h, x, variant, y):
+    # Given the published experiment (salt, a:1 b:1 c:2) randomized by the attribute `lot`
+    experiment = compile_experiment(
+        id=1,
+        key="etch",
+        salt="7f3c9a1e5b2d4680",
+        coverage=1.0,
+        variants=[(1, "a", "enabled", 1.0), (2, "b", "enabled", 1.0), (3, "c", "enabled", 2.0)],
+        randomize_by="lot",
+    )
+    attributes = {} if lot is MISSING else {"lot": lot}
+    # When the unit is decided
+    decision = decide_one(experiment, unit, None, attributes)
+    # Then the lot's text is what was hashed, for the buckets and the layer
+    assert randomization_key(attributes.get("lot")) == text
+    if text is None:
+        assert decision == (None, Reason.NOT_TARGETED)
+        return
+    assert mmh3.hash(f"7f3c9a1e5b2d4680:{text}".encode(), 0, False) == h
+    assert bucket_position("7f3c9a1e5b2d4680", text) == x
+    assert layer_position(LAYER_SALT, text) == y
+    assert experiment.variant_keys_by_id[decision.variant_id] == variant
+    assert decision.source == Reason.HASH
+
+
+def test_decide__randomized_by_lot_in_a_layer__the_lot_decides_the_slot():
+    # Given an experiment owning [0, 0.2) of the layer, randomized by lot
+    experiment = compile_experiment(
+        id=1,
+        key="etch",
+        salt="7f3c9a1e5b2d4680",
+        coverage=1.0,
+        variants=[(1, "a", "enabled", 1.0)],
+        layer=LayerSlot(LAYER_SALT, 0.0, 0.2),
+        randomize_by="lot",
+    )
+    # Then lot 42 (y = 0.1447) is in, lot A7 (y = 0.4120) is out, whatever the unit keys
+    for unit in ("SN-1", "SN-2", "SN-3"):
+        assert decide_one(experiment, unit, None, {"lot": 42}).variant_id == 1
+        assert decide_one(experiment, unit, None, {"lot": "A7"}) == (None, Reason.OUTSIDE_LAYER)
