@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import environ
+import psycopg
 import pytest
 from django.db import OperationalError, connection
 
@@ -162,3 +163,24 @@ def test_settings__reconnect_wait__is_on_the_primary_and_well_under_the_timeouts
     # Then the primary's connections wait for a primary, a few seconds at most
     wait = settings.DATABASES["default"]["RECONNECT_WAIT_SECONDS"]
     assert 0 < wait <= 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_decide_read__kept_connection_ended_by_the_server__read_again_on_a_new_one():
+    requires_postgres()
+    from decide import store
+    from decide.auth import ClientCredential, InvalidClientKey
+
+    # Given the worker's kept connection, ended by the server since its last request
+    # (a switchover ends the old primary's sessions)
+    credential = ClientCredential("nosuchprefix", "lab_ck_nosuchprefix_secret")
+    with pytest.raises(InvalidClientKey):
+        store.check_client_key(credential)
+    old_pid = connection.connection.info.backend_pid
+    with psycopg.connect(**connection.get_connection_params() | {"autocommit": True}) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+    # When decide reads on it
+    # Then the read runs on a new connection (the key is unknown: its answer, not a 503)
+    with pytest.raises(InvalidClientKey):
+        store.check_client_key(credential)
+    assert connection.connection.info.backend_pid != old_pid
