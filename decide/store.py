@@ -14,12 +14,13 @@ Plain tuples, raw SQL over the ORM's table and column names: no model instances 
 Portable to PostgreSQL and SQLite (3.35+, for RETURNING).
 """
 
+import logging
 from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import NamedTuple
 
 import orjson
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from decide.auth import ClientCredential, InvalidClientKey
@@ -57,6 +58,8 @@ DECIDED_FROM = (
     Unit,
     Assignment,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class ProductState(NamedTuple):
@@ -171,8 +174,11 @@ def _cursor():
 
     connection.ensure_connection()
     raw = connection.connection
-    if raw.prepare_threshold is None:
-        raw.prepare_threshold = PREPARE_THRESHOLD
+    # DATABASE_PREPARE_THRESHOLD reaches the connection through OPTIONS; None there turns
+    # preparing off (transaction pooling on PgBouncer < 1.21, docs/scaling.md §4).
+    threshold = connection.settings_dict["OPTIONS"].get("prepare_threshold", PREPARE_THRESHOLD)
+    if raw.prepare_threshold != threshold:
+        raw.prepare_threshold = threshold
     with connection.wrap_database_errors:
         return connection._prepare_cursor(psycopg.Cursor(raw))
 
@@ -241,9 +247,7 @@ def read_units(
     else:
         params = list(unit_keys)
     params.append(credential.prefix)
-    with _cursor() as cursor:
-        cursor.execute(_read_sql(postgres, count), params)
-        rows = cursor.fetchall()
+    rows = _read_rows(_read_sql(postgres, count), params)
     if not rows:
         raise InvalidClientKey()
     digest, product_id, status, version = rows[0][:4]
@@ -260,6 +264,27 @@ def read_units(
         if experiment_id is not None:
             unit.assignments[experiment_id] = Stored(variant_id, source)
     return ProductState(product_id, status, version), units
+
+
+def _read_rows(sql: str, params: list) -> list[tuple]:
+    """The read's rows. A connection kept from an earlier request may have been ended by
+    the server since (a switchover or restart: Django checks a kept connection only before
+    its own cursors, and this one is not). The read is then run once more on a new
+    connection, which waits for a primary (lab/postgresql/base.py): a read changes nothing,
+    so running it again is safe. Any other failure, or one inside a transaction, is raised."""
+    kept = connection.connection is not None
+    try:
+        with _cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    except OperationalError:
+        if not kept or connection.in_atomic_block or connection.is_usable():
+            raise
+    logger.warning("decide: the kept database connection was closed by the server; reconnecting")
+    connection.close()
+    with _cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def check_client_key(credential: ClientCredential) -> ProductState:

@@ -71,12 +71,25 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASE_STATEMENT_TIMEOUT_MS = env.int("DATABASE_STATEMENT_TIMEOUT_MS", default=5000)
 # The CSV export's statements (lab/analysis/export.py): its first fetch sorts every unit.
 EXPORT_STATEMENT_TIMEOUT_MS = env.int("EXPORT_STATEMENT_TIMEOUT_MS", default=120_000)
+POSTGRESQL_ENGINE = "lab.postgresql"
+_prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="2").strip().lower()
+DATABASE_PREPARE_THRESHOLD = None if _prepare in ("none", "off", "") else int(_prepare)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault(
         "options", f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}"
     )
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+    # Django's backend, waiting up to this long for a server that accepts writes when a new
+    # connection finds none (a switchover's handover): lab/postgresql/base.py.
+    DATABASES["default"]["ENGINE"] = POSTGRESQL_ENGINE
+    # psycopg's prepare_threshold for the hot path's statements (decide/store.py): "none"
+    # turns server-side prepared statements off, what transaction pooling on PgBouncer older
+    # than 1.21 needs (docs/scaling.md §4).
+    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", DATABASE_PREPARE_THRESHOLD)
+    DATABASES["default"]["RECONNECT_WAIT_SECONDS"] = env.float(
+        "DATABASE_RECONNECT_WAIT_SECONDS", default=3.0
+    )
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets decide read while an admin bulk write is in progress.
     DATABASES["default"].setdefault("OPTIONS", {})

@@ -25,7 +25,7 @@ def pytest_sessionstart(session):
 def requires_postgres():
     """Skip locally on SQLite; under CI the suite is on PostgreSQL, so nothing skips."""
     engine = settings.DATABASES["default"]["ENGINE"]
-    if engine != "django.db.backends.postgresql":
+    if engine != settings.POSTGRESQL_ENGINE:
         if IN_CI:
             pytest.fail("CI=true but the database is not PostgreSQL")
         pytest.skip("needs PostgreSQL (set DATABASE_URL)")

@@ -20,14 +20,14 @@ TEST_CACHE_KEY_PREFIX = os.environ.setdefault(
 os.environ.setdefault("SECRET_KEY", f"labtest-{uuid.uuid4().hex}")
 
 from lab.settings import *  # noqa: E402, F403
-from lab.settings import BASE_DIR, DATABASES  # noqa: E402
+from lab.settings import BASE_DIR, DATABASES, POSTGRESQL_ENGINE  # noqa: E402
 
 # In-process tests run inside transactions that are rolled back, whose notifications are
 # never sent: the memory of known units stays off here, and the tests of decide.memory (and
 # every server the e2e tests start) turn it on.
 DECIDE_KNOWN_UNITS = False
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+if DATABASES["default"]["ENGINE"] == POSTGRESQL_ENGINE:
     # A name no user database has: one per checkout, so two checkouts never share one.
     import hashlib
 

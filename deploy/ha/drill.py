@@ -16,8 +16,11 @@ On a cluster of its own (free ports, a temporary folder removed afterwards):
    acknowledged forced assignment and status change is there. The old primary must be back
    as a standby (Patroni rewinds it), and the known-unit memory must follow the new primary
    (an assignment changed there reaches every worker's memory through LISTEN/NOTIFY).
-5. A planned switchover (`patronictl switchover`) under the same load; the errors it causes
-   are counted, and none may come before it starts or after patronictl reports it done.
+5. A planned switchover (`patronictl switchover`) under the same load, the old primary
+   watched every 50 ms on connections of the drill's own. The only requests that may fail
+   are those in flight at the handover: started before the old primary stopped accepting
+   and not finished by then. Any later one waits for the new primary (Lab's bounded
+   reconnect, DATABASE_RECONNECT_WAIT_SECONDS) and succeeds.
 
 The last line printed is one JSON object (the `summary` below); the line before it holds
 the details (errors by kind, timings).
@@ -491,6 +494,52 @@ def _first_good_after(load: Load, moment: float, limit: float) -> float | None:
     return None
 
 
+class PrimaryWatch:
+    """Asks one node every 50 ms, on a fresh connection, whether it accepts writes; keeps
+    (started, ended, accepted) for each probe. Where the node stopped accepting lies between
+    the start of the last probe it accepted and the end of the first one after that it did
+    not: the drill's own timestamps, on the same clock as the requests'."""
+
+    INTERVAL_SECONDS = 0.05
+
+    def __init__(self, url: str):
+        self.url = url
+        self.probes: list[tuple[float, float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
+                    accepted = not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+            except psycopg.Error:
+                accepted = False
+            self.probes.append((started, time.monotonic(), accepted))
+            self._stop.wait(self.INTERVAL_SECONDS)
+
+    def start(self) -> "PrimaryWatch":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def stopped_accepting(self) -> tuple[float, float] | None:
+        """(start of the last accepted probe, end of the first refused one after it)."""
+        last_ok = None
+        for started, ended, accepted in self.probes:
+            if accepted:
+                last_ok = started
+            elif last_ok is not None:
+                return last_ok, ended
+        return None
+
+
 def _rejoined(cluster: Cluster, old: str) -> bool:
     members = {m["name"]: m for m in cluster.members()}
     leader = next(
@@ -574,6 +623,8 @@ def run_drill(keep: bool = False) -> dict:
         # The status experiments were each enabled once already: forced writes only.
         load = Load(Client(lab.base_url), seed, status_writes=False).start()
         time.sleep(WARM_SECONDS)
+        watch = PrimaryWatch(cluster.node_url(cluster.leader())).start()
+        time.sleep(0.5)
         switch_at = time.monotonic()
         old, new = cluster.switchover()
         switched_at = time.monotonic()
@@ -582,17 +633,43 @@ def run_drill(keep: bool = False) -> dict:
             time.sleep(0.2)
         time.sleep(AFTER_RECOVERY_SECONDS)
         load.stop()
+        watch.stop()
         errors = [r for r in load.replies if r.status not in (200, 201)]
+        # In flight at the handover: started before the old primary stopped accepting and
+        # not finished by then (bounds from the watch, generous by one probe). Those may
+        # fail, their statements cut off; any other request must succeed, Lab waiting
+        # (DATABASE_RECONNECT_WAIT_SECONDS) for the new primary instead of answering 503.
+        handover = watch.stopped_accepting()
+        if handover is None:
+            in_flight = []
+        else:
+            last_accepted, first_refused = handover
+            in_flight = [
+                r for r in load.replies if r.started < first_refused and r.ended > last_accepted
+            ]
+        in_flight_ids = {id(r) for r in in_flight}
+        outside = [r for r in errors if id(r) not in in_flight_ids]
+        first_refused_at = handover[1] if handover else switch_at
+        after = [r for r in load.replies if r.started >= first_refused_at]
         details["switchover"] = {
             "from": old,
             "to": new,
             "patronictl_seconds": round(switched_at - switch_at, 2),
             "requests": len(load.replies),
             "errors_by_kind": errors_by_kind(load.replies),
-            # Failed requests that ended before the switchover began or started once
-            # patronictl had reported it done: none may.
+            "old_primary_stopped_accepting_within_seconds": round(handover[1] - handover[0], 3)
+            if handover
+            else None,
+            "requests_in_flight_at_handover": len(in_flight),
+            "errors_in_flight": len(errors) - len(outside),
+            # Failed requests not in flight at the handover: none may.
+            "errors_outside_in_flight": len(outside),
+            "errors_outside_in_flight_by_kind": errors_by_kind(outside),
             "errors_outside_it": sum(
                 1 for r in errors if r.ended < switch_at or r.started > switched_at
+            ),
+            "slowest_answer_after_handover_seconds": round(
+                max((r.ended - r.started for r in after), default=0.0), 2
             ),
             "error_window_seconds": round(
                 max((r.ended for r in errors), default=switch_at)
@@ -626,7 +703,10 @@ def run_drill(keep: bool = False) -> dict:
             and not any(k.endswith("client timeout") for k in details["failover"]["errors_by_kind"])
             and all(k.endswith(" 503") for k in details["failover"]["errors_by_kind"])
             and switch_rows["lost"] == switch_rows["wrong"] == switch_rows["duplicates"] == 0
-            and details["switchover"]["errors_outside_it"] == 0
+            and handover is not None
+            and details["switchover"]["errors_outside_in_flight"] == 0
+            and details["switchover"]["slowest_answer_after_handover_seconds"]
+            < CLIENT_TIMEOUT_SECONDS
         )
         details["total_seconds"] = round(time.monotonic() - started, 1)
         print(json.dumps(details), flush=True)

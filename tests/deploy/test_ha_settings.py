@@ -1,14 +1,20 @@
 """Lab's settings take libpq's multi-host DATABASE_URL of the Patroni cluster (deploy/ha)."""
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import environ
+import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 
+from lab.postgresql.base import DatabaseWrapper
 from tests.conftest import requires_postgres
 from tests.drills.harness import free_port
 
@@ -54,3 +60,127 @@ def test_settings__multi_host_url_whose_first_host_is_down__lab_uses_the_next():
     # Then both Django's connection and the known-unit listener's reach the second host
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == [str(settings["PORT"])] * 2
+
+
+class _LateServer:
+    """A port that refuses connections until `opens_after` seconds have passed, then
+    forwards each one to PostgreSQL: a primary that appears during a handover."""
+
+    def __init__(self, target: tuple[str, int], opens_after: float):
+        self.port = free_port()
+        self.target = target
+        self.opens_after = opens_after
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+    def _serve(self):
+        if self._stop.wait(self.opens_after):
+            return
+        with socket.create_server(("127.0.0.1", self.port)) as server:
+            server.settimeout(0.1)
+            while not self._stop.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(self.target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def _wrapper(port: int, wait_seconds: float) -> DatabaseWrapper:
+    settings = {**connection.settings_dict, "HOST": "127.0.0.1", "PORT": str(port)}
+    settings["RECONNECT_WAIT_SECONDS"] = wait_seconds
+    settings["OPTIONS"] = {**settings["OPTIONS"], "target_session_attrs": "read-write"}
+    return DatabaseWrapper(settings, alias=f"reconnect-{port}")
+
+
+@pytest.mark.django_db
+def test_connect__no_primary_for_a_second__waits_for_it_within_the_bound():
+    requires_postgres()
+    # Given a database that accepts no connection for the first second (a switchover)
+    upstream = (connection.settings_dict["HOST"], int(connection.settings_dict["PORT"]))
+    with _LateServer(upstream, opens_after=1.0) as late:
+        database = _wrapper(late.port, wait_seconds=4.0)
+        started = time.monotonic()
+        # When Lab needs a connection at once
+        with database.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            answer = cursor.fetchone()[0]
+        waited = time.monotonic() - started
+        database.close()
+    # Then it gets one as soon as the server accepts, without an error
+    assert answer == 1
+    assert 0.9 <= waited < 4.0
+
+
+@pytest.mark.django_db
+def test_connect__no_primary_longer_than_the_bound__fails_after_it_then_at_once():
+    requires_postgres()
+    # Given a database that accepts no connection at all, and a wait of half a second
+    database = _wrapper(free_port(), wait_seconds=0.5)
+    try:
+        # When Lab needs a connection
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            database.ensure_connection()
+        first = time.monotonic() - started
+        # Then it gives up after the bound (503 + Retry-After in the API)
+        assert 0.4 <= first < 2.0
+        # And the worker's next request does not wait again while there is still no primary
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            database.ensure_connection()
+        assert time.monotonic() - started < 0.3
+    finally:
+        DatabaseWrapper._gave_up = False
+
+
+def test_settings__reconnect_wait__is_on_the_primary_and_well_under_the_timeouts():
+    # Given the shipped settings on PostgreSQL
+    database = environ.Env.db_url_config("postgres://postgres@127.0.0.1:5432/lab")
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] != settings.POSTGRESQL_ENGINE:
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+    # Then the primary's connections wait for a primary, a few seconds at most
+    wait = settings.DATABASES["default"]["RECONNECT_WAIT_SECONDS"]
+    assert 0 < wait <= 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_decide_read__kept_connection_ended_by_the_server__read_again_on_a_new_one():
+    requires_postgres()
+    from decide import store
+    from decide.auth import ClientCredential, InvalidClientKey
+
+    # Given the worker's kept connection, ended by the server since its last request
+    # (a switchover ends the old primary's sessions)
+    credential = ClientCredential("nosuchprefix", "lab_ck_nosuchprefix_secret")
+    with pytest.raises(InvalidClientKey):
+        store.check_client_key(credential)
+    old_pid = connection.connection.info.backend_pid
+    with psycopg.connect(**connection.get_connection_params() | {"autocommit": True}) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+    # When decide reads on it
+    # Then the read runs on a new connection (the key is unknown: its answer, not a 503)
+    with pytest.raises(InvalidClientKey):
+        store.check_client_key(credential)
+    assert connection.connection.info.backend_pid != old_pid

@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend, waiting briefly for a primary when none accepts a connection."""
