@@ -1,19 +1,24 @@
-"""Known-unit decide answered in front of Django, from the worker's memory.
+"""Known-unit decide answered in front of Django, from the worker's memory or the database.
 
-`POST /api/v1/decide` for a unit this worker's memory of known units can answer (decide.memory:
-the unit's stored assignments, a read) is answered by this WSGI callable, which wraps Django's,
-with what the whole stack would answer: the same body, status and headers (security headers,
-`Vary`, `Content-Length`, `X-Request-ID`), the same Host check, metrics and access log line.
-It reuses the pieces the stack is made of — Django's request object for the Host and the body,
+`POST /api/v1/decide` for a unit whose decision is a read (decide.memory.policy: every answer a
+stored assignment or a null the config alone decides) is answered by this WSGI callable, which
+wraps Django's, with what the whole stack would answer: the same body, status and headers
+(security headers, `Vary`, `Content-Length`, `X-Request-ID`), the same Host check, metrics and
+access log line. The decision comes from the worker's memory of known units, or else from the
+one read `decide` makes (decide.store.read_units), remembered as `decide` remembers it. It
+reuses the pieces the stack is made of — Django's request object for the Host and the body,
 the JSON parser of lab.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
 decide.decisions for the answer — and skips only their plumbing: the middleware chain, URL
 resolution, ninja's parameter models and rendering (two thirds of a known unit's CPU time,
 load_tests/RESULTS.md).
 
-Everything else goes to Django unchanged, its body handed back as it was read: a unit the
-memory cannot answer (new, a write, a condition to evaluate), a body or key that is not plainly
-good (Django gives the 4xx), a request with an `Origin` (CORS), a Host not allowed, a plain-HTTP
+Everything else goes to Django unchanged, its body handed back as it was read: a decision that
+would store something or tests a condition, a key the database refuses (Django gives the
+401), any database error (Django gives its 503), a body or key that is not plainly good
+(Django gives the 4xx), a request with an `Origin` (CORS), a Host not allowed, a plain-HTTP
 request when SECURE_SSL_REDIRECT is on. So it can answer less than Django, never otherwise.
+A unit that needs a write is read twice (here, then by Django): the price of leaving every
+write to Django.
 It mirrors the middleware list of lab/settings.py (MIRRORED_MIDDLEWARE) and stays off under any
 other, and with DECIDE_HOT_PATH=false. See docs/decide.md, "The hot path".
 """
@@ -29,12 +34,13 @@ from corsheaders.middleware import CorsMiddleware
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.handlers.wsgi import WSGIRequest
+from django.db import DatabaseError, close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
 from pydantic import ValidationError
 
-from decide import decisions, memory, metrics
-from decide.auth import ClientKeyAuth
+from decide import decisions, metrics
+from decide.auth import ClientKeyAuth, InvalidClientKey
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
 from lab.http import parse_json_body
@@ -60,7 +66,7 @@ _client_key = ClientKeyAuth()
 
 
 class DecideHotPath:
-    """WSGI: known-unit decisions from memory; every other request to `application`."""
+    """WSGI: known-unit decisions that are reads; every other request to `application`."""
 
     def __init__(self, application):
         self.application = application
@@ -93,14 +99,11 @@ class DecideHotPath:
         return self.application(environ, start_response)
 
     def _answer(self, environ) -> tuple[list[tuple[str, str]], bytes] | None:
-        """The answer from memory, or None for Django to answer."""
+        """The answer from memory or the one read, or None for Django to answer."""
         started = time.perf_counter()
         length = environ.get("CONTENT_LENGTH") or ""
         if not length.isdigit() or not 0 < int(length) <= self.max_body:
             return None
-        known = memory.known_units()
-        if known is None:
-            return None  # off, or not PostgreSQL
         if "HTTP_AUTHORIZATION" not in environ:
             return None
         request = WSGIRequest(environ)
@@ -120,8 +123,6 @@ class DecideHotPath:
             return None
         # Whoever answers next reads the body again.
         environ["wsgi.input"] = io.BytesIO(body)
-        if not _may_be_known(known, credential, body):
-            return None  # a new unit, most likely: Django decides it without a wasted parse
         try:
             payload = DecideIn.model_validate(parse_json_body(request))
         except (ApplicationError, ValidationError):
@@ -129,14 +130,20 @@ class DecideHotPath:
 
         request_id = request_id_of(environ.get("HTTP_X_REQUEST_ID", ""))
         token = request_id_var.set(request_id)
+        # What Django does with its connections around a request (request_started and
+        # request_finished): one left broken or past CONN_MAX_AGE is closed, not reused.
+        close_old_connections()
         try:
-            decided = decisions.decide_from_memory(
-                credential,
-                payload.unit,
-                experiments=payload.experiments,
-                step=payload.step,
-                attributes={payload.unit: payload.attributes} if payload.attributes else None,
-            )
+            try:
+                decided = decisions.decide_if_read(
+                    credential,
+                    payload.unit,
+                    experiments=payload.experiments,
+                    step=payload.step,
+                    attributes={payload.unit: payload.attributes} if payload.attributes else None,
+                )
+            except (InvalidClientKey, DatabaseError):
+                return None  # Django answers it: 401, or 503 and Retry-After
             if decided is None:
                 return None
             answers = decided.answers[payload.unit]
@@ -147,23 +154,13 @@ class DecideHotPath:
             log_access("POST", request.path, 200, started)
         finally:
             request_id_var.reset(token)
+            close_old_connections()
         headers = [
             *self._headers[secure],
             ("Content-Length", str(len(content))),
             ("X-Request-ID", request_id),
         ]
         return headers, content
-
-
-def _may_be_known(known: memory.KnownUnits, credential, body: bytes) -> bool:
-    """A first look before the full parse: does memory hold the unit the body names, under
-    this very key? The key is checked first (KnownUnits.holds), so a wrong secret goes to
-    Django at this same point whether or not the unit is remembered."""
-    try:
-        unit = orjson.loads(body).get("unit")
-    except (orjson.JSONDecodeError, AttributeError):
-        return False
-    return isinstance(unit, str) and known.holds(credential, unit)
 
 
 def _middleware_headers(secure: bool) -> list[tuple[str, str]]:
