@@ -139,35 +139,6 @@ def decide(
     return Decided(config, _answers(plan, stored))
 
 
-def decide_from_memory(
-    credential: ClientCredential,
-    unit_key: str,
-    *,
-    experiments: Sequence[str] | None = None,
-    step: str | None = None,
-    attributes: Mapping[str, Mapping[str, object]] | None = None,
-) -> Decided | None:
-    """One unit's decision from this worker's memory alone: its entry in decide.memory and
-    the product's config in worker memory, when every answer is a read. None otherwise, and
-    then `decide` answers (and counts the miss). Asks neither the database nor Redis."""
-    known = memory.known_units()
-    if known is None:
-        return None
-    served = _from_memory(
-        known,
-        credential,
-        unit_key,
-        experiments,
-        step,
-        False,
-        attributes or {},
-        config_cache.remembered,
-    )
-    if served is not None:
-        metrics.known_hit.inc()
-    return served
-
-
 def decide_if_read(
     credential: ClientCredential,
     unit_key: str,

@@ -425,3 +425,121 @@ def test_database_error__django_answers_it(stored_unit, decider, monkeypatch):
     assert hot == django
     assert hot[0] == "503 Service Unavailable"
     assert "Retry-After" in dict(hot[1])
+
+
+# --- OFREP single-flag evaluation on the same path.
+
+
+def _flag(flag: str, unit: str, *, context=None, **request) -> dict:
+    body = {"context": {"targetingKey": unit, **(context or {})}}
+    return {"PATH_INFO": f"/ofrep/v1/evaluate/flags/{flag}", "body": body, **request}
+
+
+def _both_flag(flag: str, unit: str, **request) -> tuple[tuple, tuple, _Recorder]:
+    args = _flag(flag, unit, **request)
+    body = args.pop("body")
+    return _both(body, **args)
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "x-api-key"])
+def test_ofrep_flag__stored_unit__answered_as_django_answers(stored_unit, decider, scheme):
+    auth = {"secret": decider.secret} if scheme == "bearer" else {"HTTP_X_API_KEY": decider.secret}
+    ok = metrics.decide_requests.labels("ofrep", "ok")
+    before = ok._value.get()
+    args = _flag("etch", stored_unit, **auth)
+    body = args.pop("body")
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ(body, **args))
+    assert recorder.calls == 0
+    assert ok._value.get() == before + 1
+    assert hot == _call(WSGIHandler(), _environ(body, **args))
+    assert json.loads(hot[2]) == {
+        "key": "etch",
+        "value": decider.decide(stored_unit)["etch"],
+        "reason": "SPLIT",
+        "variant": decider.decide(stored_unit)["etch"],
+    }
+
+
+def test_ofrep_flag__remembered_unit__answered_without_a_query(
+    known_unit, decider, django_assert_num_queries
+):
+    recorder = _Recorder()
+    args = _flag("dope", known_unit, secret=decider.secret)
+    with django_assert_num_queries(0):
+        hot = _call(DecideHotPath(recorder), _environ(args.pop("body"), **args))
+    assert recorder.calls == 0
+    django = _call(WSGIHandler(), _environ(**_flag_environ("dope", known_unit, decider)))
+    assert hot == django
+
+
+def _flag_environ(flag, unit, decider) -> dict:
+    args = _flag(flag, unit, secret=decider.secret)
+    return {"body": args.pop("body"), **args}
+
+
+def test_ofrep_flag__paused_experiment__no_value_same_as_django(stored_unit, decider):
+    decider.change(decider.product.experiments.get(key="etch"), status="disabled")
+    hot, django, recorder = _both_flag("etch", stored_unit, secret=decider.secret)
+    assert recorder.calls == 0
+    assert hot == django
+    assert json.loads(hot[2]) == {"key": "etch", "reason": "DISABLED", "variant": ""}
+
+
+def test_ofrep_flag__unknown_flag__same_404_as_django(stored_unit, decider):
+    hot, django, recorder = _both_flag("nope", stored_unit, secret=decider.secret)
+    assert recorder.calls == 0
+    assert hot == django
+    assert hot[0] == "404 Not Found"
+    assert json.loads(hot[2])["errorCode"] == "FLAG_NOT_FOUND"
+
+
+def test_ofrep_flag__context_attributes__same_answer_as_django(stored_unit, decider):
+    hot, django, recorder = _both_flag(
+        "etch", stored_unit, context={"line": "A"}, secret=decider.secret
+    )
+    assert recorder.calls == 0
+    assert hot == django
+
+
+@pytest.mark.parametrize(
+    ("flag", "unit", "request_args", "status"),
+    [
+        ("etch", "SN-NEW", {}, "200 OK"),
+        ("etch", "SN-1", {"secret": "forged"}, "401 Unauthorized"),
+        ("etch", "SN-1", {"secret": None}, "401 Unauthorized"),
+        ("etch", "SN-1", {"raw": b'{"context": {}}'}, "400 Bad Request"),
+        ("etch", "SN-1", {"raw": b"not json"}, "400 Bad Request"),
+        ("etch", "", {}, "400 Bad Request"),
+        ("bad key!", "SN-1", {}, "404 Not Found"),
+        ("etch/extra", "SN-1", {}, "404 Not Found"),
+        ("etch", "SN-1", {"HTTP_ORIGIN": "https://app.example"}, "200 OK"),
+    ],
+    ids=[
+        "new-unit",
+        "forged-secret",
+        "no-key",
+        "no-targeting-key",
+        "not-json",
+        "empty-unit",
+        "invalid-flag-key",
+        "longer-path",
+        "cors-origin",
+    ],
+)
+def test_ofrep_flag__anything_else__handed_to_django(
+    stored_unit, decider, settings, flag, unit, request_args, status
+):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    args = {**_flag(flag, unit), **request_args}
+    if args.get("secret") == "forged":
+        args["secret"] = _forged(decider.secret)
+    elif "secret" not in args:
+        args["secret"] = decider.secret
+    body = args.pop("body")
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ(body, **args))
+    assert recorder.calls == 1
+    assert hot[0] == status, hot
+    django = _call(WSGIHandler(), _environ(body, **args))
+    assert hot == django
