@@ -139,7 +139,7 @@ def decide(
     return Decided(config, _answers(plan, stored))
 
 
-def decide_from_memory(
+def decide_if_read(
     credential: ClientCredential,
     unit_key: str,
     *,
@@ -147,25 +147,39 @@ def decide_from_memory(
     step: str | None = None,
     attributes: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Decided | None:
-    """One unit's decision from this worker's memory alone: its entry in decide.memory and
-    the product's config in worker memory, when every answer is a read. None otherwise, and
-    then `decide` answers (and counts the miss). Asks neither the database nor Redis."""
+    """One unit's decision when it is a read (decide.memory.policy): from this worker's
+    memory, else from the one read `decide` makes (decide.store.read_units), remembered as
+    `decide` remembers it. None when the decision would store something, tests a condition
+    or meets a stored variant the config does not know: then `decide` answers it (and counts
+    the memory's miss). Raises what the read raises (InvalidClientKey, DatabaseError)."""
+    sent = attributes or {}
     known = memory.known_units()
-    if known is None:
+    if known is not None:
+        served = _from_memory(
+            known,
+            credential,
+            unit_key,
+            experiments,
+            step,
+            False,
+            sent,
+            config_cache.get_config,
+        )
+        if served is not None:
+            metrics.known_hit.inc()
+            return served
+        generation = known.generation()
+    unit_keys = (unit_key,)
+    state, units = store.read_units(credential, unit_keys)
+    config = config_cache.get_config(state.product_id, state.config_version)
+    plan = _plan(config, state, units, unit_keys, experiments, step, False, sent)
+    if not policy.answerable(plan):
         return None
-    served = _from_memory(
-        known,
-        credential,
-        unit_key,
-        experiments,
-        step,
-        False,
-        attributes or {},
-        config_cache.remembered,
-    )
-    if served is not None:
-        metrics.known_hit.inc()
-    return served
+    if known is not None:
+        metrics.known_miss.inc()
+        if units:
+            known.put(credential, unit_key, state, units[unit_key], generation)
+    return Decided(config, _answers(plan, {}))
 
 
 def _from_memory(

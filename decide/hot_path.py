@@ -1,19 +1,24 @@
-"""Known-unit decide answered in front of Django, from the worker's memory.
+"""Known-unit decide answered in front of Django, from the worker's memory or the database.
 
-`POST /api/v1/decide` for a unit this worker's memory of known units can answer (decide.memory:
-the unit's stored assignments, a read) is answered by this WSGI callable, which wraps Django's,
-with what the whole stack would answer: the same body, status and headers (security headers,
-`Vary`, `Content-Length`, `X-Request-ID`), the same Host check, metrics and access log line.
-It reuses the pieces the stack is made of — Django's request object for the Host and the body,
+`POST /api/v1/decide` for a unit whose decision is a read (decide.memory.policy: every answer a
+stored assignment or a null the config alone decides) is answered by this WSGI callable, which
+wraps Django's, with what the whole stack would answer: the same body, status and headers
+(security headers, `Vary`, `Content-Length`, `X-Request-ID`), the same Host check, metrics and
+access log line. The decision comes from the worker's memory of known units, or else from the
+one read `decide` makes (decide.store.read_units), remembered as `decide` remembers it. It
+reuses the pieces the stack is made of — Django's request object for the Host and the body,
 the JSON parser of lab.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
 decide.decisions for the answer — and skips only their plumbing: the middleware chain, URL
 resolution, ninja's parameter models and rendering (two thirds of a known unit's CPU time,
 load_tests/RESULTS.md).
 
-Everything else goes to Django unchanged, its body handed back as it was read: a unit the
-memory cannot answer (new, a write, a condition to evaluate), a body or key that is not plainly
-good (Django gives the 4xx), a request with an `Origin` (CORS), a Host not allowed, a plain-HTTP
+Everything else goes to Django unchanged, its body handed back as it was read: a decision that
+would store something or tests a condition, a key the database refuses (Django gives the
+401), any database error (Django gives its 503), a body or key that is not plainly good
+(Django gives the 4xx), a request with an `Origin` (CORS), a Host not allowed, a plain-HTTP
 request when SECURE_SSL_REDIRECT is on. So it can answer less than Django, never otherwise.
+A unit that needs a write is read twice (here, then by Django): the price of leaving every
+write to Django.
 It mirrors the middleware list of lab/settings.py (MIRRORED_MIDDLEWARE) and stays off under any
 other, and with DECIDE_HOT_PATH=false. See docs/decide.md, "The hot path".
 """
@@ -29,17 +34,20 @@ from corsheaders.middleware import CorsMiddleware
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.handlers.wsgi import WSGIRequest
+from django.db import DatabaseError, close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
 from pydantic import ValidationError
 
-from decide import decisions, memory, metrics
-from decide.auth import ClientKeyAuth
+from decide import decisions, metrics, ofrep
+from decide.auth import ClientKeyAuth, ClientKeyHeader, InvalidClientKey
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
 from lab.http import parse_json_body
+from lab.keys import is_valid_key
 from lab.logging import request_id_var
 from lab.middleware import log_access, request_id_of
+from lab.vocabulary import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +63,18 @@ MIRRORED_MIDDLEWARE = (
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
 )
-# decide's own reading of the credential (ninja's HttpBearer, then decide.auth).
+# OFREP's single-flag evaluation: this prefix and the flag's key (ninja's `{key}`: no slash).
+OFREP_FLAG_PREFIX = "/ofrep/v1/evaluate/flags/"
+# decide's own reading of the credential (ninja's HttpBearer, then decide.auth); OFREP also
+# takes X-API-Key, tried second as its router does.
 _client_key = ClientKeyAuth()
+_api_key_header = ClientKeyHeader()
+
+_STATUS_LINES = {200: "200 OK", 404: "404 Not Found"}
 
 
 class DecideHotPath:
-    """WSGI: known-unit decisions from memory; every other request to `application`."""
+    """WSGI: known-unit decisions that are reads; every other request to `application`."""
 
     def __init__(self, application):
         self.application = application
@@ -70,49 +84,58 @@ class DecideHotPath:
         if settings.DECIDE_HOT_PATH and not self.enabled:
             logger.warning("decide hot path off: MIDDLEWARE is not the one it mirrors")
         self.max_body = min(MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY_BYTES)
-        # The headers the middleware adds to a decide answer, for a plain and a secure request.
-        self._headers = {secure: _middleware_headers(secure) for secure in (False, True)}
+        # The headers the middleware adds to an answer, per endpoint, for a plain and a
+        # secure request.
+        self._headers = {
+            (path, secure): _middleware_headers(path, secure)
+            for path in (PATH, OFREP_FLAG_PREFIX + "flag")
+            for secure in (False, True)
+        }
 
     def __call__(self, environ, start_response):
         if (
             self.enabled
-            and environ.get("PATH_INFO") == PATH
             and environ.get("REQUEST_METHOD") == "POST"
             and "HTTP_ORIGIN" not in environ
         ):
-            try:
-                answered = self._answer(environ)
-            except Exception:
-                # A defect here must not cost the caller an answer: Django gives it.
-                logger.exception("decide hot path failed; the request goes to Django")
-                answered = None
-            if answered is not None:
-                headers, body = answered
-                start_response("200 OK", headers)
-                return [body]
+            path = environ.get("PATH_INFO", "")
+            if path == PATH:
+                answer = self._decide
+            elif path.startswith(OFREP_FLAG_PREFIX):
+                answer = self._ofrep_flag
+            else:
+                answer = None
+            if answer is not None:
+                try:
+                    answered = answer(environ)
+                except Exception:
+                    # A defect here must not cost the caller an answer: Django gives it.
+                    logger.exception("decide hot path failed; the request goes to Django")
+                    answered = None
+                if answered is not None:
+                    status, headers, body = answered
+                    start_response(_STATUS_LINES[status], headers)
+                    return [body]
         return self.application(environ, start_response)
 
-    def _answer(self, environ) -> tuple[list[tuple[str, str]], bytes] | None:
-        """The answer from memory, or None for Django to answer."""
-        started = time.perf_counter()
+    def _request(self, environ, *, ofrep: bool):
+        """Django's request, the credential and the body, when plainly good, else None."""
         length = environ.get("CONTENT_LENGTH") or ""
         if not length.isdigit() or not 0 < int(length) <= self.max_body:
             return None
-        known = memory.known_units()
-        if known is None:
-            return None  # off, or not PostgreSQL
-        if "HTTP_AUTHORIZATION" not in environ:
+        if "HTTP_AUTHORIZATION" not in environ and not (ofrep and "HTTP_X_API_KEY" in environ):
             return None
         request = WSGIRequest(environ)
         credential = _client_key(request)
+        if credential is None and ofrep:
+            credential = _api_key_header(request)
         if credential is None:
             return None
         try:
             request.get_host()
         except DisallowedHost:
             return None
-        secure = request.is_secure()
-        if settings.SECURE_SSL_REDIRECT and not secure:
+        if settings.SECURE_SSL_REDIRECT and not request.is_secure():
             return None
         try:
             body = request.body
@@ -120,59 +143,124 @@ class DecideHotPath:
             return None
         # Whoever answers next reads the body again.
         environ["wsgi.input"] = io.BytesIO(body)
-        if not _may_be_known(known, credential, body):
-            return None  # a new unit, most likely: Django decides it without a wasted parse
+        return request, credential
+
+    def _decide(self, environ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """`POST /api/v1/decide` from memory or the one read, or None for Django."""
+        started = time.perf_counter()
+        prepared = self._request(environ, ofrep=False)
+        if prepared is None:
+            return None
+        request, credential = prepared
         try:
             payload = DecideIn.model_validate(parse_json_body(request))
         except (ApplicationError, ValidationError):
             return None
 
+        def answer(decided: decisions.Decided) -> tuple[int, dict]:
+            answers = decided.answers[payload.unit]
+            variants = {k: a.variant for k, a in answers.items()}
+            return 200, {"unit": payload.unit, "variants": variants}
+
+        return self._respond(
+            environ,
+            request,
+            credential,
+            started,
+            endpoint="decide",
+            unit=payload.unit,
+            experiments=payload.experiments,
+            step=payload.step,
+            attributes={payload.unit: payload.attributes} if payload.attributes else None,
+            answer=answer,
+        )
+
+    def _ofrep_flag(self, environ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """`POST /ofrep/v1/evaluate/flags/{key}` as decide.ofrep.evaluate_flag answers it, or
+        None for Django."""
+        started = time.perf_counter()
+        flag = environ["PATH_INFO"][len(OFREP_FLAG_PREFIX) :]
+        if "/" in flag or not is_valid_key(flag):
+            return None
+        prepared = self._request(environ, ofrep=True)
+        if prepared is None:
+            return None
+        request, credential = prepared
+        try:
+            unit, attributes = ofrep.targeting_key(request, flag)
+        except ofrep.OfrepError:
+            return None
+
+        def answer(decided: decisions.Decided) -> tuple[int, dict]:
+            evaluated = decided.answers[unit][flag]
+            if evaluated.reason == Reason.UNKNOWN:
+                return 404, ofrep.flag_not_found(flag)
+            return 200, ofrep.evaluation(flag, evaluated)
+
+        return self._respond(
+            environ,
+            request,
+            credential,
+            started,
+            endpoint="ofrep",
+            unit=unit,
+            experiments=(flag,),
+            step=None,
+            attributes={unit: attributes},
+            answer=answer,
+        )
+
+    def _respond(
+        self,
+        environ,
+        request,
+        credential,
+        started: float,
+        *,
+        endpoint: str,
+        unit: str,
+        experiments,
+        step,
+        attributes,
+        answer,
+    ) -> tuple[int, list[tuple[str, str]], bytes] | None:
         request_id = request_id_of(environ.get("HTTP_X_REQUEST_ID", ""))
         token = request_id_var.set(request_id)
+        # What Django does with its connections around a request (request_started and
+        # request_finished): one left broken or past CONN_MAX_AGE is closed, not reused.
+        close_old_connections()
         try:
-            decided = decisions.decide_from_memory(
-                credential,
-                payload.unit,
-                experiments=payload.experiments,
-                step=payload.step,
-                attributes={payload.unit: payload.attributes} if payload.attributes else None,
-            )
+            try:
+                decided = decisions.decide_if_read(
+                    credential, unit, experiments=experiments, step=step, attributes=attributes
+                )
+            except (InvalidClientKey, DatabaseError):
+                return None  # Django answers it: 401, or 503 and Retry-After
             if decided is None:
                 return None
-            answers = decided.answers[payload.unit]
-            content = orjson.dumps(
-                {"unit": payload.unit, "variants": {k: a.variant for k, a in answers.items()}}
-            )
-            metrics.record("decide", 200, started)
-            log_access("POST", request.path, 200, started)
+            status, data = answer(decided)
+            content = orjson.dumps(data)
+            metrics.record(endpoint, status, started)
+            log_access("POST", request.path, status, started)
         finally:
             request_id_var.reset(token)
+            close_old_connections()
+        path = PATH if endpoint == "decide" else OFREP_FLAG_PREFIX + "flag"
         headers = [
-            *self._headers[secure],
+            *self._headers[path, request.is_secure()],
             ("Content-Length", str(len(content))),
             ("X-Request-ID", request_id),
         ]
-        return headers, content
+        return status, headers, content
 
 
-def _may_be_known(known: memory.KnownUnits, credential, body: bytes) -> bool:
-    """A first look before the full parse: does memory hold the unit the body names, under
-    this very key? The key is checked first (KnownUnits.holds), so a wrong secret goes to
-    Django at this same point whether or not the unit is remembered."""
-    try:
-        unit = orjson.loads(body).get("unit")
-    except (orjson.JSONDecodeError, AttributeError):
-        return False
-    return isinstance(unit, str) and known.holds(credential, unit)
-
-
-def _middleware_headers(secure: bool) -> list[tuple[str, str]]:
-    """What the response side of MIRRORED_MIDDLEWARE adds to a decide answer before
+def _middleware_headers(path: str, secure: bool) -> list[tuple[str, str]]:
+    """What the response side of MIRRORED_MIDDLEWARE adds to an answer at `path` before
     Content-Length and X-Request-ID, found by running it: SecurityMiddleware, then
     CorsMiddleware (for a request without an Origin: its Vary)."""
     request = HttpRequest()
     request.method = "POST"
-    request.path = request.path_info = PATH
+    request.path = request.path_info = path
     request.is_secure = lambda: secure
     response = HttpResponse(content_type="application/json")
     SecurityMiddleware(lambda _: response).process_response(request, response)

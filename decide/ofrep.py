@@ -129,7 +129,7 @@ def _json(data, status: int = 200) -> HttpResponse:
     return HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
 
 
-def _targeting_key(request, flag: str | None = None) -> tuple[str, dict]:
+def targeting_key(request, flag: str | None = None) -> tuple[str, dict]:
     """The unit key of the request's context and the attributes its other fields are;
     raises OfrepError (400) for a bad body."""
 
@@ -162,7 +162,7 @@ def _targeting_key(request, flag: str | None = None) -> tuple[str, dict]:
     return unit, attributes
 
 
-def _flag_not_found(flag: str) -> dict:
+def flag_not_found(flag: str) -> dict:
     details = f"no experiment {flag!r} in this product"
     return {"key": flag, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}
 
@@ -188,16 +188,16 @@ def evaluation(key: str, answer: Answer) -> dict:
 )
 @decorate_view(observed("ofrep"))
 def evaluate_flag(request, key: str):
-    unit, attributes = _targeting_key(request, key)
+    unit, attributes = targeting_key(request, key)
     if not is_valid_key(key):
-        body = _flag_not_found(key)
+        body = flag_not_found(key)
         raise OfrepError(404, body["errorCode"], body["errorDetails"], key)
     decided = decisions.decide(
         request.auth, (unit,), experiments=(key,), attributes={unit: attributes}
     )
     answer = decided.answers[unit][key]
     if answer.reason == Reason.UNKNOWN:
-        return _json(_flag_not_found(key), 404)
+        return _json(flag_not_found(key), 404)
     return _json(evaluation(key, answer))
 
 
@@ -209,7 +209,7 @@ def evaluate_flag(request, key: str):
 )
 @decorate_view(observed("ofrep"))
 def evaluate_flags(request):
-    unit, attributes = _targeting_key(request)
+    unit, attributes = targeting_key(request)
     decided = decisions.decide(
         request.auth, (unit,), include_paused=True, attributes={unit: attributes}
     )

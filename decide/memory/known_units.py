@@ -96,13 +96,6 @@ class KnownUnits:
             return None
         return Known(key.state, entry.row)
 
-    def holds(self, credential: ClientCredential, unit_key: str) -> bool:
-        """A cheap first look (`get` decides whether it may be served): whether the key is
-        the one remembered under its prefix and there is an entry for the unit. A wrong key
-        is False whatever memory holds of the unit."""
-        key = self.entries.admit(credential)
-        return key is not None and self.entries.holds(key, unit_key)
-
     def put(
         self,
         credential: ClientCredential,

@@ -1,4 +1,5 @@
-"""The decide hot path (decide/hot_path.py): known units answered in front of Django.
+"""The decide hot path (decide/hot_path.py): known units answered in front of Django, from
+the worker's memory or from the database's one read.
 
 Every test sends the same WSGI request twice: through the hot path, and straight to Django's
 handler. The hot path must either answer it itself exactly as Django does (status, headers,
@@ -13,7 +14,9 @@ import sys
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import OperationalError
 
+from decide import memory as decide_memory
 from decide import metrics
 from decide.hot_path import DecideHotPath
 from lab.services.credentials import client_key_revoke
@@ -277,7 +280,7 @@ def test_defect_in_the_hot_path__django_answers_and_it_is_logged(
     def broken(*args, **kwargs):
         raise RuntimeError("a defect")
 
-    monkeypatch.setattr("decide.decisions.decide_from_memory", broken)
+    monkeypatch.setattr("decide.decisions.decide_if_read", broken)
     recorder = _Recorder()
     with caplog.at_level(logging.ERROR, logger="decide.hot_path"):
         status, _, body = _call(
@@ -287,3 +290,256 @@ def test_defect_in_the_hot_path__django_answers_and_it_is_logged(
     assert status == "200 OK"
     assert json.loads(body)["variants"] == decider.decide(known_unit)
     assert any("hot path failed" in r.getMessage() for r in caplog.records)
+
+
+# --- Known units that memory does not hold: answered from the database's one read.
+
+
+@pytest.fixture
+def stored_unit(decider, settings):
+    """A unit with stored assignments in three experiments; no memory of known units."""
+    settings.DECIDE_KNOWN_UNITS = False
+    decide_memory.reset()
+    for key in ("etch", "anneal", "dope"):
+        make_experiment(decider.product, key)
+    decider.decide("SN-1")  # stores
+    return "SN-1"
+
+
+def test_memory_off__stored_unit_answered_from_one_read_as_django_answers(
+    stored_unit, decider, django_assert_num_queries
+):
+    ok = metrics.decide_requests.labels("decide", "ok")
+    before = ok._value.get()
+    recorder = _Recorder()
+    with django_assert_num_queries(1):
+        hot = _call(DecideHotPath(recorder), _environ({"unit": stored_unit}, secret=decider.secret))
+    assert recorder.calls == 0
+    assert ok._value.get() == before + 1
+    assert hot == _call(WSGIHandler(), _environ({"unit": stored_unit}, secret=decider.secret))
+    assert json.loads(hot[2])["variants"] == decider.decide(stored_unit)
+
+
+def test_memory_empty__stored_unit_answered_from_the_database_then_remembered(
+    memory, decider, caplog
+):
+    for key in ("etch", "anneal", "dope"):
+        make_experiment(decider.product, key)
+    decider.decide("SN-1")  # stores; a first decision is not remembered
+    assert len(memory) == 0
+    misses, hits = metrics.known_miss._value.get(), metrics.known_hit._value.get()
+    recorder = _Recorder()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lab.access"):
+        hot = _call(DecideHotPath(recorder), _environ({"unit": "SN-1"}, secret=decider.secret))
+    assert recorder.calls == 0
+    assert metrics.known_miss._value.get() == misses + 1
+    assert metrics.known_hit._value.get() == hits
+    (line,) = [r for r in caplog.records if r.name == "lab.access"]
+    assert (line.method, line.path, line.status) == ("POST", "/api/v1/decide", 200)
+    assert len(memory) == 1
+    assert hot == _call(WSGIHandler(), _environ({"unit": "SN-1"}, secret=decider.secret))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"unit": "SN-1"},
+        {"unit": "SN-1", "experiments": ["dope", "etch", "nope"]},
+        {"unit": "SN-1", "attributes": {"line": "A"}},
+    ],
+    ids=["all", "experiments", "attributes"],
+)
+def test_memory_off__filters__same_answer_as_django(stored_unit, decider, body):
+    hot, django, recorder = _both(body, secret=decider.secret)
+    assert recorder.calls == 0
+    assert hot == django
+
+
+def test_memory_off__product_disabled__null_answers_from_the_hot_path(stored_unit, decider):
+    decider.change(decider.product, status="disabled")
+    hot, django, recorder = _both({"unit": stored_unit}, secret=decider.secret)
+    assert recorder.calls == 0
+    assert hot == django
+    assert set(json.loads(hot[2])["variants"].values()) == {None}
+
+
+def test_memory_off__paused_experiment__same_answer_as_django(stored_unit, decider):
+    etch = decider.product.experiments.get(key="etch")
+    decider.change(etch, status="disabled")
+    hot, django, recorder = _both(
+        {"unit": stored_unit, "experiments": ["etch", "dope"]}, secret=decider.secret
+    )
+    assert recorder.calls == 0
+    assert hot == django
+    assert json.loads(hot[2])["variants"]["etch"] is None
+
+
+def test_memory_off__unit_without_a_row_and_nothing_to_store__answered(stored_unit, decider):
+    for experiment in decider.product.experiments.all():
+        decider.change(experiment, status="disabled")
+    hot, django, recorder = _both({"unit": "SN-NEVER"}, secret=decider.secret)
+    assert recorder.calls == 0
+    assert hot == django
+    assert not decider.product.units.filter(key="SN-NEVER").exists()
+
+
+def test_memory_off__unit_needing_a_write__handed_to_django_which_stores_it(stored_unit, decider):
+    make_experiment(decider.product, "bake")
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ({"unit": stored_unit}, secret=decider.secret))
+    assert recorder.calls == 1
+    assert hot[0] == "200 OK"
+    assert json.loads(hot[2])["variants"]["bake"] in {"a", "b"}
+    assert decider.product.units.get(key=stored_unit).assignments.count() == 4
+
+
+@pytest.mark.parametrize("secret", ["revoked", "forged"])
+def test_memory_off__bad_key__django_answers_401(stored_unit, decider, secret):
+    if secret == "revoked":
+        key = decider.product.client_keys.get()
+        client_key_revoke(product=decider.product, key_id=key.id)
+        sent = decider.secret
+    else:
+        sent = _forged(decider.secret)
+    hot, django, recorder = _both({"unit": stored_unit}, secret=sent)
+    assert recorder.calls == 1
+    assert hot == django
+    assert hot[0] == "401 Unauthorized"
+
+
+def test_memory_on__forged_key_of_a_remembered_unit__same_401_as_django(known_unit, decider):
+    hot, django, recorder = _both({"unit": known_unit}, secret=_forged(decider.secret))
+    assert recorder.calls == 1
+    assert hot == django
+    assert hot[0] == "401 Unauthorized"
+
+
+def test_database_error__django_answers_it(stored_unit, decider, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise OperationalError("the database is gone")
+
+    monkeypatch.setattr("decide.store.read_units", unavailable)
+    hot, django, recorder = _both({"unit": stored_unit}, secret=decider.secret)
+    assert recorder.calls == 1
+    assert hot == django
+    assert hot[0] == "503 Service Unavailable"
+    assert "Retry-After" in dict(hot[1])
+
+
+# --- OFREP single-flag evaluation on the same path.
+
+
+def _flag(flag: str, unit: str, *, context=None, **request) -> dict:
+    body = {"context": {"targetingKey": unit, **(context or {})}}
+    return {"PATH_INFO": f"/ofrep/v1/evaluate/flags/{flag}", "body": body, **request}
+
+
+def _both_flag(flag: str, unit: str, **request) -> tuple[tuple, tuple, _Recorder]:
+    args = _flag(flag, unit, **request)
+    body = args.pop("body")
+    return _both(body, **args)
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "x-api-key"])
+def test_ofrep_flag__stored_unit__answered_as_django_answers(stored_unit, decider, scheme):
+    auth = {"secret": decider.secret} if scheme == "bearer" else {"HTTP_X_API_KEY": decider.secret}
+    ok = metrics.decide_requests.labels("ofrep", "ok")
+    before = ok._value.get()
+    args = _flag("etch", stored_unit, **auth)
+    body = args.pop("body")
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ(body, **args))
+    assert recorder.calls == 0
+    assert ok._value.get() == before + 1
+    assert hot == _call(WSGIHandler(), _environ(body, **args))
+    assert json.loads(hot[2]) == {
+        "key": "etch",
+        "value": decider.decide(stored_unit)["etch"],
+        "reason": "SPLIT",
+        "variant": decider.decide(stored_unit)["etch"],
+    }
+
+
+def test_ofrep_flag__remembered_unit__answered_without_a_query(
+    known_unit, decider, django_assert_num_queries
+):
+    recorder = _Recorder()
+    args = _flag("dope", known_unit, secret=decider.secret)
+    with django_assert_num_queries(0):
+        hot = _call(DecideHotPath(recorder), _environ(args.pop("body"), **args))
+    assert recorder.calls == 0
+    django = _call(WSGIHandler(), _environ(**_flag_environ("dope", known_unit, decider)))
+    assert hot == django
+
+
+def _flag_environ(flag, unit, decider) -> dict:
+    args = _flag(flag, unit, secret=decider.secret)
+    return {"body": args.pop("body"), **args}
+
+
+def test_ofrep_flag__paused_experiment__no_value_same_as_django(stored_unit, decider):
+    decider.change(decider.product.experiments.get(key="etch"), status="disabled")
+    hot, django, recorder = _both_flag("etch", stored_unit, secret=decider.secret)
+    assert recorder.calls == 0
+    assert hot == django
+    assert json.loads(hot[2]) == {"key": "etch", "reason": "DISABLED", "variant": ""}
+
+
+def test_ofrep_flag__unknown_flag__same_404_as_django(stored_unit, decider):
+    hot, django, recorder = _both_flag("nope", stored_unit, secret=decider.secret)
+    assert recorder.calls == 0
+    assert hot == django
+    assert hot[0] == "404 Not Found"
+    assert json.loads(hot[2])["errorCode"] == "FLAG_NOT_FOUND"
+
+
+def test_ofrep_flag__context_attributes__same_answer_as_django(stored_unit, decider):
+    hot, django, recorder = _both_flag(
+        "etch", stored_unit, context={"line": "A"}, secret=decider.secret
+    )
+    assert recorder.calls == 0
+    assert hot == django
+
+
+@pytest.mark.parametrize(
+    ("flag", "unit", "request_args", "status"),
+    [
+        ("etch", "SN-NEW", {}, "200 OK"),
+        ("etch", "SN-1", {"secret": "forged"}, "401 Unauthorized"),
+        ("etch", "SN-1", {"secret": None}, "401 Unauthorized"),
+        ("etch", "SN-1", {"raw": b'{"context": {}}'}, "400 Bad Request"),
+        ("etch", "SN-1", {"raw": b"not json"}, "400 Bad Request"),
+        ("etch", "", {}, "400 Bad Request"),
+        ("bad key!", "SN-1", {}, "404 Not Found"),
+        ("etch/extra", "SN-1", {}, "404 Not Found"),
+        ("etch", "SN-1", {"HTTP_ORIGIN": "https://app.example"}, "200 OK"),
+    ],
+    ids=[
+        "new-unit",
+        "forged-secret",
+        "no-key",
+        "no-targeting-key",
+        "not-json",
+        "empty-unit",
+        "invalid-flag-key",
+        "longer-path",
+        "cors-origin",
+    ],
+)
+def test_ofrep_flag__anything_else__handed_to_django(
+    stored_unit, decider, settings, flag, unit, request_args, status
+):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    args = {**_flag(flag, unit), **request_args}
+    if args.get("secret") == "forged":
+        args["secret"] = _forged(decider.secret)
+    elif "secret" not in args:
+        args["secret"] = decider.secret
+    body = args.pop("body")
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ(body, **args))
+    assert recorder.calls == 1
+    assert hot[0] == status, hot
+    django = _call(WSGIHandler(), _environ(body, **args))
+    assert hot == django
