@@ -25,7 +25,7 @@ run code. The expiry on the shared entries only collects versions nobody asks fo
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from itertools import pairwise
@@ -78,6 +78,10 @@ class ProductConfig:
     by_step: Mapping[str, tuple[CompiledExperiment, ...]]
     # Disabled (paused) experiments: known, answered with no variant.
     paused_keys: tuple[str, ...]
+    # A design's salt -> its enabled factors: a unit's run is stored for all of them at once.
+    by_design: Mapping[str, tuple[CompiledExperiment, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 # --- The entry: plain data, validated like a request body.
@@ -201,12 +205,17 @@ def compile_config(entry: ConfigEntry) -> ProductConfig:
     for experiment in experiments:
         if experiment.step_key is not None:
             by_step.setdefault(experiment.step_key, []).append(experiment)
+    by_design: dict[str, list[CompiledExperiment]] = {}
+    for experiment in experiments:
+        if experiment.design is not None:
+            by_design.setdefault(experiment.design.salt, []).append(experiment)
     return ProductConfig(
         version=entry.version,
         experiments=tuple(experiments),
         by_key=MappingProxyType({e.key: e for e in experiments}),
         by_step=MappingProxyType({step: tuple(group) for step, group in by_step.items()}),
         paused_keys=tuple(paused),
+        by_design=MappingProxyType({salt: tuple(group) for salt, group in by_design.items()}),
     )
 
 

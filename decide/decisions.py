@@ -255,6 +255,7 @@ def _plan(
             effective = _EffectiveAttributes(unit, sent.get(unit_key, EMPTY_ATTRIBUTES))
             evaluated.append(effective)
         result: dict[str, Answer | _Write] = {}
+        first_write = len(writes)
         for key, experiment, null_reason in selected:
             if experiment is None:
                 result[key] = Answer(None, null_reason)
@@ -278,8 +279,44 @@ def _plan(
                 write = _Write(unit_key, experiment, variant_id, stored_id)
                 writes.append(write)
                 result[key] = write
+        if config.by_design and len(writes) > first_write:
+            if effective is EMPTY_ATTRIBUTES:
+                effective = _EffectiveAttributes(unit, sent.get(unit_key, EMPTY_ATTRIBUTES))
+                evaluated.append(effective)
+            writes.extend(
+                _whole_runs(config, unit_key, assignments, effective, now, writes[first_write:])
+            )
         decisions[unit_key] = result
     return _Plan(decisions, writes, disagrees, any(e.used for e in evaluated))
+
+
+def _whole_runs(
+    config: ProductConfig,
+    unit_key: str,
+    assignments: Mapping[int, store.Stored],
+    effective: Mapping[str, object],
+    now: float,
+    unit_writes: Sequence[_Write],
+) -> list[_Write]:
+    """The first levels of every other enabled factor of the designs a unit just got a
+    first level of: a run is stored whole, in the same statement, whatever the request
+    selected (docs/designs.md). They are stored, not answered."""
+    planned = {w.experiment.id for w in unit_writes}
+    salts = dict.fromkeys(
+        w.experiment.design.salt
+        for w in unit_writes
+        if w.experiment.design is not None and w.old_variant_id is None
+    )
+    companions = []
+    for salt in salts:
+        for factor in config.by_design.get(salt, ()):
+            if factor.id in planned or factor.id in assignments:
+                continue
+            variant_id, source = decide_one(factor, unit_key, None, effective, now)
+            if variant_id is not None and source == Reason.HASH:
+                companions.append(_Write(unit_key, factor, variant_id, None))
+                planned.add(factor.id)
+    return companions
 
 
 def _select(

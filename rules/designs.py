@@ -9,10 +9,11 @@ A word of the defining relation is a set of factors whose columns add up to zero
 defining relation, the word length pattern, the resolution and the aliases all follow from
 the columns.
 
-``minimum_aberration(k, runs)`` finds the fraction of maximum resolution and, among those,
+``search_minimum_aberration(k, runs)`` finds the fraction of maximum resolution and, among those,
 minimum aberration (Fries & Hunter 1980): the lexicographically smallest word length pattern
 (A3, A4, …, Ak). It is an exact branch-and-bound over the sets of generators, not a copy of a
-table; the published catalogues are its test (tests/rules/test_designs.py).
+table; the published catalogues are its test (tests/rules/test_designs.py). Its answers are
+frozen in rules.design_table, which ``minimum_aberration`` serves.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 
 import mmh3
 import numpy as np
+
+from rules.design_table import GENERATORS
 
 LETTERS = "ABCDEFGHJKLMNOP"  # I is skipped: it names the identity of the defining relation
 MIN_FACTORS = 2
@@ -206,7 +209,17 @@ class Fraction:
 
 @functools.cache
 def minimum_aberration(factors: int, runs: int) -> Fraction:
-    """The fraction of maximum resolution and minimum aberration (module docstring)."""
+    """The fraction of maximum resolution and minimum aberration (module docstring), as the
+    search found it once (rules.design_table): the largest sizes take the search minutes."""
+    check_size(factors, runs)
+    if runs == 2**factors:
+        return Fraction.full(factors)
+    return Fraction.from_generators(factors, runs, list(GENERATORS[factors, runs]))
+
+
+@functools.cache
+def search_minimum_aberration(factors: int, runs: int) -> Fraction:
+    """The exact search behind rules.design_table (module docstring)."""
     check_size(factors, runs)
     if runs == 2**factors:
         return Fraction.full(factors)

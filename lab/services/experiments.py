@@ -23,7 +23,12 @@ from lab.services.common import apply_changes, conflict_on_duplicate
 from lab.services.config_version import product_config_changed
 from lab.services.layers import layer_for_reference, layer_lock
 from lab.services.steps import step_for_reference
-from lab.services.variants import check_new_status, check_new_variants, variant_create_unbumped
+from lab.services.variants import (
+    check_new_status,
+    check_new_variants,
+    check_not_a_factor,
+    variant_create_unbumped,
+)
 
 # What decide compiles from an experiment (its key and salt are immutable).
 DECIDE_FIELDS = frozenset(
@@ -116,6 +121,8 @@ def experiment_update(*, experiment: Experiment, actor: str, changes: dict) -> E
     check_schedule(
         changes.get("start_at", experiment.start_at), changes.get("end_at", experiment.end_at)
     )
+    if changes.get("layer") is not None:
+        check_not_a_factor(experiment, "it cannot join a layer")
     if "layer" in changes or "layer_range" in changes:
         layer_key = changes.pop("layer", _UNSET)
         layer_range = changes.pop("layer_range", _UNSET)

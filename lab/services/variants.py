@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from django.db import IntegrityError, transaction
 
 from lab.errors import BadRequest, Conflict
-from lab.models import Experiment, Status, Variant
+from lab.models import DesignFactor, Experiment, Status, Variant
 from lab.services.common import apply_changes
 from lab.services.config_version import product_config_changed
 
@@ -18,6 +18,21 @@ DECIDE_FIELDS = frozenset({"status", "weight"})
 
 
 @transaction.atomic
+def check_not_a_factor(experiment: Experiment, change: str) -> None:
+    """409 when the experiment is a factor of a design: a factor has exactly the two variants
+    the design was created with, and no layer (docs/designs.md)."""
+    design = (
+        DesignFactor.objects.filter(experiment_id=experiment.pk, active=True)
+        .values_list("design__key", flat=True)
+        .first()
+    )
+    if design is not None:
+        raise Conflict(
+            f"experiment {experiment.key!r} is a factor of design {design!r}: {change} "
+            "while the design exists (remove the design first)"
+        )
+
+
 def variant_create(*, experiment: Experiment, **fields) -> Variant:
     """Create a variant (`fields` as for `variant_create_unbumped`) and bump the config."""
     variant = variant_create_unbumped(experiment=experiment, **fields)
@@ -37,6 +52,7 @@ def variant_create_unbumped(
     """Create a variant; the caller bumps the config version in its own transaction."""
     check_new_status(status)
     check_weight(weight)
+    check_not_a_factor(experiment, "no variant can be added")
     _raise_conflict(experiment=experiment, key=key, is_control=is_control)
     variant = Variant(
         experiment=experiment,
@@ -54,6 +70,8 @@ def variant_create_unbumped(
 def variant_update(*, variant: Variant, actor: str, changes: dict) -> Variant:
     if "weight" in changes:
         check_weight(changes["weight"])
+    if changes.get("status") == Status.REMOVED and variant.status != Status.REMOVED:
+        check_not_a_factor(variant.experiment, "its variants cannot be removed")
     if changes.get("is_control") and not variant.is_control:
         _raise_conflict(
             experiment=variant.experiment, key=None, is_control=True, exclude_pk=variant.pk

@@ -176,3 +176,29 @@ def test_designs__another_tenant__404(tenant, other_tenant, factors):
     assert other_tenant.get(f"{DESIGNS}/d").status_code == 404
     assert other_tenant.delete(f"{DESIGNS}/d").status_code == 404
     assert tenant.get(f"{DESIGNS}/nope").status_code == 404
+
+
+def test_designs__factor_of_a_live_design__keeps_its_variants_and_stays_out_of_layers(
+    tenant, factors
+):
+    # Given dose is a factor of design "screen"
+    created = tenant.post(DESIGNS, {"key": "screen", "factors": FACTORS[:3], "runs": 8})
+    assert created.status_code == 201, created.content
+    tenant.post("/products/widget/layers", {"key": "line"})
+    dose = "/products/widget/experiments/dose"
+    version = config_version()
+    # When a variant is added or removed, or the factor moved into a layer
+    added = tenant.post(f"{dose}/variants", {"key": "mid"})
+    removed = tenant.delete(f"{dose}/variants/high")
+    patched = tenant.patch(f"{dose}/variants/high", {"status": "removed"})
+    layered = tenant.patch(dose, {"layer": "line", "layer_range": [0, 0.5]})
+    # Then each is a 409 naming the design, and nothing changed
+    for response in (added, removed, patched, layered):
+        assert response.status_code == 409, response.content
+        assert "is a factor of design 'screen'" in response.json()["detail"]
+    assert config_version() == version
+    assert tenant.get(f"{dose}/variants/high").json()["status"] == "enabled"
+    assert tenant.get(dose).json()["layer"] is None
+    # and once the design is removed, the experiment is free again
+    assert tenant.delete(f"{DESIGNS}/screen").status_code in (200, 204)
+    assert tenant.post(f"{dose}/variants", {"key": "mid"}).status_code == 201

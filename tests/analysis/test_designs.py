@@ -8,6 +8,8 @@ them in Section 6.5 (PSE = 1.5 · 1.75 = 2.625, ME = t(0.025, 5) · PSE = 6.75).
 """
 
 import itertools
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +192,58 @@ def test_numpy_reference__sees_the_chains_as_orthogonal():
     data = [([a, b, a ^ b ^ 1], float(a + 2 * b)) for a, b in itertools.product([0, 1], [0, 1])]
     beta, se, *_ = numpy_ols(data, ["A", "B", "AB"])
     assert se is None and np.allclose(beta, [0.5, 1.0, 0.0])
+
+
+MEASURE_IN_BROWSER = """<script>
+const svg = document.querySelector("svg");
+const box = svg.getBoundingClientRect();
+const texts = [...svg.querySelectorAll("text")].map((t) => {
+  const b = t.getBBox();
+  return `${t.textContent.trim()}@${b.width.toFixed(1)}x${b.height.toFixed(1)}`;
+});
+document.body.dataset.size = `${box.width}x${box.height}`;
+document.body.dataset.texts = JSON.stringify(texts);
+</script>"""
+
+
+def test_effects_svg__renders_in_chromium_with_readable_labels(tenant, plant):
+    import html
+    import json
+    import re
+
+    from tests import browser
+    from tests.analysis.browser import non_white_share, screenshot_svg
+
+    # Given the half-normal plot of Montgomery's filtration example
+    build(tenant, plant, ["temperature", "pressure", "concentration", "stirring"], 16,
+          [1] * 16, FILTRATION)  # fmt: skip
+    svg = tenant.client.get(
+        f"/api/admin/v1{DESIGNS}/d/effects.svg",
+        {"metric": "y"},
+        HTTP_AUTHORIZATION=f"Bearer {tenant.token}",
+    ).content.decode()
+    # When Chromium lays it out inline in a page (and draws it as a picture)
+    inline = re.sub(r"^<\?xml[^>]*>", "", svg.lstrip())
+    with tempfile.TemporaryDirectory() as folder:
+        page = Path(folder) / "page.html"
+        page.write_text(f"<!doctype html><html><body>{inline}{MEASURE_IN_BROWSER}</body></html>")
+        dom = browser.render_dom(page.as_uri())
+    size = re.search(r'data-size="([\d.]+)x([\d.]+)"', dom)
+    texts = json.loads(html.unescape(re.search(r'data-texts="([^"]*)"', dom).group(1)))
+    # Then the picture has a sane size
+    assert size is not None, dom[:2000]
+    width, height = float(size.group(1)), float(size.group(2))
+    assert 300 <= width <= 2000 and 200 <= height <= 1500, (width, height)
+    # and its labels are laid-out text of a readable size: every term, both axes, the margin
+    boxes = {}
+    for text in texts:
+        label, _, box = text.rpartition("@")
+        w, h = map(float, box.split("x"))
+        boxes[label] = (w, h)
+    for label in ("AC", "AD", "A", "half-normal quantile", "|effect|"):
+        assert label in boxes, (label, sorted(boxes))
+        w, h = boxes[label]
+        assert w > 0 and h >= 8, (label, w, h)
+    assert any(label.startswith("Lenth margin of error") for label in boxes), sorted(boxes)
+    image = screenshot_svg(svg)
+    assert 0.01 < non_white_share(image) < 0.9

@@ -1,25 +1,41 @@
 """Decide for the factors of a design (docs/designs.md): a unit gets the levels of its run,
 ``run = floor(mmh3(f"{salt}:{unit or randomize_by value}") / 2^32 · runs) + 1``."""
 
+import threading
 from collections import Counter
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test import Client
 from scipy import stats
 
 from lab.models import Assignment, Design, Variant
 from lab.services.config_version import product_config_changed
 from lab.services.designs import design_create, design_remove
 from rules.designs import Fraction, run_of
+from tests.conftest import requires_postgres
 from tests.decide.conftest import make_experiment
 
 FACTORS = ["a", "b", "c", "d", "e", "f", "g"]
+# The factors' steps in the fixture `stepped`: a design spans steps, a request may name one.
+STEPS = {"a": "etch", "b": "etch", "c": "etch", "d": "etch", "e": "anneal"}
 
 
 @pytest.fixture
 def screen(decider):
     for key in FACTORS:
         make_experiment(decider.product, key, variants=(("low", 1.0), ("high", 1.0)))
+    return design_create(
+        product=decider.product, actor="alice", key="screen", factors=FACTORS, runs=8
+    )
+
+
+@pytest.fixture
+def stepped(decider):
+    for key in FACTORS:
+        make_experiment(
+            decider.product, key, variants=(("low", 1.0), ("high", 1.0)), step=STEPS.get(key)
+        )
     return design_create(
         product=decider.product, actor="alice", key="screen", factors=FACTORS, runs=8
     )
@@ -128,3 +144,108 @@ def test_race__first_decisions_of_a_design__store_one_row_per_factor(decider, sc
     # Then both answer the run's levels and each factor has exactly one row
     assert again == first == expected_levels(screen, "SN-42")
     assert Assignment.objects.filter(unit__key="SN-42").count() == 7
+
+
+def _stored(unit: str) -> dict[str, tuple[str, str]]:
+    rows = Assignment.objects.filter(unit__key=unit).values_list(
+        "experiment__key", "variant__key", "source"
+    )
+    return {experiment: (variant_key, source) for experiment, variant_key, source in rows}
+
+
+FILTERED_CALLS = {
+    "single, one experiment": lambda d, unit: d.decide(unit, experiments=["b"]),
+    "single, a step": lambda d, unit: d.decide(unit, step="anneal"),
+    "batch, a step": lambda d, unit: d.batch([unit], step="etch")[0]["variants"],
+    "batch, experiments": lambda d, unit: d.batch([unit], experiments=["g", "a"])[0]["variants"],
+    "ofrep single": lambda d, unit: {"d": d.flag("d", unit).json()["value"]},
+}
+
+
+@pytest.mark.parametrize("call", FILTERED_CALLS.values(), ids=FILTERED_CALLS.keys())
+def test_decide__filtered_first_decision__stores_every_factor_of_the_run(decider, stepped, call):
+    # Given a 2^(7-4) design whose factors are at two steps and at none
+    unit = "SN-77"
+    expected = expected_levels(stepped, unit)
+    # When the unit's first decision asks for some of its factors only
+    answer = call(decider, unit)
+    # Then the answer lists what was asked, at the run's levels
+    assert answer == {key: expected[key] for key in answer}
+    assert len(answer) < len(FACTORS)
+    # and every factor's level of the run is stored (source hash)
+    assert _stored(unit) == {key: (level, "hash") for key, level in expected.items()}
+
+
+def test_decide__ofrep_bulk__stores_every_factor_of_the_run(decider, stepped):
+    response = decider.post("/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "SN-78"}})
+    assert response.status_code == 200, response.content
+    expected = expected_levels(stepped, "SN-78")
+    assert _stored("SN-78") == {key: (level, "hash") for key, level in expected.items()}
+
+
+def test_decide__paused_factor__is_not_stored_with_the_run(decider, stepped):
+    # Given factor f is paused
+    paused = stepped.factors.get(position=5).experiment
+    decider.change(paused, status="disabled")
+    # When a unit gets the level of factor a
+    decider.decide("SN-79", experiments=["a"])
+    # Then the enabled factors' levels are stored, not the paused one's
+    expected = expected_levels(stepped, "SN-79")
+    assert _stored("SN-79") == {
+        key: (level, "hash") for key, level in expected.items() if key != "f"
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_race__concurrent_filtered_first_decisions__store_one_row_per_factor_of_one_run(
+    decider, stepped
+):
+    requires_postgres()
+    # Given four workers deciding the same new units at once: one asks for step etch,
+    # one for step anneal, one for factor g alone and one for everything
+    units = [f"SN-R{i:03d}" for i in range(40)]
+    filters = [{"step": "etch"}, {"step": "anneal"}, {"experiments": ["g"]}, {}]
+    barrier = threading.Barrier(len(filters))
+    rows_after_answer: list[tuple[str, int]] = []
+    failures: list[object] = []
+
+    def worker(selection: dict) -> None:
+        client = Client()
+        try:
+            barrier.wait()
+            for unit in units:
+                response = client.post(
+                    "/api/v1/decide",
+                    {"unit": unit, **selection},
+                    content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {decider.secret}",
+                )
+                if response.status_code != 200:
+                    failures.append(response.content)
+                    continue
+                expected = expected_levels(stepped, unit)
+                variants = response.json()["variants"]
+                if variants != {key: expected[key] for key in variants}:
+                    failures.append((unit, variants))
+                # Once any answer is out, the whole run is stored
+                count = Assignment.objects.filter(unit__key=unit).count()
+                rows_after_answer.append((unit, count))
+        except Exception as exc:  # reported by the main thread
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(f,)) for f in filters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then every answer was its run's level, the run was whole as soon as anything was
+    # answered, and each factor has exactly one row, all of the unit's one run
+    assert failures == []
+    assert len(rows_after_answer) == len(units) * len(filters)
+    assert {count for _, count in rows_after_answer} == {len(FACTORS)}
+    for unit in units:
+        expected = expected_levels(stepped, unit)
+        assert _stored(unit) == {key: (level, "hash") for key, level in expected.items()}
+    assert Assignment.objects.filter(unit__key__in=units).count() == len(units) * len(FACTORS)

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rules.design_table import GENERATORS
 from rules.designs import (
     LETTERS,
     DesignError,
@@ -25,6 +26,7 @@ from rules.designs import (
     effect_name,
     minimum_aberration,
     run_of,
+    search_minimum_aberration,
 )
 
 CATALOGUE = Path(__file__).parents[1] / "data" / "designs" / "frf2_catlg_first.csv"
@@ -304,3 +306,20 @@ def test_design_vectors__of_the_docs__hold(value, h, run, levels):
 
 def test_design_vectors__cover_several_runs():
     assert len({run for _, _, run, _ in design_vectors()}) >= 5
+
+
+# The sizes whose exact search takes more than a few seconds of one core; the catalogue test
+# still checks what the frozen table serves for them.
+SEARCH_TOO_SLOW = {(14, 64), (15, 64), (15, 128)}
+FRACTIONS = [(k, runs) for k in range(2, 16) for runs in allowed_runs(k) if runs < 2**k]
+
+
+def test_frozen_table__holds_every_fraction_smaller_than_the_full_factorial():
+    assert sorted(GENERATORS) == FRACTIONS
+
+
+@pytest.mark.parametrize(
+    ("factors", "runs"), [size for size in FRACTIONS if size not in SEARCH_TOO_SLOW]
+)
+def test_search__finds_the_fraction_of_the_frozen_table(factors, runs):
+    assert search_minimum_aberration(factors, runs).generators == list(GENERATORS[factors, runs])
