@@ -252,6 +252,12 @@ EXCUSED = [
         "no other design",
     ),
     Excused(
+        (f"GET {ADMIN}/experiments/{{experiment}}/results",),
+        422,
+        r"^covariate: (no metric '.*' in this product$|.* is measured at step )",
+        "the covariate must be one of the product's metrics, measured before the experiment's step",
+    ),
+    Excused(
         (f"GET {ADMIN}/export.csv",),
         400,
         r"^nothing to export: ",
