@@ -249,6 +249,12 @@ class Lab:
             ACCESS_LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )
+        # The drill is about the database, not the front's rate limits: on a fast machine its
+        # admin writers pass the default 20 a second per token and would get 429s.
+        for setting in ("LAB_DECIDE_RATE", "LAB_ADMIN_RATE"):
+            self.env.setdefault(setting, "100000")
+        for setting in ("LAB_DECIDE_BURST", "LAB_ADMIN_BURST"):
+            self.env.setdefault(setting, "100000")
         self.process: subprocess.Popen | None = None
 
     @property
