@@ -25,6 +25,11 @@ _PLACEHOLDER = re.compile(r"\$\{(LAB_[A-Z_]+)\}")
 # What `listen` may say: a port, host:port, or [ipv6]:port (no options, no spaces).
 _LISTEN = re.compile(r"(?:(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):)?[0-9]{1,5}")
 _UPSTREAM = re.compile(r"unix:/[^\s;{}]+|[A-Za-z0-9.-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+# What a browser sends as Origin (scheme://host[:port]), the only form CORS_ALLOWED_ORIGINS
+# holds; anything else could not match a browser's header and could break the config.
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# An nginx regex no Origin header can match: with no allowed origin, no CORS header is added.
+NO_ORIGIN = "^$"
 
 
 def render(template: Path, values: dict[str, str]) -> str:
@@ -75,16 +80,33 @@ class RateLimits:
         return {variable: str(getattr(self, name)) for name, variable in self.ENV.items()}
 
 
+def cors_origin_pattern(origins: Sequence[str]) -> str:
+    """The nginx regex matching exactly the Origin headers in `origins` (Lab's
+    CORS_ALLOWED_ORIGINS), so that the errors nginx answers itself carry the CORS headers
+    Lab's own answers carry, and a browser's client can read them."""
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"CORS_ALLOWED_ORIGINS: not an origin a browser sends: {origin!r} "
+                "(scheme://host[:port], no path)"
+            )
+    if not origins:
+        return NO_ORIGIN
+    return "^(?:" + "|".join(re.escape(origin) for origin in origins) + ")$"
+
+
 def render_site(
     *,
     listen: str,
     upstreams: Sequence[str],
     max_body_size: int,
     limits: RateLimits | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> str:
     """The http-context site: nginx on `listen`, in front of each gunicorn in `upstreams`
     (`unix:/path.sock` or `host:port`; several are balanced round-robin), with `limits`
-    (RateLimits' defaults when not given)."""
+    (RateLimits' defaults when not given); the errors nginx answers itself carry CORS
+    headers for `cors_origins`."""
     if not _LISTEN.fullmatch(listen):
         raise ValueError(f"not an address nginx can listen on: {listen!r} (HOST:PORT)")
     if not upstreams:
@@ -101,6 +123,7 @@ def render_site(
             "LAB_LISTEN": listen,
             "LAB_UPSTREAM_SERVERS": servers,
             "LAB_MAX_BODY_SIZE": str(max_body_size),
+            "LAB_CORS_ORIGIN_PATTERN": cors_origin_pattern(cors_origins),
             **(limits or RateLimits()).placeholders(),
         },
     )
@@ -113,12 +136,19 @@ def write_config(
     upstreams: Sequence[str],
     max_body_size: int,
     limits: RateLimits | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> Path:
     """nginx.conf and lab.conf in `run_dir`, which also holds nginx's pid and temp files."""
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "lab.conf").write_text(
-        render_site(listen=listen, upstreams=upstreams, max_body_size=max_body_size, limits=limits)
+        render_site(
+            listen=listen,
+            upstreams=upstreams,
+            max_body_size=max_body_size,
+            limits=limits,
+            cors_origins=cors_origins,
+        )
     )
     config = run_dir / "nginx.conf"
     config.write_text(

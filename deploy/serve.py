@@ -277,13 +277,17 @@ def serve(args: argparse.Namespace) -> int:
     socket_path = run_dir / "gunicorn.sock"
     if args.front == "nginx":
         gunicorn += ["-b", f"unix:{socket_path}", "lab.wsgi:application"]
-        config = front.write_config(
-            run_dir,
-            listen=args.bind,
-            upstreams=[f"unix:{socket_path}"],
-            max_body_size=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
-            limits=limits,
-        )
+        try:
+            config = front.write_config(
+                run_dir,
+                listen=args.bind,
+                upstreams=[f"unix:{socket_path}"],
+                max_body_size=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+                limits=limits,
+                cors_origins=settings.CORS_ALLOWED_ORIGINS,
+            )
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
     else:
         gunicorn += ["-b", args.bind, "lab.wsgi:application"]
 

@@ -90,8 +90,38 @@ def test_compose__nginx_renders_the_same_site_as_make_serve_production():
     assert compose["services"]["lab"]["environment"]["GUNICORN_BIND"] == "0.0.0.0:8000"
 
 
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://line.example/",
+        "https://line.example/path",
+        "line.example",
+        "https://line.example;}",
+        "https://line example",
+        "ftp://line.example",
+        "*",
+    ],
+)
+def test_cors_origin_pattern__not_an_origin__refused_by_name(origin):
+    with pytest.raises(ValueError, match="CORS_ALLOWED_ORIGINS"):
+        front.cors_origin_pattern([origin])
+
+
+def test_cors_origin_pattern__matches_exactly_the_listed_origins():
+    import re
+
+    pattern = front.cors_origin_pattern(["https://line.example", "http://127.0.0.1:8080"])
+
+    for origin in ("https://line.example", "http://127.0.0.1:8080"):
+        assert re.fullmatch(pattern, origin)
+    for origin in ("https://lineXexample", "https://line.example.evil", "http://127.0.0.1:80"):
+        assert not re.search(pattern, origin)
+    assert not re.search(front.cors_origin_pattern([]), "https://line.example")
+
+
 def test_front__gunicorn_not_answering__503_json_with_retry_after(tmp_path):
-    """nginx's own errors are JSON like Lab's: here its upstream socket does not exist."""
+    """nginx's own errors are JSON like Lab's: here its upstream socket does not exist.
+    An allowed origin can read them (CORS headers); another origin gets none."""
     import http.client
     import json
     import socket
@@ -110,22 +140,30 @@ def test_front__gunicorn_not_answering__503_json_with_retry_after(tmp_path):
         listen=f"127.0.0.1:{port}",
         upstreams=[f"unix:{tmp_path}/nobody-listens.sock"],
         max_body_size=LIMIT,
+        cors_origins=["https://line.example"],
     )
     nginx = subprocess.Popen(
         front.nginx_command(config, binary), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+    def decide(origin=None):
+        headers = {"Host": "localhost", **({"Origin": origin} if origin else {})}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("POST", "/api/v1/decide", body=b"{}", headers=headers)
+        response = conn.getresponse()
+        return response, response.read()
+
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("POST", "/api/v1/decide", body=b"{}", headers={"Host": "localhost"})
-                response = conn.getresponse()
-                body = response.read()
+                response, body = decide()
                 break
             except ConnectionRefusedError:
                 assert time.monotonic() < deadline, "nginx did not start"
                 time.sleep(0.1)
+        allowed, _ = decide("https://line.example")
+        other, _ = decide("https://elsewhere.example")
     finally:
         nginx.terminate()
         nginx.wait(20)
@@ -134,6 +172,13 @@ def test_front__gunicorn_not_answering__503_json_with_retry_after(tmp_path):
     assert response.getheader("Content-Type") == "application/json"
     assert response.getheader("Retry-After") == "1"
     assert "retry" in json.loads(body)["detail"]
+    assert response.getheader("Access-Control-Allow-Origin") is None
+    assert allowed.status == 503
+    assert allowed.getheader("Access-Control-Allow-Origin") == "https://line.example"
+    assert "retry-after" in allowed.getheader("Access-Control-Expose-Headers")
+    assert other.status == 503
+    assert other.getheader("Access-Control-Allow-Origin") is None
+    assert other.getheader("Access-Control-Expose-Headers") is None
 
 
 def test_rate_limits__defaults__in_the_rendered_site():

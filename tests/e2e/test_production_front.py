@@ -553,6 +553,7 @@ def test_front__key_over_its_rate__429_json_with_retry_after_and_other_keys_stil
         "LAB_DECIDE_BURST": "3",
         "LAB_ADMIN_RATE": "1",
         "LAB_ADMIN_BURST": "2",
+        "CORS_ALLOWED_ORIGINS": "https://line.example",
     }
     limited = new_front(env)
     limited.start()
@@ -563,7 +564,10 @@ def test_front__key_over_its_rate__429_json_with_retry_after_and_other_keys_stil
         def flood(method, path, headers, body=None, times=12):
             return [_call(limited.base_url, method, path, headers, body) for _ in range(times)]
 
-        bearer = {"Authorization": f"Bearer {flooder['client_key']}"}
+        bearer = {
+            "Authorization": f"Bearer {flooder['client_key']}",
+            "Origin": "https://line.example",
+        }
         decides = flood("POST", "/api/v1/decide", bearer, {"unit": "u-1"})
         by_header = flood(
             "POST",
@@ -584,6 +588,22 @@ def test_front__key_over_its_rate__429_json_with_retry_after_and_other_keys_stil
                     assert headers["Retry-After"] == "1"
                     assert headers["Content-Type"] == "application/json"
                     assert "retry" in json.loads(body)["detail"]
+        # And a browser's client on an allowed origin can read the 429 and its Retry-After,
+        # as it reads Lab's own answers
+        for status, headers, _ in decides:
+            headers = {name.lower(): value for name, value in headers.items()}
+            assert headers.get("access-control-allow-origin") == "https://line.example", status
+            assert "retry-after" in headers["access-control-expose-headers"], status
+        # (never on the admin API, which answers no CORS request)
+        admin_from_page = flood(
+            "GET",
+            admin_path,
+            {"Authorization": f"Bearer {flooder['api_token']}", "Origin": "https://line.example"},
+            times=3,
+        )
+        assert [status for status, _, _ in admin_from_page] == [429] * 3
+        for _, headers, _ in admin_from_page:
+            assert "access-control-allow-origin" not in {name.lower() for name in headers}
         # And another tenant, at once, is served as usual on both APIs
         quiet_bearer = {"Authorization": f"Bearer {quiet['client_key']}"}
         status, _, _ = _call(
