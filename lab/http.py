@@ -23,7 +23,30 @@ class ORJSONRenderer(BaseRenderer):
     media_type = "application/json"
 
     def render(self, request, data, *, response_status):
+        return dumps(data)
+
+
+def dumps(data) -> bytes:
+    """`data` as JSON. An integer beyond 64 bits (orjson's limit), which can come back from a
+    stored JSON value written before Lab checked numbers (PostgreSQL's jsonb keeps any
+    number exactly), is written exactly as stored rather than failing the whole answer."""
+    try:
         return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return orjson.dumps(_big_integers_as_text(data), option=orjson.OPT_NON_STR_KEYS)
+
+
+_INT64 = range(-(2**63), 2**64)
+
+
+def _big_integers_as_text(value):
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return orjson.Fragment(str(value))
+    if isinstance(value, dict):
+        return {key: _big_integers_as_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_big_integers_as_text(item) for item in value]
+    return value
 
 
 class StrictJSONParser(Parser):

@@ -181,3 +181,28 @@ def test_units__another_tenants_product__404(tenant, other_tenant, widget):
     assert other_tenant.post("/products/widget/units", {"units": ["SN-2"]}).status_code == 404
     assert other_tenant.get(unit_path("SN-1")).status_code == 404
     assert Unit.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["9007199254740993", "-18446744073709551616", "123456789012345678901234567890"],
+)
+def test_units__stored_number_beyond_64_bits__read_back_exactly_not_500(tenant, widget, stored):
+    """Numbers Lab now refuses (beyond ±(2**53 - 1)) may already be stored, written before it
+    checked them; PostgreSQL's jsonb keeps them exactly, and reading the unit shows them."""
+    from django.db import connection
+
+    # Given a unit whose stored attribute was written as raw JSON, outside the API
+    unit = UnitFactory(product=widget, key="SN-1")
+    with connection.cursor() as cursor:
+        cast = "::jsonb" if connection.vendor == "postgresql" else ""
+        cursor.execute(
+            f"UPDATE lab_unit SET attributes = %s{cast} WHERE id = %s",
+            [f'{{"n": {stored}, "line": "L1"}}', unit.id],
+        )
+    expected = int(Unit.objects.get(id=unit.id).attributes["n"])
+    # When it is read
+    one = tenant.get(unit_path("SN-1"))
+    # Then the number is written exactly as stored, in valid JSON
+    assert one.status_code == 200, one.content
+    assert one.json()["attributes"] == {"n": expected, "line": "L1"}
