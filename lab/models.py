@@ -290,7 +290,14 @@ class Design(models.Model):
             ),
             _status_check("design"),
             models.CheckConstraint(
-                condition=Q(runs__in=[4, 8, 16, 32, 64, 128]),
+                # Written as ORs, not IN (4, 8, ...): Django's SQLite introspection splits a
+                # table's SQL on ", " and fails on a one-character item such as 8.
+                condition=Q(runs=4)
+                | Q(runs=8)
+                | Q(runs=16)
+                | Q(runs=32)
+                | Q(runs=64)
+                | Q(runs=128),
                 name="design_runs_power_of_two",
                 violation_error_message="runs must be a power of two from 4 to 128",
             ),
