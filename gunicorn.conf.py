@@ -34,8 +34,9 @@ workers = int(
 # request at a time and holds one persistent database connection (CONN_MAX_AGE), but it
 # keeps HTTP/1.1 connections alive between requests (up to `keepalive` seconds idle, in the
 # worker's poller, not in its thread), where the sync worker closes every connection after
-# its response. Measured against sync in one run: known-unit decide 2.6x, the no-op 1.4x
-# (load_tests/RESULTS.md, "Keep-alive: gthread workers"). GUNICORN_THREADS raises the
+# its response: a client that reuses its connection pays for no new TCP handshake and no
+# new worker accept per request (load_tests/RESULTS.md, "known units in memory, gthread
+# keep-alive", has the figures). GUNICORN_THREADS raises the
 # threads per worker (each then holds its own database connection).
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))

@@ -9,8 +9,8 @@ one read `decide` makes (decide.store.read_units), remembered as `decide` rememb
 reuses the pieces the stack is made of — Django's request object for the Host and the body,
 the JSON parser of lab.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
 decide.decisions for the answer — and skips only their plumbing: the middleware chain, URL
-resolution, ninja's parameter models and rendering (two thirds of a known unit's CPU time,
-load_tests/RESULTS.md).
+resolution, ninja's parameter models and rendering (where most of a known unit's CPU time
+went, as the profiles in load_tests/RESULTS.md show).
 
 Everything else goes to Django unchanged, its body handed back as it was read: a decision that
 would store something or tests a condition, a key the database refuses (Django gives the

@@ -160,8 +160,9 @@ def _is_postgres() -> bool:
 # The hot path's statements are few and fixed: on PostgreSQL they run as prepared
 # statements (parsed and planned once per connection, from their 2nd execution on), through
 # a server-side-binding cursor; the rest of the project keeps Django's default client-side
-# binding. Measured: a known-unit decision from 852 to 531 us of server CPU, 0.37x to 0.57x
-# the no-op ceiling (load_tests/RESULTS.md, "Decide benchmark: tuning and profile").
+# binding. Parsing and planning were a large share of a known-unit decision's server CPU
+# for statements that never change (load_tests/RESULTS.md, "Decide benchmark: tuning and
+# profile", has the figures).
 PREPARE_THRESHOLD = 2
 
 

@@ -11,7 +11,8 @@ In order, and stopping at the first problem with a message saying what to do:
 2. applies migrations; with --demo, creates or reuses the demo product and an admin token;
 3. starts gunicorn (`gunicorn.conf.py`): on BIND, or with --front nginx on a unix socket in a
    run folder, with nginx listening on BIND in front of it (deploy/front.py);
-4. once Lab answers /healthz on BIND, and only then, prints what to paste;
+4. once Lab answers /healthz on BIND, and only then, prints what to paste (and, when BIND
+   is a wildcard address, which Host names ALLOWED_HOSTS lets through: allowed_hosts());
 5. on Ctrl-C or SIGTERM stops nginx (gracefully: requests in flight finish), then gunicorn,
    and waits for both. If either exits on its own, the other is stopped too.
 """
@@ -166,6 +167,11 @@ def demo_text(base_url: str) -> str:
 
     demo = io.StringIO()
     call_command("demo", base_url=base_url, stdout=demo)
+    client_key = next(
+        line.removeprefix("Client key: ")
+        for line in demo.getvalue().splitlines()
+        if line.startswith("Client key: ")
+    )
     token = io.StringIO()
     call_command("create_api_token", "demo", stdout=token, stderr=io.StringIO())
     secret = token.getvalue().strip().splitlines()[-1]
@@ -175,6 +181,9 @@ def demo_text(base_url: str) -> str:
         f"Admin API token: {secret}\n"
         "List the demo user's products:\n"
         f"curl -s {base_url}/api/admin/v1/products -H 'Authorization: Bearer {secret}'\n"
+        "For the examples of README.md and docs/, in the terminal you run them in:\n"
+        f"export LAB={base_url} TOKEN={secret} LAB_CLIENT_KEY={client_key} "
+        f"CLIENT_KEY={client_key}\n"
     )
 
 
@@ -194,6 +203,45 @@ def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         command, cwd=ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent
     )
+
+
+WILDCARDS = {"0.0.0.0", "::", "*", ""}
+
+
+def allowed_hosts(bind_host: str) -> tuple[str | None, str | None]:
+    """What ALLOWED_HOSTS the server gets for BIND, and what to tell the user about it.
+
+    Django answers 400 to a request whose Host is not in ALLOWED_HOSTS, and by default that
+    is only this machine's loopback names: a server bound to a specific address adds that
+    address (a client that reaches it there sends it as Host); one bound to every address
+    cannot guess the names its clients use, so it says which ones it answers and how to add
+    others. ALLOWED_HOSTS set in the environment is used as it is.
+
+    Returns (the value to put in the server's environment or None to leave it, a notice or
+    None)."""
+    from django.conf import settings
+
+    configured = list(settings.ALLOWED_HOSTS)
+    if "*" in configured:
+        return None, None
+    literal = f"[{bind_host}]" if ":" in bind_host else bind_host
+    if bind_host in WILDCARDS:
+        return None, (
+            f"Lab answers only requests whose Host is one of {', '.join(configured)} "
+            "(ALLOWED_HOSTS); a client that reaches this machine by another name or address "
+            "gets 400. Set ALLOWED_HOSTS to the names clients use (comma-separated, e.g. "
+            "ALLOWED_HOSTS=lab.example.com,10.0.0.5) and start again; docs/operations.md, "
+            '"Configuration".'
+        )
+    if literal.lower() in (host.lower() for host in configured):
+        return None, None
+    if os.environ.get("ALLOWED_HOSTS"):
+        return None, (
+            f"ALLOWED_HOSTS ({', '.join(configured)}) does not name {literal}, the address "
+            f"Lab listens on: requests sent to http://{literal}:PORT/ get 400 unless their Host "
+            "is one of those names."
+        )
+    return ",".join([*configured, literal]), None
 
 
 def probe_host_header() -> str:
@@ -269,6 +317,9 @@ def serve(args: argparse.Namespace) -> int:
     from django.conf import settings
 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]}
+    hosts, hosts_notice = allowed_hosts(host)
+    if hosts is not None:
+        env["ALLOWED_HOSTS"] = hosts
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="lab-run-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
@@ -308,6 +359,8 @@ def serve(args: argparse.Namespace) -> int:
         )
         if paste:
             print(f"\n{paste}", flush=True)
+        if hosts_notice:
+            print(f"Note: {hosts_notice}", flush=True)
         behind = f" (nginx in front of gunicorn on unix:{socket_path})" if proxy else ""
         print(f"Lab is serving on {base_url}{behind}. Ctrl-C stops it.", flush=True)
         while True:

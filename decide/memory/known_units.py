@@ -17,9 +17,10 @@ from decide.memory.listener import STALENESS_BOUND_SECONDS, Listener, parse
 from decide.store import ProductState, UnitRow
 
 # How long a request waits for the listener to apply a notification that has arrived (a
-# heartbeat, most often: 20 a second) before it asks the database instead. 50 ms made the
-# closed-loop p99 of known units 56 ms (up to 270) when both cores were busy and the listener
-# thread waited for one; 5 ms: 18 ms, for the same throughput and memory hits.
+# heartbeat, most often) before it asks the database instead. Short, because on busy cores
+# the listener thread may wait for one: a longer wait showed in the p99 of known units and
+# bought no more answers from memory (load_tests/RESULTS.md, "the decide hot path, past
+# Unleash", has the figures).
 CATCH_UP_SECONDS = 0.005
 
 

@@ -117,9 +117,9 @@ def _cell(value) -> str | float:
 
 
 def _allow_long_first_fetch() -> None:
-    """The export's first FETCH joins and sorts every unit before its first row (about 9 s at
-    10^6 units), past the default statement timeout: EXPORT_STATEMENT_TIMEOUT_MS applies
-    instead, for this transaction only."""
+    """The export's first FETCH joins and sorts every unit before its first row, which at 10^6
+    units outlasts the default statement timeout (load_tests/RESULTS.md has the figures):
+    EXPORT_STATEMENT_TIMEOUT_MS applies instead, for this transaction only."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:

@@ -67,12 +67,14 @@ _WIDER_BITS = 1
 # The plan settings of every analysis statement on PostgreSQL (hash_join_plan), for the
 # enclosing transaction only.
 PLAN_SETTINGS = {
-    # Nested loops of index lookups were the never-analyzed planner's choice: 20 s a pass.
+    # Nested loops of index lookups were the never-analyzed planner's choice: one index
+    # lookup per measurement, where a hash join reads the assignments once.
     "enable_nestloop": "off",
     # A grouped aggregate after a sort of 10^6 rows (what the planner picks when it guesses a
     # few thousand rows) is slower than a hash aggregate of the few groups.
     "enable_sort": "off",
-    # Compiling the per-row expressions cost more (0.2–0.5 s a statement) than it saved.
+    # Compiling the per-row expressions cost more than it saved: they are a few arithmetic
+    # operations, cheap to interpret, and the compilation is paid again by every statement.
     "jit": "off",
     # The hash of 10^6 assignments (the factorial) and the sort of the control chart fit in
     # memory instead of spilling to disk in batches.
@@ -95,8 +97,9 @@ def hash_join_plan() -> Iterator[None]:
     An analysis reads every measurement of an experiment or metric: the right plan scans them
     once, in parallel, and hash-joins the assignments of the experiment. On tables PostgreSQL
     has never analyzed (a fresh restore, a bulk import with autovacuum behind or off) its
-    estimates are guesses and it picks nested loops of index lookups instead: 20 s per pass
-    at 10^6 rows instead of about 1 s (docs/results.md §9). The settings make the plan
+    estimates are guesses and it picks nested loops of index lookups instead, an order of
+    magnitude slower (docs/results.md §9; the figures are in load_tests/RESULTS.md, "Results
+    report"). The settings make the plan
     independent of the statistics; one ``set_config`` statement sets them until the end of
     the transaction this opens (or of the enclosing one, when the analysis runs inside a
     transaction).

@@ -141,7 +141,7 @@ def experiment_results(
     return report
 
 
-# Assignments the hash made (docs/results.md, "Eligible, assigned, measured"): the units the
+# Assignments the hash made (docs/results.md §2, `units`): the units the
 # experiment admitted (schedule, layer, conditions) and bucketed by their weights.
 HASHED_SOURCES = (AssignmentSource.HASH, AssignmentSource.REBUCKETED)
 

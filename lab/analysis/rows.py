@@ -2,7 +2,7 @@
 
 Hand-written rather than ORM joins for two reasons. A measurement is joined to its unit's
 assignments directly on ``unit_id``: the ORM's path (measurement → unit → assignment) adds a
-join with the whole unit table, which doubles the cost of a pass at 10^6 measurements. And the
+join with the whole unit table to every pass, which reads nothing the analysis needs. And the
 measurements are read one select per metric (``UNION ALL``), with that metric's limits as
 parameters of its select: the in-spec flag needs no join with the metric table, and an
 analysis can compute further per-row columns with each metric's own constants (the one pass

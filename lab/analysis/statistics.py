@@ -351,8 +351,9 @@ def adjust_p_values(p_values: list[float | None], correction: str) -> list[float
         from statsmodels.stats.multitest import multipletests
 
         # statsmodels' Holm ends with gc.collect(): a full collection of every object of the
-        # process (70 ms in a Django process, per family). With them frozen it has only the
-        # call's own objects to scan; unfrozen, they return to the oldest generation.
+        # process, which in a Django process costs more than the correction itself. With them
+        # frozen it has only the call's own objects to scan; unfrozen, they return to the
+        # oldest generation (load_tests/RESULTS.md, "the statsmodels collection").
         gc.freeze()
         try:
             corrected = [float(p) for p in multipletests(values, method=method)[1]]

@@ -1,6 +1,6 @@
 """The peer: unleash-server 8 from npm on Node 22 from npm (both pinned in
 load_tests/unleash/package-lock.json), over a PostgreSQL cluster of its own, measured in the
-same rounds as Lab (load_tests/README.md, "The peer")."""
+same rounds as Lab (load_tests/README.md, "The benchmark")."""
 
 from __future__ import annotations
 

@@ -99,8 +99,9 @@ def test_export__another_tenant__404(other_tenant, exported):
 
 
 def test_export__postgresql__its_statements_get_the_export_timeout(tenant, plant, settings):
-    """The first fetch sorts every unit (about 9 s at 10^6): the export runs under
-    EXPORT_STATEMENT_TIMEOUT_MS, not the 5 s default (set_config local to its transaction)."""
+    """The first fetch sorts every unit, past the default timeout at 10^6 units: the export
+    runs under EXPORT_STATEMENT_TIMEOUT_MS, not the 5 s default (set_config local to its
+    transaction)."""
     from django.db import connection
 
     if connection.vendor != "postgresql":

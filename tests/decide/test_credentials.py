@@ -1,5 +1,5 @@
 """Any malformed client key is a 401 with one body, on every decide route, whatever a worker
-remembers (docs/decide.md, "Client keys").
+remembers (docs/decide.md, "Authentication").
 
 The requests are raw WSGI environs, as gunicorn hands them to Lab: a header is a str holding
 the bytes received, decoded as latin-1, so any byte can appear in it. They go through the

@@ -5,8 +5,8 @@ Which fenced blocks are examples, and how their expected answers are written:
 - ```sh (also bash, shell) blocks are commands a reader pastes: they are run, block after
   block, in one shell per page, so variables set in one block serve the next ones.
   Their commands must be ones the runner can run against a test server (curl, variable
-  assignments, echo/printf, python3 and jq as filters, and `python manage.py` demo,
-  create_api_token and import_measurements against the server's database); any other
+  assignments, echo/printf, python3 and jq as filters, and `.venv/bin/python manage.py`
+  demo, create_api_token and import_measurements against the server's database); any other
   command (make, pip, docker, gunicorn, manage.py runserver...) needs a marker on the line
   right before the block: `<!-- doctest: skip — why it cannot run -->`.
 - ```python blocks are run as scripts, with the variables README.md asks a reader to set
@@ -49,6 +49,8 @@ ALLOWED_PROGRAMS = {
     "manage.py import_measurements",
 }
 ELLIPSIS = "…"
+# How a page runs a management command: the project's Python, made by `make serve`.
+PYTHONS = (".venv/bin/python", "python", "python3")
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*)$")
 _SKIP = re.compile(r"^<!--\s*doctest:\s*skip\b\s*[—:–-]*\s*(?P<reason>.*?)\s*-->$")
@@ -217,7 +219,7 @@ def shell_programs(text: str) -> list[str]:
             words = segment.split()
             while words and _ASSIGNMENT.match(words[0]):
                 words = words[1:]
-            if words and words[0] in ("python", "python3") and words[1:2] == ["manage.py"]:
+            if words and words[0] in PYTHONS and words[1:2] == ["manage.py"]:
                 programs.append(" ".join(["manage.py", *words[2:3]]))
             elif words and words[0] != "!":
                 programs.append(words[0])

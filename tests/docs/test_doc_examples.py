@@ -1,13 +1,14 @@
 """Every example of README.md and docs/*.md runs against a live server, as a reader runs it.
 
 Each page gets a tenant of its own on the end-to-end server (a real gunicorn over a fresh
-database): the demo product made by `python manage.py demo` and an admin API token from
-`python manage.py create_api_token`, exactly what `make serve` prints. The page's shell
-starts with the variables README.md asks a reader to set: `$LAB`, `$TOKEN`,
-`$LAB_CLIENT_KEY` (and `$CLIENT_KEY`, the same key). Then the page's shell blocks run in
-order in one bash, with `curl` wrapped to record each call's status and answer, and the
-answers the page shows are compared with the real ones. What counts as an example and how
-answers are written: tests/docs/doc_examples.py.
+database): the demo product made by `manage.py demo` and an admin API token from
+`manage.py create_api_token`, exactly what `make serve` prints. The page's shell starts with
+the variables README.md asks a reader to set: `$LAB` (the server's URL, on a port other than
+the documented 8000), `$TOKEN`, `$LAB_CLIENT_KEY` (and `$CLIENT_KEY`, the same key). Then
+the page's shell blocks run as printed, in order, in one bash, with `curl` wrapped to record
+each call's status and answer, and the answers the page shows are compared with the real
+ones. Nothing in a block is rewritten: a URL written out instead of `$LAB` fails. What
+counts as an example and how answers are written: tests/docs/doc_examples.py.
 """
 
 import json
@@ -32,7 +33,9 @@ from tests.docs.doc_examples import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTED_BASE = re.compile(r"http://(?:127\.0\.0\.1|localhost):8000")
+# The address `make serve` listens on by default: an example must reach the server through
+# `$LAB`, so that it runs against Lab on any port.
+DOCUMENTED_BASE = re.compile(r"(?:127\.0\.0\.1|localhost|\[::1\]):8000\b")
 SCRIPT_TIMEOUT_SECONDS = 300
 
 PREAMBLE = r"""
@@ -75,7 +78,7 @@ def _tenant(server, username: str) -> dict[str, str]:
     client_key = next(line for line in demo if line.startswith("Client key: "))
     client_key = client_key.removeprefix("Client key: ")
     return {
-        "LAB": f"{server.base_url}/api/admin/v1",
+        "LAB": server.base_url,
         "TOKEN": _manage(server, "create_api_token", username)[-1],
         "LAB_CLIENT_KEY": client_key,
         "CLIENT_KEY": client_key,
@@ -116,9 +119,12 @@ def run_page(server, page: Path, folder: Path) -> list[str]:
     runnable = [block for block in blocks if block.runs]
     if not runnable:
         return []
+    hard_coded = [block.where for block in runnable if DOCUMENTED_BASE.search(block.text)]
+    if hard_coded:
+        return [f"{where}: an address written out where $LAB belongs" for where in hard_coded]
+    assert not DOCUMENTED_BASE.search(server.base_url), "the examples must run on another port"
     variables = _tenant(server, f"doc-{_slug(page)}")
     text, expectations = _script(runnable, variables)
-    text = DOCUMENTED_BASE.sub(server.base_url, text)
     env = {
         **server.env,
         **variables,
@@ -129,8 +135,14 @@ def run_page(server, page: Path, folder: Path) -> list[str]:
             [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
         ),
     }
-    # `python manage.py ...` works in the folder the examples run in (their files stay there).
+    # `.venv/bin/python manage.py ...` works in the folder the examples run in (their files
+    # stay there), as in a checkout where `make serve` made .venv.
     (folder / "manage.py").symlink_to(ROOT / "manage.py")
+    venv_python = folder / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    # A script, not a symlink: a virtualenv's Python finds its packages from its own path.
+    venv_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    venv_python.chmod(0o755)
     completed = subprocess.run(
         ["bash", "--noprofile", "--norc", "-c", text],
         cwd=folder,

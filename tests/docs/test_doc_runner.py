@@ -67,7 +67,7 @@ def test_marker_without_reason__is_refused(tmp_path):
 
 
 def test_untagged_block_of_commands__is_refused(tmp_path):
-    (block,) = parse_blocks(page(tmp_path, "```\ncurl -s http://127.0.0.1:8000/healthz\n```\n"))
+    (block,) = parse_blocks(page(tmp_path, "```\ncurl -s $LAB/healthz\n```\n"))
     with pytest.raises(DocError, match="untagged"):
         check_runnable(block)
 
@@ -124,12 +124,12 @@ def test_mismatch__placeholders(expected, actual, matches):
 def test_run_page__wrong_answer_and_wrong_status__are_reported(docs_server, tmp_path):
     text = (
         "```sh\nJSON='Content-Type: application/json'\n"
-        'curl -s -X POST http://127.0.0.1:8000/api/v1/decide -H "Authorization: Bearer '
+        'curl -s -X POST $LAB/api/v1/decide -H "Authorization: Bearer '
         '$LAB_CLIENT_KEY" -H "$JSON" -d \'{"unit": "SN-0001"}\'\n'
         '# {"unit": "SN-0001", "variants": {"etch-time": "short", "…": "…"}}\n'
-        'curl -s http://127.0.0.1:8000/api/admin/v1/products/nope -H "Authorization: Bearer '
+        'curl -s $LAB/api/admin/v1/products/nope -H "Authorization: Bearer '
         '$TOKEN"\n'
-        'curl -s http://127.0.0.1:8000/api/admin/v1/products/demo-widget -H "Authorization: '
+        'curl -s $LAB/api/admin/v1/products/demo-widget -H "Authorization: '
         'Bearer $TOKEN"\n# 404\n```\n'
     )
     folder = tmp_path / "run"
@@ -144,7 +144,7 @@ def test_run_page__wrong_answer_and_wrong_status__are_reported(docs_server, tmp_
 @pytest.mark.e2e
 def test_run_page__right_answers__pass_and_a_failing_command_is_reported(docs_server, tmp_path):
     good = (
-        "```sh\ncurl -s http://127.0.0.1:8000/api/admin/v1/products/demo-widget "
+        "```sh\ncurl -s $LAB/api/admin/v1/products/demo-widget "
         '-H "Authorization: Bearer $TOKEN"\n'
         '# {"key": "demo-widget", "name": "Demo widget", "status": "enabled", '
         '"created_at": "…"}\n```\n'
@@ -152,9 +152,7 @@ def test_run_page__right_answers__pass_and_a_failing_command_is_reported(docs_se
     folder = tmp_path / "good"
     folder.mkdir()
     assert run_page(docs_server, page(tmp_path, good, "runner-good.md"), folder) == []
-    failing = (
-        "```sh\ncurl -s http://127.0.0.1:8000/healthz | python3 -c 'raise SystemExit(3)'\n```\n"
-    )
+    failing = "```sh\ncurl -s $LAB/healthz | python3 -c 'raise SystemExit(3)'\n```\n"
     folder = tmp_path / "failing"
     folder.mkdir()
     problems = run_page(docs_server, page(tmp_path, failing, "runner-failing.md"), folder)
@@ -166,13 +164,25 @@ def test_run_page__management_command__runs_against_the_server_database(docs_ser
     # A CSV written by the example, imported with the command a reader would type
     text = (
         "```sh\nprintf 'unit,metric,value\\nSN-9,thickness,1.01\\n' > lot.csv\n"
-        "python manage.py import_measurements lot.csv --product demo-widget "
+        ".venv/bin/python manage.py import_measurements lot.csv --product demo-widget "
         "--user doc-runner-manage --no-progress\n"
-        "curl -s 'http://127.0.0.1:8000/api/admin/v1/products/demo-widget/measurements"
-        '?unit=SN-9\' -H "Authorization: Bearer $TOKEN"\n'
+        'curl -s "$LAB/api/admin/v1/products/demo-widget/measurements'
+        '?unit=SN-9" -H "Authorization: Bearer $TOKEN"\n'
         '# {"items": [{"metric": "thickness", "unit": "SN-9", "value": 1.01, "…": "…"}], '
         '"count": 1, "replica_lag_seconds": 0.0}\n```\n'
     )
     folder = tmp_path / "run"
     folder.mkdir()
     assert run_page(docs_server, page(tmp_path, text, "runner-manage.md"), folder) == []
+
+
+@pytest.mark.e2e
+def test_run_page__address_written_out__reported_not_rewritten(docs_server, tmp_path):
+    # Given an example that names the default port instead of $LAB (the server runs on
+    # another one)
+    text = "```sh\ncurl -s http://127.0.0.1:8000/healthz\n```\n"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    problems = run_page(docs_server, page(tmp_path, text, "runner-address.md"), folder)
+    # Then the page is refused, not run against a rewritten address
+    assert problems == ["runner-address.md:1: an address written out where $LAB belongs"]

@@ -1,7 +1,7 @@
 """Malformed and forged credentials against real gunicorn on PostgreSQL, with the memory of
 known units on (its default there): every answer is the one 401, whether a worker remembers
 the unit or not, through the hot path and without it, and nothing is logged as an error
-(docs/decide.md, "Client keys").
+(docs/decide.md, "Authentication").
 
 The headers are sent as raw bytes (`é` as its two UTF-8 bytes), which gunicorn hands to Lab
 decoded as latin-1, as any WSGI server does.

@@ -99,6 +99,23 @@ def test_make_serve__printed_curls__answer_the_moment_they_appear(tmp_path):
         assert products.status_code == 200, products.text
         # and the curls name the address it serves on
         assert f"http://127.0.0.1:{port}/api/v1/decide" in text
+        # and its export line, pasted in a shell, sets the variables the pages' examples use
+        export = re.search(r"^export LAB=.*$", text, re.MULTILINE).group(0)
+        shell = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"{export}\ncurl -sf -X POST $LAB/api/v1/decide -H "
+                '"Authorization: Bearer $LAB_CLIENT_KEY" -H "Content-Type: application/json" '
+                '-d \'{"unit": "SN-0001"}\' && curl -sf $LAB/api/admin/v1/products '
+                '-H "Authorization: Bearer $TOKEN"',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shell.returncode == 0, shell.stderr
+        assert '"unit":"SN-0001"' in shell.stdout and '"demo-widget"' in shell.stdout
         # and the key it made is random, kept, and readable by its owner only
         assert len(key_file.read_text().strip()) >= 50
         assert key_file.stat().st_mode & 0o777 == 0o600
@@ -158,3 +175,66 @@ def test_make_serve__postgres_database_missing__says_how_to_create_it(tmp_path):
     host, pg_port = parts.hostname, parts.port or 5432
     assert f"createdb -h {host} -p {pg_port}" in output and missing in output, output
     assert "Client key" not in output
+
+
+def serve_on(bind: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "deploy/serve.py", "--bind", bind, "--workers", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def serving(bind: str, tmp_path: Path):
+    """Start deploy/serve.py on `bind` with ALLOWED_HOSTS unset; (process, its output)."""
+    env = serve_env(f"sqlite:///{tmp_path / 'lab.sqlite3'}")
+    env.pop("ALLOWED_HOSTS", None)
+    log = tmp_path / "serve.log"
+    process = serve_on(bind, env, log)
+    wait_until(
+        lambda: process.poll() is not None or "Lab is serving on" in log.read_text("utf-8"),
+        120,
+        "serve.py to serve",
+    )
+    assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+    return process, log.read_text(errors="replace")
+
+
+def stop_serving(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
+
+
+def test_serve__bound_to_one_address__answers_requests_sent_to_it(tmp_path):
+    # Given Lab served on a loopback address other than 127.0.0.1, ALLOWED_HOSTS unset
+    port = free_port()
+    process, _ = serving(f"127.0.0.2:{port}", tmp_path)
+    try:
+        # When a client sends a request to that address (its Host header names it)
+        answer = requests.get(f"http://127.0.0.2:{port}/healthz", timeout=5)
+        # Then Lab answers it instead of refusing the Host with a 400
+        assert answer.status_code == 200, answer.text
+    finally:
+        stop_serving(process)
+
+
+def test_serve__bound_to_every_address__says_which_hosts_it_answers(tmp_path):
+    # Given Lab served on 0.0.0.0 (as `make serve-production BIND=0.0.0.0:8080`)
+    port = free_port()
+    process, output = serving(f"0.0.0.0:{port}", tmp_path)
+    try:
+        # Then it says, before it serves, which Host names it answers and how to add others
+        note = next(line for line in output.splitlines() if line.startswith("Note: "))
+        assert "localhost, 127.0.0.1" in note and "ALLOWED_HOSTS=" in note, note
+        # and that is what it does: another name gets a 400
+        other = requests.get(
+            f"http://127.0.0.1:{port}/healthz", headers={"Host": "lab.example.com"}, timeout=5
+        )
+        assert other.status_code == 400 and "Host" in other.json()["detail"]
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        stop_serving(process)

@@ -1,5 +1,5 @@
 """What every route answers the same way: the Host check, JSON errors for 404 and 405, and
-bodies that are JSON, said once (docs/admin.md, "Errors")."""
+bodies that are JSON, said once (docs/admin.md, "Common")."""
 
 import json
 
