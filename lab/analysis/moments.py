@@ -136,13 +136,13 @@ class Moments:
 
 @dataclass(frozen=True)
 class Cell:
-    """A part of a group (e.g. one lot of a variant): its count, the exact sums of the
-    rounded deviations ``x − shift`` and of their squares (``shift`` the group's), and the
-    caller's extra sums."""
+    """A part of a group (e.g. one lot of a variant): its count, the sums of the deviations
+    ``x − shift`` and of their squares (``shift`` the group's; each sum exact but for one
+    rounding to a double), and the caller's extra sums."""
 
     n: int
-    deviations: Fraction
-    squares: Fraction
+    deviations: float
+    squares: float
     sums: dict[str, int]
 
 
@@ -246,7 +246,7 @@ def _add_sums(target: dict[tuple, dict], fetched, width: int, cells: int, at: in
         parts = target.setdefault(tuple(row[:width]), {})
         cell = tuple(row[width : width + cells])
         zi, zf, z2i, z2f = row[at : at + 4]
-        values = [int(zi or 0), Fraction(zf or 0.0), int(z2i or 0), Fraction(z2f or 0.0)]
+        values = [int(zi or 0), float(zf or 0.0), int(z2i or 0), float(z2f or 0.0)]
         old = parts.get(cell)
         parts[cell] = values if old is None else [a + b for a, b in zip(old, values, strict=True)]
 
@@ -258,7 +258,7 @@ def _finish(group: _Group, scaling: _Scaling | None, parts: dict | None, with_ce
     if scaling is None:
         # Every value equal: the mean is that value and the spread exactly 0.
         low, n = group.low, group.n
-        cells = {c: Cell(p[0], Fraction(0), Fraction(0), p[1]) for c, p in group.cells.items()}
+        cells = {c: Cell(p[0], 0.0, 0.0, p[1]) for c, p in group.cells.items()}
         return Moments(
             n,
             low,
@@ -271,19 +271,30 @@ def _finish(group: _Group, scaling: _Scaling | None, parts: dict | None, with_ce
             cells if with_cells else None,
             low,
         )
-    totals = [0, Fraction(0), 0, Fraction(0)]
-    for values in parts.values():
-        totals = [a + b for a, b in zip(totals, values, strict=True)]
+    # The integer parts add exactly; the fractional parts are rounded once.
+    values = list(parts.values())
+    totals = [
+        sum(v[0] for v in values),
+        math.fsum(v[1] for v in values),
+        sum(v[2] for v in values),
+        math.fsum(v[3] for v in values),
+    ]
     moments = _combine(group.n, scaling, *totals, group.low, group.high)
     cells = None
     if with_cells:
-        unit = Fraction(scaling.split) * Fraction(scaling.scale)
-        square_unit = Fraction(scaling.square_split) * Fraction(scaling.scale) ** 2
-        zero = [0, Fraction(0), 0, Fraction(0)]
+        # Back from z = (x − c)·s·t and z2 = (x − c)²·s²·t2: powers of two.
+        power = -(math.frexp(scaling.split)[1] + math.frexp(scaling.scale)[1] - 2)
+        square_power = -(math.frexp(scaling.square_split)[1] + 2 * math.frexp(scaling.scale)[1] - 3)
+        zero = [0, 0.0, 0, 0.0]
         cells = {}
         for cell, (n, cell_extras, _) in group.cells.items():
             zi, zf, z2i, z2f = parts.get(cell, zero)
-            cells[cell] = Cell(n, (zi + zf) / unit, (z2i + z2f) / square_unit, cell_extras)
+            cells[cell] = Cell(
+                n,
+                _ldexp(math.fsum((zi, zf)), power),
+                _ldexp(math.fsum((z2i, z2f)), square_power),
+                cell_extras,
+            )
     return replace(moments, sums=extras, cells=cells, shift=scaling.shift)
 
 
