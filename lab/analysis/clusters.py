@@ -97,18 +97,28 @@ def _has_lot_sql() -> str:
 LOT_CELLS: CellColumns = {"lot": label_of_value, "solo": lambda column: column}
 
 
+def lot_columns_sql(attribute: str, unit_id: str = "m.unit_id") -> tuple[str, list]:
+    """The select list of a row's lot (the units joined as ``u``): ``lot``
+    (``lot_value_sql``) and ``solo`` (``unit_id`` when the unit has no lot), and their
+    parameters."""
+    sql = (
+        f"{lot_value_sql()} AS lot, CASE WHEN {_has_lot_sql()} THEN NULL ELSE {unit_id} END AS solo"
+    )
+    return sql, [*_params(lot_value_sql, attribute), *_params(_has_lot_sql, attribute)]
+
+
 def lot_rows(experiment_id: int, metrics: Sequence[Metric], attribute: str) -> Rows:
     """``experiment_rows`` with each unit's lot: ``lot`` (``lot_value_sql``) and ``solo``
     (the unit id when it has no lot), read from the units joined once per measurement."""
+    lot_columns, lot_params = lot_columns_sql(attribute)
     return Rows(
         columns="m.metric_id AS metric_key, a.variant_id AS variant_key, m.value AS x, "
-        f"m.in_spec AS in_spec, {lot_value_sql()} AS lot, "
-        f"CASE WHEN {_has_lot_sql()} THEN NULL ELSE m.unit_id END AS solo",
+        f"m.in_spec AS in_spec, {lot_columns}",
         joins=f"JOIN {_table(Assignment)} a ON a.unit_id = m.unit_id "
         f"JOIN {_table(Unit)} u ON u.id = m.unit_id WHERE a.experiment_id = %s",
         params=(experiment_id,),
         metrics=tuple(metrics),
-        column_params=(*_params(lot_value_sql, attribute), *_params(_has_lot_sql, attribute)),
+        column_params=tuple(lot_params),
     )
 
 
@@ -164,6 +174,22 @@ def _residual_sums(arm: Arm) -> dict[tuple, float]:
     return {key: cell.deviations - cell.n * offset for key, cell in arm.cells.items()}
 
 
+def cr1_variance(
+    control: dict[tuple, float], treatment: dict[tuple, float], n: int, parameters: int
+) -> tuple[float | None, int]:
+    """The CR1 sandwich of a difference between two arms: ``control`` and ``treatment`` map
+    each lot to the sum of its units' influence on that arm's estimate (a lot split across
+    arms by forcing has both), so a lot's score is their difference; the variance is
+    ``G/(G−1)·(N−1)/(N−K)·Σ_g score_g²`` (K = ``parameters`` of the OLS over the N units).
+    Returns it (None below two lots or N ≤ K) and G; its t has G − 1 degrees of freedom."""
+    lots = set(control) | set(treatment)
+    g = len(lots)
+    if g < 2 or n <= parameters:
+        return None, g
+    meat = math.fsum((treatment.get(lot, 0.0) - control.get(lot, 0.0)) ** 2 for lot in lots)
+    return float(Fraction(g, g - 1) * Fraction(n - 1, n - parameters)) * meat, g
+
+
 def cr1_test(
     diff: float,
     control_scores: dict[tuple, float],
@@ -174,18 +200,19 @@ def cr1_test(
 ) -> tuple[dict, int]:
     """t, df = G − 1, p-value and interval of ``diff`` with the CR1 variance, from each arm's
     per-lot sums of residuals. Returns the block and G."""
-    lots = set(control_scores) | set(treatment_scores)
-    g = len(lots)
-    n = n_control + n_treatment
     block = dict.fromkeys(_CLUSTER_KEYS)
-    if g < 2 or n < 3 or n_control == 0 or n_treatment == 0 or diff is None:
-        return block, g
-    meat = sum(
-        (treatment_scores.get(lot, 0) / n_treatment - control_scores.get(lot, 0) / n_control) ** 2
-        for lot in lots
+    if n_control == 0 or n_treatment == 0 or diff is None:
+        return block, len(set(control_scores) | set(treatment_scores))
+    # A unit's influence on its arm's mean is its residual over the arm's count.
+    variance, g = cr1_variance(
+        {lot: s / n_control for lot, s in control_scores.items()},
+        {lot: s / n_treatment for lot, s in treatment_scores.items()},
+        n_control + n_treatment,
+        2,
     )
-    variance = Fraction(g, g - 1) * Fraction(n - 1, n - 2) * meat
-    se = math.sqrt(float(variance)) if variance > 0 else 0.0
+    if variance is None:
+        return block, g
+    se = math.sqrt(variance) if variance > 0 else 0.0
     if not se > 0.0 or not math.isfinite(se):
         return block, g
     df = g - 1
