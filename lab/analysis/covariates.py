@@ -16,6 +16,8 @@ deviations from each variant's means), a second one for the residual sums of eac
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -70,6 +72,10 @@ class ArmFit:
 
 
 def _pairs_sql(experiment_id: int, metric_ids: list[int], covariate_id: int, lots: str | None):
+    """Each measurement of the listed metrics on a unit of the experiment with its unit's
+    covariate value (and its lot). Written as the join to run: the experiment's covariate
+    values (one per unit, with the unit's variant and lot) joined first, then the metrics'
+    measurements against them (``_joins_as_written``)."""
     quote = connection.ops.quote_name
     measurement = quote(Measurement._meta.db_table)
     assignment = quote(Assignment._meta.db_table)
@@ -77,16 +83,40 @@ def _pairs_sql(experiment_id: int, metric_ids: list[int], covariate_id: int, lot
     if lots:
         lot_columns, lot_params = lot_columns_sql(lots)
         lot_columns = f", {lot_columns}"
-        lot_join = f"JOIN {quote(Unit._meta.db_table)} u ON u.id = m.unit_id "
+        lot_join = f" JOIN {quote(Unit._meta.db_table)} u ON u.id = mx.unit_id"
     placeholders = ", ".join(["%s"] * len(metric_ids))
     sql = (
         f"SELECT m.metric_id AS metric_key, a.variant_id AS variant_key, m.value AS y, "
         f"mx.value AS x{lot_columns} FROM {measurement} m "
-        f"JOIN {measurement} mx ON mx.unit_id = m.unit_id AND mx.metric_id = %s "
-        f"JOIN {assignment} a ON a.unit_id = m.unit_id AND a.experiment_id = %s "
-        f"{lot_join}WHERE m.metric_id IN ({placeholders})"
+        f"JOIN ({measurement} mx JOIN {assignment} a ON a.unit_id = mx.unit_id "
+        f"AND a.experiment_id = %s{lot_join}) "
+        f"ON mx.unit_id = m.unit_id AND mx.metric_id = %s "
+        f"WHERE m.metric_id IN ({placeholders})"
     )
-    return sql, [*lot_params, covariate_id, experiment_id, *metric_ids]
+    return sql, [*lot_params, experiment_id, covariate_id, *metric_ids]
+
+
+@contextmanager
+def _joins_as_written() -> Iterator[None]:
+    """The joins of the enclosed statements in the order written (PostgreSQL): the hash is
+    built from the experiment's covariate values, not from the metrics' measurements,
+    whatever the planner's guesses on tables never analyzed."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    names = ("join_collapse_limit", "from_collapse_limit")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(["current_setting(%s)"] * len(names)), names)
+        before = cursor.fetchone()
+        cursor.execute("SELECT set_config(%s, '1', true), set_config(%s, '1', true)", names)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+                [names[0], before[0], names[1], before[1]],
+            )
 
 
 def _constants_sql(count: int, width: int) -> str:
@@ -119,7 +149,7 @@ def arm_fits(
         "AND g.variant_key = r.variant_key GROUP BY r.metric_key, r.variant_key"
     )
     fits: dict[tuple[int, int], ArmFit] = {}
-    with hash_join_plan(), connection.cursor() as cursor:
+    with hash_join_plan(), _joins_as_written(), connection.cursor() as cursor:
         cursor.execute(first, [*params, *inner_params])
         for metric, variant, n, sy, sx, sxx, sxy, syy in cursor.fetchall():
             n = int(n)
@@ -147,28 +177,25 @@ def arm_fits(
         ]
         # Residual e = (y − ȳ) − β(x − x̄) and dx = x − x̄, both from the shifts: the small
         # means of the deviations (mu, dxm) keep the digits the means near 1e9 would not.
-        # Each is computed once per row in a select that OFFSET 0 keeps from being merged
-        # into the sums (merged, every mention in the sums is evaluated again).
+        # (Written out in each sum: computed once in a subquery kept apart by OFFSET 0, the
+        # sums ran in the leader alone, on the planner's guess of a few rows.)
         dx = "((r.x - g.cx) - g.dxm)"
         e = "(((r.y - g.cy) - g.b * (r.x - g.cx)) - g.mu)"
-        keys = "metric_key, variant_key" + (", lot, solo" if lots else "")
-        grouped = "s.metric_key, s.variant_key" + (", s.lot, s.solo" if lots else "")
-        shown = "s.metric_key, s.variant_key" + (
-            f", {label_of_value('s.lot')}, s.solo" if lots else ""
+        odds = f"(1.0 - g.inv_n - {dx} * {dx} * g.inv_sxx)"
+        grouped = "r.metric_key, r.variant_key" + (", r.lot, r.solo" if lots else "")
+        shown = "r.metric_key, r.variant_key" + (
+            f", {label_of_value('r.lot')}, r.solo" if lots else ""
         )
         inner, inner_params = _pairs_sql(experiment.id, metric_ids, covariate.id, lots)
         second = (
             "WITH g(metric_key, variant_key, cy, cx, b, mu, dxm, inv_n, inv_sxx) AS "
             f"(VALUES {_constants_sql(len(usable), 7)}) "
-            f"SELECT {shown}, SUM(s.e * s.e / s.odds), SUM(s.e * s.e * s.dx / s.odds), "
-            "SUM(s.e * s.e * s.dx * s.dx / s.odds), SUM(s.e), SUM(s.e * s.dx), SUM(s.dx), "
-            "MIN(s.odds) "
-            f"FROM (SELECT q.*, (1.0 - q.inv_n - q.dx * q.dx * q.inv_sxx) AS odds FROM ("
-            f"SELECT {', '.join(f'r.{k}' for k in keys.split(', '))}, g.inv_n, g.inv_sxx, "
-            f"{dx} AS dx, {e} AS e "
+            f"SELECT {shown}, "
+            f"SUM({e} * {e} / {odds}), SUM({e} * {e} * {dx} / {odds}), "
+            f"SUM({e} * {e} * {dx} * {dx} / {odds}), SUM({e}), SUM({e} * {dx}), SUM({dx}), "
+            f"MIN({odds}) "
             f"FROM ({inner}) r JOIN g ON g.metric_key = r.metric_key "
-            "AND g.variant_key = r.variant_key OFFSET 0) q OFFSET 0) s "
-            f"GROUP BY {grouped}"
+            f"AND g.variant_key = r.variant_key GROUP BY {grouped}"
         )
         cursor.execute(second, [*constants, *inner_params])
         sums: dict[tuple[int, int], dict] = {}
