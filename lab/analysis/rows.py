@@ -58,15 +58,14 @@ def measurements_of(
 @dataclass(frozen=True)
 class Rows:
     """A select over the measurements ``m`` of ``metrics`` (``measurements_of``): the select
-    list ``columns`` with its ``column_params``, then the joins and conditions ``joins`` with
-    their ``params``. ``sql`` adds the named per-metric ``extra`` columns of the measurements to the
+    list ``columns`` (no parameters), then the joins and conditions ``joins`` with their
+    ``params``. ``sql`` adds the named per-metric ``extra`` columns of the measurements to the
     select list."""
 
     columns: str
     joins: str
     params: tuple
     metrics: tuple[Metric, ...] = field(default_factory=tuple)
-    column_params: tuple = ()
 
     def sql(self, extra: Mapping[str, Column] | None = None) -> tuple[str, tuple]:
         source, source_params = measurements_of(self.metrics, extra)
@@ -76,7 +75,7 @@ class Rows:
         )
         return (
             f"SELECT {self.columns}{carried} FROM ({source}) m {self.joins}",
-            (*self.column_params, *source_params, *self.params),
+            (*source_params, *self.params),
         )
 
 
