@@ -11,9 +11,11 @@ the difference of the arm means, and its influence on unit i is ``e_i/N_1`` (tre
 ``−e_i/N_0`` (control), ``e_i`` its residual (the value minus its arm's mean). The CR1
 variance is ``G/(G−1)·(N−1)/(N−2)·Σ_g (S_g1/N_1 − S_g0/N_0)²`` where ``S_ga`` is the sum of
 the residuals of lot g's units in arm a (a lot split across arms by forcing has both). The
-database returns, per (metric, variant, lot), the count, the sum and the sum of squares of
-``x − c`` (``c`` the variant's mean: deviations, not raw values, so nothing cancels) and the
-in-spec count: one grouped statement, no unit reaches Python.
+report's one grouped pass over the measurements (``lab.analysis.moments`` with cells) groups
+by (metric, variant, lot): per cell the count, the exact sums of the deviations ``x − c`` and
+of their squares (``c`` the variant's shift: deviations, not raw values, so nothing cancels)
+and the in-spec count; the variant's moments are the sums of its cells. No unit reaches
+Python.
 """
 
 from __future__ import annotations
@@ -26,20 +28,37 @@ from fractions import Fraction
 from django.db import connection
 from scipy import stats as _scipy
 
-from lab.analysis.moments import hash_join_plan
+from lab.analysis.moments import Cell, CellColumns, hash_join_plan
 from lab.analysis.rows import Rows
 from lab.models import Assignment, Metric, Unit
 
+_SCALARS = "('string', 'number', 'boolean')"
 
-@dataclass(frozen=True)
-class LotCell:
-    """One lot's units of one arm: ``n``, Σ(x − c), Σ(x − c)², in-spec count (c: the arm's
-    mean used as the shift)."""
 
-    n: int
-    sum: float
-    squares: float
-    in_spec: int
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def lot_value_sql(attribute_param: str = "%s") -> str:
+    """SQL of a unit's lot attribute as stored: on PostgreSQL its JSON value (grouped as is,
+    cheap per row; ``lot_label_sql`` reads a group's label once); elsewhere its label."""
+    if connection.vendor == "postgresql":
+        return f"(u.attributes -> CAST({attribute_param} AS TEXT))"
+    return lot_label_sql(attribute_param)
+
+
+def label_of_value(value: str) -> str:
+    """SQL of the label of a lot value of ``lot_value_sql`` (on PostgreSQL a JSON value): a
+    string as is, a boolean ``true``/``false``, a number its text (``42`` and ``42.0``
+    alike); NULL for no value, a list or an object."""
+    if connection.vendor != "postgresql":
+        return value
+    return (
+        f"CASE jsonb_typeof({value}) WHEN 'string' THEN {value} #>> '{{}}' "
+        f"WHEN 'boolean' THEN {value} #>> '{{}}' "
+        f"WHEN 'number' THEN CAST(trim_scale(CAST({value} #>> '{{}}' AS NUMERIC)) AS TEXT) "
+        "END"
+    )
 
 
 def lot_label_sql(attribute_param: str = "%s") -> str:
@@ -47,13 +66,7 @@ def lot_label_sql(attribute_param: str = "%s") -> str:
     boolean ``true``/``false``, a number its text (``42`` and ``42.0`` alike); NULL when the unit
     has no such attribute, or a list."""
     if connection.vendor == "postgresql":
-        value = f"(u.attributes -> CAST({attribute_param} AS TEXT))"
-        return (
-            f"CASE jsonb_typeof({value}) WHEN 'string' THEN {value} #>> '{{}}' "
-            f"WHEN 'boolean' THEN {value} #>> '{{}}' "
-            f"WHEN 'number' THEN CAST(trim_scale(CAST({value} #>> '{{}}' AS NUMERIC)) AS TEXT) "
-            "END"
-        )
+        return label_of_value(f"(u.attributes -> CAST({attribute_param} AS TEXT))")
     path = f"('$.\"' || {attribute_param} || '\"')"
     kind = f"json_type(u.attributes, {path})"
     raw = f"json_extract(u.attributes, {path})"
@@ -67,77 +80,71 @@ def lot_label_sql(attribute_param: str = "%s") -> str:
     )
 
 
-def _lot_params(attribute: str) -> list:
+def _params(sql_of, attribute: str) -> list:
     # One parameter per mention of the attribute in the expression.
-    return [attribute] * lot_label_sql().count("%s")
+    return [attribute] * sql_of().count("%s")
 
 
-def lot_cells(
-    experiment_id: int,
-    metrics: Sequence[Metric],
-    attribute: str,
-    shifts: dict[tuple[int, int], float],
-) -> dict[tuple[int, int], list[tuple[tuple, LotCell]]]:
-    """Per (metric id, variant id): the lots of its measured units, as ``(lot key, cell)``.
-    A lot key is ``(label, None)``, or ``(None, unit id)`` for a unit without the attribute
-    (a lot of its own). ``shifts`` gives each (metric, variant)'s mean."""
-    if not shifts:
-        return {}
-    quote = connection.ops.quote_name
-    # Each unit's lot is read once (a materialized table of the experiment's units), not once
-    # per measurement: the JSON of 10^6 rows cost seconds.
-    label = lot_label_sql()
-    lots_sql = (
-        f"SELECT a.unit_id, a.variant_id, {label} AS lot "
-        f"FROM {quote(Assignment._meta.db_table)} a "
-        f"JOIN {quote(Unit._meta.db_table)} u ON u.id = a.unit_id WHERE a.experiment_id = %s"
+def _has_lot_sql() -> str:
+    """SQL that is true when the unit's attribute gives it a lot (else it is a lot of its
+    own)."""
+    if connection.vendor == "postgresql":
+        return f"jsonb_typeof({lot_value_sql()}) IN {_SCALARS}"
+    return f"{lot_label_sql()} IS NOT NULL"
+
+
+# A lot key is (label, None), or (None, unit id) for a unit without a lot.
+LOT_CELLS: CellColumns = {"lot": label_of_value, "solo": lambda column: column}
+
+
+def lot_columns_sql(attribute: str, unit_id: str = "m.unit_id") -> tuple[str, list]:
+    """The select list of a row's lot (the units joined as ``u``): ``lot``
+    (``lot_value_sql``) and ``solo`` (``unit_id`` when the unit has no lot), and their
+    parameters."""
+    sql = (
+        f"{lot_value_sql()} AS lot, CASE WHEN {_has_lot_sql()} THEN NULL ELSE {unit_id} END AS solo"
     )
-    lots_params = [*_lot_params(attribute), experiment_id]
-    rows = Rows(
+    return sql, [*_params(lot_value_sql, attribute), *_params(_has_lot_sql, attribute)]
+
+
+def lot_rows(experiment_id: int, metrics: Sequence[Metric], attribute: str) -> Rows:
+    """``experiment_rows`` with each unit's lot: ``lot`` (``lot_value_sql``) and ``solo``
+    (the unit id when it has no lot). The experiment's units, with their variant and lot,
+    are one relation read once per unit and hashed (OFFSET 0 keeps PostgreSQL from merging
+    it into the join, which would read each lot once per measurement); each measurement
+    probes it once."""
+    lot_columns, lot_params = lot_columns_sql(attribute, unit_id="a.unit_id")
+    apart = " OFFSET 0" if connection.vendor == "postgresql" else ""
+    return Rows(
         columns="m.metric_id AS metric_key, l.variant_id AS variant_key, m.value AS x, "
-        "m.in_spec AS in_spec, l.lot AS lot, m.unit_id AS unit_key",
-        joins="JOIN lots l ON l.unit_id = m.unit_id",
-        params=(),
+        "m.in_spec AS in_spec, l.lot AS lot, l.solo AS solo",
+        joins=f"JOIN (SELECT a.unit_id, a.variant_id, {lot_columns} "
+        f"FROM {_table(Assignment)} a JOIN {_table(Unit)} u ON u.id = a.unit_id "
+        f"WHERE a.experiment_id = %s{apart}) l ON l.unit_id = m.unit_id",
+        params=(*lot_params, experiment_id),
         metrics=tuple(metrics),
     )
-    inner_sql, inner_params = rows.sql()
-    one = "(CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS DOUBLE PRECISION))"
-    values = ", ".join([one] * len(shifts))
-    params = [item for (metric, variant), c in shifts.items() for item in (metric, variant, c)]
-    sql = (
-        f"WITH g(metric_key, variant_key, c) AS (VALUES {values}), "
-        f"lots AS MATERIALIZED ({lots_sql}) "
-        "SELECT r.metric_key, r.variant_key, r.lot, "
-        "CASE WHEN r.lot IS NULL THEN r.unit_key END AS solo, COUNT(*), "
-        "SUM(r.x - g.c), SUM((r.x - g.c) * (r.x - g.c)), SUM(r.in_spec) "
-        f"FROM ({inner_sql}) r JOIN g ON g.metric_key = r.metric_key "
-        "AND g.variant_key = r.variant_key "
-        "GROUP BY r.metric_key, r.variant_key, r.lot, CASE WHEN r.lot IS NULL THEN r.unit_key END"
-    )
-    inner_params = (*lots_params, *inner_params)
-    result: dict[tuple[int, int], list] = {}
-    with hash_join_plan(), connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *inner_params])
-        for metric_id, variant_id, lot, solo, n, total, squares, in_spec in cursor.fetchall():
-            cell = LotCell(int(n), float(total), float(squares), int(in_spec or 0))
-            result.setdefault((metric_id, variant_id), []).append(((lot, solo), cell))
-    return result
 
 
 def lot_counts(experiment_id: int, attribute: str, sources: Sequence[str]) -> dict[int, int]:
     """Per variant id: the distinct lots among its units assigned by one of ``sources`` (what
-    the sample-ratio check counts when a lot is one draw)."""
-    quote = connection.ops.quote_name
+    the sample-ratio check counts when a lot is one draw). Grouped by the stored value, each
+    group's label read once."""
     placeholders = ", ".join(["%s"] * len(sources))
     sql = (
-        f"SELECT a.variant_id, COUNT(DISTINCT {lot_label_sql()}) "
-        f"FROM {quote(Assignment._meta.db_table)} a "
-        f"JOIN {quote(Unit._meta.db_table)} u ON u.id = a.unit_id "
-        f"WHERE a.experiment_id = %s AND a.source IN ({placeholders}) GROUP BY a.variant_id"
+        f"SELECT r.variant_id, {label_of_value('r.lot')} FROM "
+        f"(SELECT a.variant_id, {lot_value_sql()} AS lot FROM {_table(Assignment)} a "
+        f"JOIN {_table(Unit)} u ON u.id = a.unit_id "
+        f"WHERE a.experiment_id = %s AND a.source IN ({placeholders})) r "
+        "GROUP BY r.variant_id, r.lot"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*_lot_params(attribute), experiment_id, *sources])
-        return {variant_id: int(count) for variant_id, count in cursor.fetchall()}
+    labels: dict[int, set] = {}
+    with hash_join_plan(), connection.cursor() as cursor:
+        cursor.execute(sql, [*_params(lot_value_sql, attribute), experiment_id, *sources])
+        for variant_id, label in cursor.fetchall():
+            if label is not None:
+                labels.setdefault(variant_id, set()).add(label)
+    return {variant_id: len(found) for variant_id, found in labels.items()}
 
 
 _CLUSTER_KEYS = ("t", "df", "p_value", "ci_low", "ci_high")
@@ -160,14 +167,31 @@ class Arm:
     mean: float
     mean_error: float
     shift: float
-    cells: dict[tuple, LotCell]
+    cells: dict[tuple, Cell]
     in_spec: int | None
 
 
 def _residual_sums(arm: Arm) -> dict[tuple, float]:
-    # Σ(x − ȳ) over a cell = Σ(x − c) − n·(ȳ − c); ȳ − c is tiny (c is ȳ rounded).
+    # Σ(x − ȳ) over a cell = Σ(x − c) − n·(ȳ − c); ȳ − c is small next to the spread (a
+    # group far from its shift is summed again about its mean).
     offset = float(Fraction(arm.mean) + Fraction(arm.mean_error) - Fraction(arm.shift))
-    return {key: cell.sum - cell.n * offset for key, cell in arm.cells.items()}
+    return {key: cell.deviations - cell.n * offset for key, cell in arm.cells.items()}
+
+
+def cr1_variance(
+    control: dict[tuple, float], treatment: dict[tuple, float], n: int, parameters: int
+) -> tuple[float | None, int]:
+    """The CR1 sandwich of a difference between two arms: ``control`` and ``treatment`` map
+    each lot to the sum of its units' influence on that arm's estimate (a lot split across
+    arms by forcing has both), so a lot's score is their difference; the variance is
+    ``G/(G−1)·(N−1)/(N−K)·Σ_g score_g²`` (K = ``parameters`` of the OLS over the N units).
+    Returns it (None below two lots or N ≤ K) and G; its t has G − 1 degrees of freedom."""
+    lots = set(control) | set(treatment)
+    g = len(lots)
+    if g < 2 or n <= parameters:
+        return None, g
+    meat = math.fsum((treatment.get(lot, 0.0) - control.get(lot, 0.0)) ** 2 for lot in lots)
+    return float(Fraction(g, g - 1) * Fraction(n - 1, n - parameters)) * meat, g
 
 
 def cr1_test(
@@ -180,18 +204,19 @@ def cr1_test(
 ) -> tuple[dict, int]:
     """t, df = G − 1, p-value and interval of ``diff`` with the CR1 variance, from each arm's
     per-lot sums of residuals. Returns the block and G."""
-    lots = set(control_scores) | set(treatment_scores)
-    g = len(lots)
-    n = n_control + n_treatment
     block = dict.fromkeys(_CLUSTER_KEYS)
-    if g < 2 or n < 3 or n_control == 0 or n_treatment == 0 or diff is None:
-        return block, g
-    meat = sum(
-        (treatment_scores.get(lot, 0) / n_treatment - control_scores.get(lot, 0) / n_control) ** 2
-        for lot in lots
+    if n_control == 0 or n_treatment == 0 or diff is None:
+        return block, len(set(control_scores) | set(treatment_scores))
+    # A unit's influence on its arm's mean is its residual over the arm's count.
+    variance, g = cr1_variance(
+        {lot: s / n_control for lot, s in control_scores.items()},
+        {lot: s / n_treatment for lot, s in treatment_scores.items()},
+        n_control + n_treatment,
+        2,
     )
-    variance = Fraction(g, g - 1) * Fraction(n - 1, n - 2) * meat
-    se = math.sqrt(float(variance)) if variance > 0 else 0.0
+    if variance is None:
+        return block, g
+    se = math.sqrt(variance) if variance > 0 else 0.0
     if not se > 0.0 or not math.isfinite(se):
         return block, g
     df = g - 1
@@ -225,13 +250,15 @@ def _yield(control: Arm, treatment: Arm) -> dict:
     result = {}
     if control.n == 0 or treatment.n == 0:
         return dict.fromkeys(_YIELD_KEYS)
-    p_c = Fraction(control.in_spec, control.n)
-    p_t = Fraction(treatment.in_spec, treatment.n)
+    # k − n·K/N as (k·N − n·K)/N: integers, one correctly rounded division.
     scores = [
-        {key: float(cell.in_spec - cell.n * p) for key, cell in arm.cells.items()}
-        for arm, p in ((control, p_c), (treatment, p_t))
+        {
+            key: (cell.sums["in_spec"] * arm.n - cell.n * arm.in_spec) / arm.n
+            for key, cell in arm.cells.items()
+        }
+        for arm in (control, treatment)
     ]
-    diff = float(p_t - p_c)
+    diff = float(Fraction(treatment.in_spec, treatment.n) - Fraction(control.in_spec, control.n))
     test, _ = cr1_test(diff, scores[0], scores[1], control.n, treatment.n)
     result["yield_p_value"] = test["p_value"]
     result["yield_ci_low"] = test["ci_low"]
@@ -254,7 +281,7 @@ def _icc(control: Arm, treatment: Arm) -> dict:
         residual = _residual_sums(arm)
         for key, cell in arm.cells.items():
             between.append(residual[key] ** 2 / cell.n)
-            within.append(cell.squares - cell.sum**2 / cell.n)
+            within.append(cell.squares - cell.deviations**2 / cell.n)
         sizes += Fraction(sum(cell.n**2 for cell in arm.cells.values()), arm.n)
     msb = math.fsum(between) / (g - 2)
     msw = max(math.fsum(within), 0.0) / (n - g)

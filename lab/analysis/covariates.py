@@ -16,13 +16,15 @@ deviations from each variant's means), a second one for the residual sums of eac
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 
 from django.db import connection
 from scipy import stats as _scipy
 
-from lab.analysis.clusters import lot_label_sql
+from lab.analysis.clusters import cr1_variance, label_of_value, lot_columns_sql
 from lab.analysis.moments import hash_join_plan
 from lab.errors import Unprocessable
 from lab.models import Assignment, Experiment, Measurement, Metric, Unit
@@ -70,24 +72,51 @@ class ArmFit:
 
 
 def _pairs_sql(experiment_id: int, metric_ids: list[int], covariate_id: int, lots: str | None):
+    """Each measurement of the listed metrics on a unit of the experiment with its unit's
+    covariate value (and its lot). Written as the join to run: the experiment's covariate
+    values (one per unit, with the unit's variant and lot) joined first, then the metrics'
+    measurements against them (``_joins_as_written``)."""
     quote = connection.ops.quote_name
     measurement = quote(Measurement._meta.db_table)
     assignment = quote(Assignment._meta.db_table)
     lot_columns, lot_join, lot_params = "", "", []
     if lots:
-        label = lot_label_sql()
-        lot_columns = f", {label} AS lot, m.unit_id AS unit_key"
-        lot_join = f"JOIN {quote(Unit._meta.db_table)} u ON u.id = m.unit_id "
-        lot_params = [lots] * label.count("%s")
+        lot_columns, lot_params = lot_columns_sql(lots)
+        lot_columns = f", {lot_columns}"
+        lot_join = f" JOIN {quote(Unit._meta.db_table)} u ON u.id = mx.unit_id"
     placeholders = ", ".join(["%s"] * len(metric_ids))
     sql = (
         f"SELECT m.metric_id AS metric_key, a.variant_id AS variant_key, m.value AS y, "
         f"mx.value AS x{lot_columns} FROM {measurement} m "
-        f"JOIN {measurement} mx ON mx.unit_id = m.unit_id AND mx.metric_id = %s "
-        f"JOIN {assignment} a ON a.unit_id = m.unit_id AND a.experiment_id = %s "
-        f"{lot_join}WHERE m.metric_id IN ({placeholders})"
+        f"JOIN ({measurement} mx JOIN {assignment} a ON a.unit_id = mx.unit_id "
+        f"AND a.experiment_id = %s{lot_join}) "
+        f"ON mx.unit_id = m.unit_id AND mx.metric_id = %s "
+        f"WHERE m.metric_id IN ({placeholders})"
     )
-    return sql, [*lot_params, covariate_id, experiment_id, *metric_ids]
+    return sql, [*lot_params, experiment_id, covariate_id, *metric_ids]
+
+
+@contextmanager
+def _joins_as_written() -> Iterator[None]:
+    """The joins of the enclosed statements in the order written (PostgreSQL): the hash is
+    built from the experiment's covariate values, not from the metrics' measurements,
+    whatever the planner's guesses on tables never analyzed."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    names = ("join_collapse_limit", "from_collapse_limit")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(["current_setting(%s)"] * len(names)), names)
+        before = cursor.fetchone()
+        cursor.execute("SELECT set_config(%s, '1', true), set_config(%s, '1', true)", names)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+                [names[0], before[0], names[1], before[1]],
+            )
 
 
 def _constants_sql(count: int, width: int) -> str:
@@ -107,9 +136,9 @@ def arm_fits(
     if not shifts:
         return {}
     lots = experiment.randomize_by
-    inner, inner_params = _pairs_sql(
-        experiment.id, sorted({metric for metric, _ in shifts}), covariate.id, lots
-    )
+    metric_ids = sorted({metric for metric, _ in shifts})
+    # The sufficient statistics need no lot: the units are joined for the second statement.
+    inner, inner_params = _pairs_sql(experiment.id, metric_ids, covariate.id, None)
     params = [v for (m, g), (cy, cx) in shifts.items() for v in (m, g, cy, cx)]
     first = (
         f"WITH g(metric_key, variant_key, cy, cx) AS (VALUES {_constants_sql(len(shifts), 2)}) "
@@ -120,7 +149,7 @@ def arm_fits(
         "AND g.variant_key = r.variant_key GROUP BY r.metric_key, r.variant_key"
     )
     fits: dict[tuple[int, int], ArmFit] = {}
-    with hash_join_plan(), connection.cursor() as cursor:
+    with hash_join_plan(), _joins_as_written(), connection.cursor() as cursor:
         cursor.execute(first, [*params, *inner_params])
         for metric, variant, n, sy, sx, sxx, sxy, syy in cursor.fetchall():
             n = int(n)
@@ -148,28 +177,43 @@ def arm_fits(
         ]
         # Residual e = (y − ȳ) − β(x − x̄) and dx = x − x̄, both from the shifts: the small
         # means of the deviations (mu, dxm) keep the digits the means near 1e9 would not.
+        # (Written out in each sum: computed once in a subquery kept apart by OFFSET 0, the
+        # sums ran in the leader alone, on the planner's guess of a few rows.)
         dx = "((r.x - g.cx) - g.dxm)"
         e = "(((r.y - g.cy) - g.b * (r.x - g.cx)) - g.mu)"
         odds = f"(1.0 - g.inv_n - {dx} * {dx} * g.inv_sxx)"
-        lot_keys = ", r.lot, CASE WHEN r.lot IS NULL THEN r.unit_key END" if lots else ""
+        grouped = "r.metric_key, r.variant_key" + (", r.lot, r.solo" if lots else "")
+        shown = "r.metric_key, r.variant_key" + (
+            f", {label_of_value('r.lot')}, r.solo" if lots else ""
+        )
+        inner, inner_params = _pairs_sql(experiment.id, metric_ids, covariate.id, lots)
         second = (
             "WITH g(metric_key, variant_key, cy, cx, b, mu, dxm, inv_n, inv_sxx) AS "
             f"(VALUES {_constants_sql(len(usable), 7)}) "
-            f"SELECT r.metric_key, r.variant_key{lot_keys}, "
+            f"SELECT {shown}, "
             f"SUM({e} * {e} / {odds}), SUM({e} * {e} * {dx} / {odds}), "
             f"SUM({e} * {e} * {dx} * {dx} / {odds}), SUM({e}), SUM({e} * {dx}), SUM({dx}), "
             f"MIN({odds}) "
             f"FROM ({inner}) r JOIN g ON g.metric_key = r.metric_key "
-            f"AND g.variant_key = r.variant_key GROUP BY r.metric_key, r.variant_key{lot_keys}"
+            f"AND g.variant_key = r.variant_key GROUP BY {grouped}"
         )
         cursor.execute(second, [*constants, *inner_params])
-        sums: dict[tuple[int, int], list] = {}
+        sums: dict[tuple[int, int], dict] = {}
         for row in cursor.fetchall():
             key = (row[0], row[1])
-            rest = row[4:] if lots else row[2:]
-            sums.setdefault(key, []).append((tuple(row[2:4]) if lots else None, rest))
-    for key, rows in sums.items():
-        if any(float(row[-1]) <= 1e-12 for _, row in rows):
+            lot = tuple(row[2:4]) if lots else None
+            rest = [float(v) for v in (row[4:] if lots else row[2:])]
+            parts = sums.setdefault(key, {})
+            if lot in parts:
+                # Two stored values of one lot (42 and "42"): one lot.
+                old = parts[lot]
+                rest = [a + b for a, b in zip(old[:-1], rest[:-1], strict=True)] + [
+                    min(old[-1], rest[-1])
+                ]
+            parts[lot] = rest
+    for key, parts in sums.items():
+        rows = list(parts.items())
+        if any(row[-1] <= 1e-12 for _, row in rows):
             continue  # a unit with leverage 1: HC2 is undefined
         fit = usable[key]
         fits[key] = ArmFit(
@@ -181,12 +225,10 @@ def arm_fits(
             sxx=fit.sxx,
             syy=fit.syy,
             beta=fit.beta,
-            a0=math.fsum(float(r[0]) for _, r in rows),
-            a1=math.fsum(float(r[1]) for _, r in rows),
-            a2=math.fsum(float(r[2]) for _, r in rows),
-            lots={lot: (float(r[3]), float(r[4]), float(r[5])) for lot, r in rows}
-            if lots
-            else None,
+            a0=math.fsum(r[0] for _, r in rows),
+            a1=math.fsum(r[1] for _, r in rows),
+            a2=math.fsum(r[2] for _, r in rows),
+            lots={lot: (r[3], r[4], r[5]) for lot, r in rows} if lots else None,
             ready=True,
         )
     return fits
@@ -218,9 +260,6 @@ def adjusted_comparison(control: ArmFit | None, treatment: ArmFit | None, by_lot
         if control.lots is None or treatment.lots is None:
             return block
         lots = set(control.lots) | set(treatment.lots)
-        g = len(lots)
-        if g < 2 or n <= 4:
-            return block
 
         def score(arm, lot, adjusted=True):
             e0, e1, dx = arm.lots.get(lot, (0.0, 0.0, 0.0))
@@ -229,12 +268,14 @@ def adjusted_comparison(control: ArmFit | None, treatment: ArmFit | None, by_lot
             # The unadjusted residuals: y − ȳ_a = e + β·dx.
             return (e0 + arm.beta * dx) / arm.n
 
-        meat = math.fsum((score(treatment, lot) - score(control, lot)) ** 2 for lot in lots)
-        meat_plain = math.fsum(
-            (score(treatment, lot, False) - score(control, lot, False)) ** 2 for lot in lots
-        )
-        variance = g / (g - 1) * (n - 1) / (n - 4) * meat
-        variance_plain = g / (g - 1) * (n - 1) / (n - 2) * meat_plain
+        def scores(arm, adjusted=True):
+            return {lot: score(arm, lot, adjusted) for lot in lots}
+
+        # Four parameters with the covariate (a, b, c, d), two without.
+        variance, g = cr1_variance(scores(control), scores(treatment), n, 4)
+        variance_plain, _ = cr1_variance(scores(control, False), scores(treatment, False), n, 2)
+        if variance is None:
+            return block
         df = g - 1
     else:
         if n <= 4:

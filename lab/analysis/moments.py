@@ -35,7 +35,7 @@ one pass sums everything; the groups it cannot keep exactly get the second pass
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -131,6 +131,26 @@ class Moments:
     min: float
     max: float
     sums: dict[str, int]
+    # With ``cells``: per cell key, its sums about ``shift`` (``Cell``); the group's own sums
+    # are the sums of its cells.
+    cells: dict[tuple, Cell] | None = None
+    shift: float = 0.0
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A part of a group (e.g. one lot of a variant): its count, the sums of the deviations
+    ``x − shift`` and of their squares (``shift`` the group's; each sum exact but for one
+    rounding to a double), and the caller's extra sums."""
+
+    n: int
+    deviations: float
+    squares: float
+    sums: dict[str, int]
+
+
+# The columns of a cell key and the SQL that reads each from the grouped rows' alias.
+CellColumns = Mapping[str, Callable[[str], str]]
 
 
 @dataclass(frozen=True)
@@ -161,6 +181,7 @@ def grouped_moments(
     *,
     groups: Sequence[str],
     sums: Sequence[str] = (),
+    cells: CellColumns | None = None,
 ) -> dict[tuple, Moments]:
     """Moments of column ``x`` of ``rows`` per distinct value of the ``groups`` columns.
 
@@ -168,45 +189,144 @@ def grouped_moments(
     listed in ``sums``. Groups without rows are absent. Given ``Rows`` (``lab.analysis.rows``)
     on PostgreSQL, the one pass of ``_one_pass``: each metric's own range (an index lookup)
     gives the shift and scale; with several metrics, ``metric_key`` (the metric id) must be a
-    group column.
+    group column. With ``cells`` (column name → the SQL that reads the column from an alias
+    of the grouped rows) each group is also split by those columns in the same statements,
+    and its ``Moments.cells`` hold each cell's sums about the group's ``shift``.
     """
     with hash_join_plan():
-        return _grouped_moments(rows, groups, sums)
+        return _grouped_moments(rows, groups, sums, dict(cells or {}))
 
 
-def _grouped_moments(rows: RowsLike, groups: Sequence[str], sums: Sequence[str]) -> dict:
+def _keys_sql(alias: str, groups: Sequence[str], cells: CellColumns) -> tuple[str, str]:
+    """The select list and the GROUP BY list of the group and cell columns of ``alias``."""
+    columns = [f"{alias}.{_quoted(name)}" for name in (*groups, *cells)]
+    read = [f"{alias}.{_quoted(name)}" for name in groups] + [
+        reader(f"{alias}.{_quoted(name)}") for name, reader in cells.items()
+    ]
+    return ", ".join(read), ", ".join(columns)
+
+
+class _Group:
+    """A group's count, range and extra sums, gathered over its cells, and per cell its count,
+    extra sums and deviation sums [Σz integer part, Σz fraction, Σz² integer part, Σz²
+    fraction] (two cell keys that read alike, e.g. lots 42 and "42", are one cell)."""
+
+    def __init__(self, low: float, high: float, sums: Sequence[str]):
+        self.n, self.low, self.high = 0, low, high
+        self.extras = dict.fromkeys(sums, 0)
+        self.cells: dict[tuple, list] = {}
+
+    def add(self, cell: tuple, n: int, low: float, high: float, extras: dict) -> None:
+        self.n += n
+        self.low, self.high = min(self.low, low), max(self.high, high)
+        part = self.cells.setdefault(cell, [0, dict.fromkeys(extras, 0), None])
+        part[0] += n
+        for name, value in extras.items():
+            self.extras[name] += value
+            part[1][name] += value
+
+
+def _gather(fetched, width: int, cells: int, sums: Sequence[str]) -> dict[tuple, _Group]:
+    """Per group: its ``_Group`` from rows of group keys, cell keys, COUNT, MIN, MAX and the
+    extra sums (further columns are left to the caller)."""
+    groups: dict[tuple, _Group] = {}
+    at = width + cells
+    for row in fetched:
+        key = tuple(row[:width])
+        low, high = float(row[at + 1]), float(row[at + 2])
+        extras = {
+            name: int(value or 0)
+            for name, value in zip(sums, row[at + 3 : at + 3 + len(sums)], strict=True)
+        }
+        group = groups.get(key) or groups.setdefault(key, _Group(low, high, sums))
+        group.add(tuple(row[width:at]), int(row[at]), low, high, extras)
+    return groups
+
+
+def _add_sums(target: dict[tuple, dict], fetched, width: int, cells: int, at: int) -> None:
+    """Adds each row's deviation sums (its four columns from ``at``) to its group's cell."""
+    for row in fetched:
+        parts = target.setdefault(tuple(row[:width]), {})
+        cell = tuple(row[width : width + cells])
+        zi, zf, z2i, z2f = row[at : at + 4]
+        values = [int(zi or 0), float(zf or 0.0), int(z2i or 0), float(z2f or 0.0)]
+        old = parts.get(cell)
+        parts[cell] = values if old is None else [a + b for a, b in zip(old, values, strict=True)]
+
+
+def _finish(group: _Group, scaling: _Scaling | None, parts: dict | None, with_cells: bool):
+    """The group's ``Moments`` from its cells' deviation sums about ``scaling`` (None: every
+    value equal)."""
+    extras = dict(group.extras)
+    if scaling is None:
+        # Every value equal: the mean is that value and the spread exactly 0.
+        low, n = group.low, group.n
+        cells = {c: Cell(p[0], 0.0, 0.0, p[1]) for c, p in group.cells.items()}
+        return Moments(
+            n,
+            low,
+            0.0,
+            0.0 if n >= 2 else None,
+            0.0,
+            low,
+            group.high,
+            extras,
+            cells if with_cells else None,
+            low,
+        )
+    # The integer parts add exactly; the fractional parts are rounded once.
+    values = list(parts.values())
+    totals = [
+        sum(v[0] for v in values),
+        math.fsum(v[1] for v in values),
+        sum(v[2] for v in values),
+        math.fsum(v[3] for v in values),
+    ]
+    moments = _combine(group.n, scaling, *totals, group.low, group.high)
+    cells = None
+    if with_cells:
+        # Back from z = (x − c)·s·t and z2 = (x − c)²·s²·t2: powers of two.
+        power = -(math.frexp(scaling.split)[1] + math.frexp(scaling.scale)[1] - 2)
+        square_power = -(math.frexp(scaling.square_split)[1] + 2 * math.frexp(scaling.scale)[1] - 3)
+        zero = [0, 0.0, 0, 0.0]
+        cells = {}
+        for cell, (n, cell_extras, _) in group.cells.items():
+            zi, zf, z2i, z2f = parts.get(cell, zero)
+            cells[cell] = Cell(
+                n,
+                _ldexp(math.fsum((zi, zf)), power),
+                _ldexp(math.fsum((z2i, z2f)), square_power),
+                cell_extras,
+            )
+    return replace(moments, sums=extras, cells=cells, shift=scaling.shift)
+
+
+def _grouped_moments(
+    rows: RowsLike, groups: Sequence[str], sums: Sequence[str], cells: CellColumns
+) -> dict:
     if connection.vendor == "postgresql" and isinstance(rows, Rows) and rows.metrics:
-        return _one_pass(rows, groups, sums)
+        return _one_pass(rows, groups, sums, cells)
     inner_sql, inner_params = rows_sql(rows)
-    keys = ", ".join(f"r.{_quoted(name)}" for name in groups)
+    select, group_by = _keys_sql("r", groups, cells)
     extra = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {keys}, COUNT(*), MIN(r.x), MAX(r.x){extra} "
-            f"FROM ({inner_sql}) r GROUP BY {keys}",
+            f"SELECT {select}, COUNT(*), MIN(r.x), MAX(r.x){extra} "
+            f"FROM ({inner_sql}) r GROUP BY {group_by}",
             inner_params,
         )
-        first = cursor.fetchall()
-    width = len(groups)
+        first = _gather(cursor.fetchall(), len(groups), len(cells), sums)
     scalings = {
-        tuple(row[:width]): _scaling(float(row[width + 1]), float(row[width + 2]))
-        for row in first
-        if row[width + 1] != row[width + 2]
+        key: _scaling(group.low, group.high)
+        for key, group in first.items()
+        if group.low != group.high
     }
-    second = _deviation_sums(inner_sql, inner_params, groups, scalings) if scalings else {}
-
-    result = {}
-    for row in first:
-        key = tuple(row[:width])
-        n, low, high = int(row[width]), float(row[width + 1]), float(row[width + 2])
-        extras = {name: int(value or 0) for name, value in zip(sums, row[width + 3 :], strict=True)}
-        if key in scalings:
-            moments = _combine(n, scalings[key], *second[key], low, high)
-        else:
-            # Every value equal: the mean is that value and the spread exactly 0.
-            moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
-        result[key] = replace(moments, sums=extras)
-    return _recentred(inner_sql, inner_params, groups, result, scalings)
+    second = _deviation_sums(inner_sql, inner_params, groups, scalings, cells) if scalings else {}
+    result = {
+        key: _finish(group, scalings.get(key), second.get(key, {}), bool(cells))
+        for key, group in first.items()
+    }
+    return _recentred(inner_sql, inner_params, groups, result, scalings, first, cells)
 
 
 def _recentred(
@@ -215,6 +335,8 @@ def _recentred(
     groups: Sequence[str],
     result: dict[tuple, Moments],
     scalings: dict[tuple, _Scaling],
+    gathered: dict[tuple, _Group],
+    cells: CellColumns,
 ) -> dict[tuple, Moments]:
     """``result`` with the skewed groups (``_skewed``) summed once more with their own mean
     as the shift: one more statement, only when some group needs it."""
@@ -225,10 +347,9 @@ def _recentred(
     }
     if not again:
         return result
-    sums = _deviation_sums(inner_sql, inner_params, groups, again)
+    sums = _deviation_sums(inner_sql, inner_params, groups, again, cells)
     for key, scaling in again.items():
-        m = result[key]
-        result[key] = replace(_combine(m.n, scaling, *sums[key], m.min, m.max), sums=m.sums)
+        result[key] = _finish(gathered[key], scaling, sums.get(key, {}), bool(cells))
     return result
 
 
@@ -248,46 +369,43 @@ def _deviation_columns(
     ranges: dict[int, tuple[float, float]], constants: dict[int, tuple[_Scaling, int]]
 ) -> dict[str, Column]:
     """The per-row terms of the one pass, computed in each metric's own select with that
-    metric's constants (literals PostgreSQL folds into the scan): y = (x − c)·s, and of
-    z = y·t its integer part ``q_zi`` and fractional part ``q_zf`` (as in ``_deviation_sums``),
-    and of y²·t2 its parts ``q_z2i`` and ``q_z2f``. A value outside its metric's range
-    (measured after the range was read) is left out of the sums: its group's MIN or MAX shows
-    it, and the group is summed again by the second pass."""
+    metric's constants (literals PostgreSQL folds into the scan): y = (x − c)·s as ``q_y``,
+    and the splits ``q_t`` and ``q_t2`` of z = y·t and y²·t2 (``_deviation_sums``). y is one
+    column, read by every sum: written out in each summed expression, PostgreSQL evaluated it
+    once per occurrence. A value outside its metric's range (measured after the range was
+    read) is left out of the sums: its group's MIN or MAX shows it, and the group is summed
+    again by the second pass."""
     double = "CAST(%s AS DOUBLE PRECISION)"
     y = (
         f"(CASE WHEN m.value < {double} OR m.value > {double} THEN 0.0 "
         f"WHEN ABS(m.value - {double}) < {double} THEN 0.0 "
         f"ELSE (m.value - {double}) * {double} END)"
     )
-    z = f"({y} * {double})"
-    z2 = f"({y} * {y} * {double})"
 
     def y_params(metric_id: int) -> list:
         low, high = ranges[metric_id]
         scaling = constants[metric_id][0]
         return [low, high, scaling.shift, scaling.negligible, scaling.shift, scaling.scale]
 
-    def z_params(metric_id: int) -> list:
-        return [*y_params(metric_id), constants[metric_id][0].split]
-
-    def z2_params(metric_id: int) -> list:
-        return [*y_params(metric_id), *y_params(metric_id), constants[metric_id][0].square_split]
-
     return {
-        "q_zi": lambda metric: (f"CAST({z} AS BIGINT)", z_params(metric.id)),
-        "q_zf": lambda metric: (
-            f"{z} - CAST(CAST({z} AS BIGINT) AS DOUBLE PRECISION)",
-            [*z_params(metric.id), *z_params(metric.id)],
-        ),
-        "q_z2i": lambda metric: (f"CAST({z2} AS BIGINT)", z2_params(metric.id)),
-        "q_z2f": lambda metric: (
-            f"{z2} - CAST(CAST({z2} AS BIGINT) AS DOUBLE PRECISION)",
-            [*z2_params(metric.id), *z2_params(metric.id)],
-        ),
+        "q_y": lambda metric: (y, y_params(metric.id)),
+        "q_t": lambda metric: (double, [constants[metric.id][0].split]),
+        "q_t2": lambda metric: (double, [constants[metric.id][0].square_split]),
     }
 
 
-def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
+def _split_sums(alias: str, y: str, t: str, t2: str) -> str:
+    """The four exact sums of z = y·t and z2 = y²·t2: of each, the integer part (a 64-bit
+    integer) and the fractional part."""
+    z, z2 = f"({alias}.{y} * {alias}.{t})", f"({alias}.{y} * {alias}.{y} * {alias}.{t2})"
+    return (
+        f"SUM(CAST({z} AS BIGINT)), SUM({z} - CAST(CAST({z} AS BIGINT) AS DOUBLE PRECISION)), "
+        f"SUM(CAST({z2} AS BIGINT)), "
+        f"SUM({z2} - CAST(CAST({z2} AS BIGINT) AS DOUBLE PRECISION))"
+    )
+
+
+def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str], cells: CellColumns):
     """One pass over the rows on PostgreSQL, exact: the shift and scale of each row come from
     its metric's range (``MIN``/``MAX`` of all the metric's measurements, two lookups in the
     ``(metric, value)`` index) instead of its group's, so the constants are known before the
@@ -305,53 +423,42 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
     if several and "metric_key" not in groups:
         raise ValueError("several metrics need metric_key among the group columns")
     width = len(groups)
-    keys_r = ", ".join(f"r.{_quoted(name)}" for name in groups)
+    select, group_by = _keys_sql("r", groups, cells)
     # A metric without a measurement yet gets an empty range: any row of it is outside.
     ranges = {metric_id: (0.0, 0.0) for metric_id in metric_ids} | metric_ranges(metric_ids)
     constants = {metric_id: _metric_scaling(low, high) for metric_id, (low, high) in ranges.items()}
     inner_sql, inner_params = rows.sql(_deviation_columns(ranges, constants))
     extras = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
     sql = (
-        f"SELECT {keys_r}, COUNT(*), MIN(r.x), MAX(r.x){extras}, "
-        f"SUM(r.q_zi), SUM(r.q_zf), SUM(r.q_z2i), SUM(r.q_z2f) "
-        f"FROM ({inner_sql}) r GROUP BY {keys_r}"
+        f"SELECT {select}, COUNT(*), MIN(r.x), MAX(r.x){extras}, "
+        f"{_split_sums('r', 'q_y', 'q_t', 'q_t2')} "
+        f"FROM ({inner_sql}) r GROUP BY {group_by}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, inner_params)
         fetched = cursor.fetchall()
+    first = _gather(fetched, width, len(cells), sums)
+    one_pass: dict[tuple, dict] = {}
+    _add_sums(one_pass, fetched, width, len(cells), width + len(cells) + 3 + len(sums))
     inner_sql, inner_params = rows.sql()
-    first, kept, again, used = {}, {}, {}, {}
-    for row in fetched:
-        key = tuple(row[:width])
-        n, low, high = int(row[width]), float(row[width + 1]), float(row[width + 2])
-        extras = {
-            name: int(value or 0)
-            for name, value in zip(sums, row[width + 3 : width + 3 + len(sums)], strict=True)
-        }
-        zi, zf, z2i, z2f = row[width + 3 + len(sums) :]
-        metric_id = key[groups.index("metric_key")] if several else metric_ids[0]
-        first[key] = (n, low, high, extras)
-        if low == high:
+    kept, again, used = {}, {}, {}
+    for key, group in first.items():
+        if group.low == group.high:
             continue
+        low, high = group.low, group.high
+        metric_id = key[groups.index("metric_key")] if several else metric_ids[0]
         scaling, exponent = constants[metric_id]
         metric_low, metric_high = ranges[metric_id]
         if metric_low <= low and high <= metric_high and _within(scaling, exponent, low, high):
-            kept[key] = _combine(n, scaling, zi, float(zf), z2i, float(z2f), low, high)
-            used[key] = scaling
+            kept[key] = used[key] = scaling
         else:
             again[key] = used[key] = _scaling(low, high)
-    second = _deviation_sums(inner_sql, inner_params, groups, again) if again else {}
+    second = _deviation_sums(inner_sql, inner_params, groups, again, cells) if again else {}
     result = {}
-    for key, (n, low, high, extras) in first.items():
-        if low == high:
-            # Every value equal: the mean is that value and the spread exactly 0.
-            moments = Moments(n, low, 0.0, 0.0 if n >= 2 else None, 0.0, low, high, {})
-        elif key in kept:
-            moments = kept[key]
-        else:
-            moments = _combine(n, again[key], *second[key], low, high)
-        result[key] = replace(moments, sums=extras)
-    return _recentred(inner_sql, inner_params, groups, result, used)
+    for key, group in first.items():
+        parts = one_pass.get(key, {}) if key in kept else second.get(key, {})
+        result[key] = _finish(group, used.get(key), parts, bool(cells))
+    return _recentred(inner_sql, inner_params, groups, result, used, first, cells)
 
 
 def metric_ranges(metric_ids: Sequence[int]) -> dict[int, tuple[float, float]]:
@@ -423,8 +530,15 @@ def _scaling(low: float, high: float, shift: float | None = None) -> _Scaling:
 
 
 def _deviation_sums(
-    inner_sql: str, inner_params: tuple, groups: Sequence[str], scalings: dict[tuple, _Scaling]
-) -> dict[tuple, tuple]:
+    inner_sql: str,
+    inner_params: tuple,
+    groups: Sequence[str],
+    scalings: dict[tuple, _Scaling],
+    cells: CellColumns | None = None,
+) -> dict[tuple, dict[tuple, list]]:
+    """Per group and cell: [Σz integer part, Σz fraction, Σz² integer part, Σz² fraction]
+    about the group's constants."""
+    cells = cells or {}
     width = len(groups)
     columns = ", ".join(_quoted(f"k{i}") for i in range(width))
     one_row = (
@@ -445,47 +559,45 @@ def _deviation_sums(
     join = " AND ".join(
         f"r.{_quoted(name)} = g.{_quoted(f'k{i}')}" for i, name in enumerate(groups)
     )
-    group_columns = ", ".join(f"r.{_quoted(name)}" for name in groups)
-    keys = ", ".join(f"d.{_quoted(name)}" for name in groups)
-    # y, z = y·t and z2 = y²·t2 are computed once per row in the inner selects; the outer
-    # one splits z and z2 into their integer and fractional parts and sums them.
+    carried = ", ".join(f"r.{_quoted(name)}" for name in (*groups, *cells))
+    select, group_by = _keys_sql("e", groups, cells)
+    # y is computed once per row in the inner select; the outer one splits z = y·t and
+    # z2 = y²·t2 into their integer and fractional parts and sums them.
     sql = (
         f"WITH g({columns}, c, s, t, eps, t2) AS (VALUES {', '.join([one_row] * len(scalings))}) "
-        f"SELECT {keys}, SUM(CAST(d.z AS BIGINT)), "
-        "SUM(d.z - CAST(CAST(d.z AS BIGINT) AS DOUBLE PRECISION)), SUM(CAST(d.z2 AS BIGINT)), "
-        "SUM(d.z2 - CAST(CAST(d.z2 AS BIGINT) AS DOUBLE PRECISION)) "
-        f"FROM (SELECT {', '.join(f'e.{_quoted(name)}' for name in groups)}, e.y * e.t AS z, "
-        "e.y * e.y * e.t2 AS z2 "
-        f"FROM (SELECT {group_columns}, g.t, g.t2, "
+        f"SELECT {select}, {_split_sums('e', 'y', 't', 't2')} "
+        f"FROM (SELECT {carried}, g.t, g.t2, "
         "CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 ELSE (r.x - g.c) * g.s END AS y "
-        f"FROM ({inner_sql}) r JOIN g ON {join}) e) d "
-        f"GROUP BY {keys}"
+        f"FROM ({inner_sql}) r JOIN g ON {join}) e "
+        f"GROUP BY {group_by}"
     )
+    result: dict[tuple, dict] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *inner_params])
-        return {tuple(row[:width]): tuple(row[width:]) for row in cursor.fetchall()}
+        _add_sums(result, cursor.fetchall(), width, len(cells), width + len(cells))
+    return result
 
 
 def _combine(
     n: int,
     scaling: _Scaling,
     integer_part,
-    fraction_part: float,
+    fraction_part,
     square_integer_part,
-    square_fraction_part: float,
+    square_fraction_part,
     low: float,
     high: float,
 ) -> Moments:
     # Σz exactly (the integer part may exceed 2^53: kept as an integer), then Σ(x − c) and
     # the mean as rationals, rounded once.
-    total_z = Fraction(int(integer_part)) + Fraction(float(fraction_part))
+    total_z = Fraction(int(integer_part)) + Fraction(fraction_part)
     sum_y = total_z / Fraction(scaling.split)
     exact_mean = Fraction(scaling.shift) + sum_y / n / Fraction(scaling.scale)
     mean = min(max(float(exact_mean), low), high)
     mean_error = float(exact_mean - Fraction(mean))
     # Σy² exactly as well, and Σy² − (Σy)²/n in rationals: no cancellation of digits.
     sum_yy = (
-        Fraction(int(square_integer_part or 0)) + Fraction(float(square_fraction_part or 0.0))
+        Fraction(int(square_integer_part or 0)) + Fraction(square_fraction_part or 0.0)
     ) / Fraction(scaling.square_split)
     scaled_sum_sq = max(float(sum_yy - sum_y * sum_y / n), 0.0)
     exponent = -math.frexp(scaling.scale)[1] + 1  # scale = 2^-exponent

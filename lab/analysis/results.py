@@ -39,7 +39,7 @@ from django.db.models import (
 
 from lab.analysis import clusters, covariates
 from lab.analysis import statistics as stats
-from lab.analysis.moments import grouped_moments
+from lab.analysis.moments import Moments, grouped_moments
 from lab.analysis.rows import experiment_rows
 from lab.models import (
     Assignment,
@@ -97,7 +97,8 @@ def experiment_results(
     )
     if covariate_metric is not None:
         report["covariate"] = covariate_metric.key
-    summaries = measurement_summaries(experiment, metrics)
+    moments = _moments(experiment, metrics)
+    summaries = {key: summary_of(m, in_spec=m.sums["in_spec"]) for key, m in moments.items()}
     by_metric: dict[int, dict[int, stats.Summary]] = {}
     for (metric_id, variant_id), summary in summaries.items():
         by_metric.setdefault(metric_id, {})[variant_id] = summary
@@ -108,10 +109,6 @@ def experiment_results(
     report["srm"], report["units"] = _srm_and_units(
         experiment, live, [metric.id for metric in metrics], covered
     )
-    cells = {}
-    if lots:
-        shifts = {key: s.mean for key, s in summaries.items() if s.n > 0}
-        cells = clusters.lot_cells(experiment.id, metrics, lots, shifts)
     fits = None
     if covariate_metric is not None:
         shifts = {
@@ -130,9 +127,7 @@ def experiment_results(
                     variants,
                     control,
                     by_metric[metric.id],
-                    {v: cells.get((metric.id, v), []) for v in by_metric[metric.id]}
-                    if lots
-                    else None,
+                    {v: moments[(metric.id, v)] for v in by_metric[metric.id]} if lots else None,
                     None if metric == covariate_metric else fits,
                     bool(lots),
                 )
@@ -198,17 +193,21 @@ def _srm_and_units(
     return srm, {"eligible": eligible, "assigned": assigned, "measured": measured}
 
 
-def measurement_summaries(
-    experiment: Experiment, metrics: list[Metric]
-) -> dict[tuple[int, int], stats.Summary]:
-    """Per (metric id, variant id): the summary of the measurements of the experiment's
-    units on the listed metrics (the product's live ones), by the variant of each unit's
-    assignment."""
+def _moments(experiment: Experiment, metrics: list[Metric]) -> dict[tuple[int, int], Moments]:
+    """Per (metric id, variant id): the moments of the measurements of the experiment's units
+    on the listed metrics (the product's live ones), by the variant of each unit's
+    assignment; of an experiment
+    randomized by lot, from the same one pass grouped by lot as well, with each lot's sums
+    as the moments' cells (``lab.analysis.clusters``)."""
     if not metrics:
         return {}
-    rows = experiment_rows(experiment.id, metrics)
-    moments = grouped_moments(rows, groups=("metric_key", "variant_key"), sums=("in_spec",))
-    return {key: summary_of(m, in_spec=m.sums["in_spec"]) for key, m in moments.items()}
+    groups = ("metric_key", "variant_key")
+    if experiment.randomize_by:
+        rows = clusters.lot_rows(experiment.id, metrics, experiment.randomize_by)
+        return grouped_moments(rows, groups=groups, sums=("in_spec",), cells=clusters.LOT_CELLS)
+    return grouped_moments(
+        experiment_rows(experiment.id, metrics), groups=groups, sums=("in_spec",)
+    )
 
 
 def summary_of(moments, *, in_spec: int | None) -> stats.Summary:
@@ -232,12 +231,12 @@ def _metric_report(
     variants: list[Variant],
     control: Variant | None,
     summaries: dict[int, stats.Summary],
-    lots: dict[int, list] | None = None,
+    lots: dict[int, Moments] | None = None,
     fits: dict | None = None,
     by_lot: bool = False,
 ) -> dict:
-    """One metric's block; with ``lots`` (per variant id, its lot cells) the comparisons are
-    the cluster inference of ``lab.analysis.clusters``."""
+    """One metric's block; with ``lots`` (per variant id, its moments with their lot cells)
+    the comparisons are the cluster inference of ``lab.analysis.clusters``."""
     lower, upper = metric.lower_limit, metric.upper_limit
     has_limits = lower is not None or upper is not None
 
@@ -257,7 +256,7 @@ def _metric_report(
         summary = summary_of_variant(variant)
         block = stats.describe(summary, lower, upper)
         if lots is not None:
-            block["clusters"] = len(lots.get(variant.id, []))
+            block["clusters"] = len(_cells(lots, variant.id))
         if control is None or variant.id != control.id:
             block["vs_control"] = (
                 stats.vs_control(control_summary, summary, has_limits=has_limits)
@@ -269,8 +268,8 @@ def _metric_report(
                 if control_summary is not None:
                     comparison.update(
                         clusters.cluster_vs_control(
-                            _arm(control_summary, lots.get(control.id, [])),
-                            _arm(summary, lots.get(variant.id, [])),
+                            _arm(control_summary, lots.get(control.id)),
+                            _arm(summary, lots.get(variant.id)),
                             comparison["diff"],
                             has_limits,
                         )
@@ -294,13 +293,18 @@ def _metric_report(
     }
 
 
-def _arm(summary: stats.Summary, cells: list) -> clusters.Arm:
+def _cells(lots: dict[int, Moments], variant_id: int) -> dict:
+    moments = lots.get(variant_id)
+    return moments.cells or {} if moments is not None else {}
+
+
+def _arm(summary: stats.Summary, moments: Moments | None) -> clusters.Arm:
     return clusters.Arm(
         n=summary.n,
         mean=summary.mean if summary.n > 0 else 0.0,
         mean_error=summary.mean_error,
-        shift=summary.mean if summary.n > 0 else 0.0,
-        cells=dict(cells),
+        shift=moments.shift if moments is not None else 0.0,
+        cells=(moments.cells or {}) if moments is not None else {},
         in_spec=summary.in_spec,
     )
 
