@@ -43,6 +43,7 @@ from fractions import Fraction
 from django.db import transaction
 from django.db.models import QuerySet
 
+from lab.analysis.common import quoted
 from lab.analysis.rows import Column, Rows
 from lab.models import Measurement
 from lab.replica import connection
@@ -175,8 +176,8 @@ def _grouped_moments(rows: RowsLike, groups: Sequence[str], sums: Sequence[str])
     if connection.vendor == "postgresql" and isinstance(rows, Rows) and rows.metrics:
         return _one_pass(rows, groups, sums)
     inner_sql, inner_params = rows_sql(rows)
-    keys = ", ".join(f"r.{_quoted(name)}" for name in groups)
-    extra = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
+    keys = ", ".join(f"r.{quoted(name)}" for name in groups)
+    extra = "".join(f", SUM(r.{quoted(name)})" for name in sums)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {keys}, COUNT(*), MIN(r.x), MAX(r.x){extra} "
@@ -186,7 +187,7 @@ def _grouped_moments(rows: RowsLike, groups: Sequence[str], sums: Sequence[str])
         first = cursor.fetchall()
     width = len(groups)
     scalings = {
-        tuple(row[:width]): _scaling(float(row[width + 1]), float(row[width + 2]))
+        tuple(row[:width]): scaling_for(float(row[width + 1]), float(row[width + 2]))
         for row in first
         if row[width + 1] != row[width + 2]
     }
@@ -216,7 +217,7 @@ def _recentred(
     """``result`` with the skewed groups (``_skewed``) summed once more with their own mean
     as the shift: one more statement, only when some group needs it."""
     again = {
-        key: _scaling(m.min, m.max, shift=m.mean)
+        key: scaling_for(m.min, m.max, shift=m.mean)
         for key, m in result.items()
         if key in scalings and _skewed(m, scalings[key])
     }
@@ -291,7 +292,7 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
     rows are read and count, min, max, the caller's sums and the deviation sums are one
     grouped pass. A group keeps this pass's sums when its values lie within ``c ± 2^e``,
     where ``2^e`` is the bound of its own half-range that the two-pass method would scale by
-    (``_scaling``): every deviation then has the same bound, hence the same rounding bounds,
+    (``scaling_for``): every deviation then has the same bound, hence the same rounding bounds,
     as with the group's own mid-range; the metric's scale is at most ``2^_SLACK_BITS`` coarser
     (within that, a negligible deviation is still below ``2^-500`` of the group's spread).
     The other groups (a variant far from the metric's centre, a spread far below the metric's
@@ -302,12 +303,12 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
     if several and "metric_key" not in groups:
         raise ValueError("several metrics need metric_key among the group columns")
     width = len(groups)
-    keys_r = ", ".join(f"r.{_quoted(name)}" for name in groups)
+    keys_r = ", ".join(f"r.{quoted(name)}" for name in groups)
     # A metric without a measurement yet gets an empty range: any row of it is outside.
     ranges = {metric_id: (0.0, 0.0) for metric_id in metric_ids} | metric_ranges(metric_ids)
-    constants = {metric_id: _metric_scaling(low, high) for metric_id, (low, high) in ranges.items()}
+    constants = {metric_id: _metricscaling(low, high) for metric_id, (low, high) in ranges.items()}
     inner_sql, inner_params = rows.sql(_deviation_columns(ranges, constants))
-    extras = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
+    extras = "".join(f", SUM(r.{quoted(name)})" for name in sums)
     sql = (
         f"SELECT {keys_r}, COUNT(*), MIN(r.x), MAX(r.x){extras}, "
         f"SUM(r.q_zi), SUM(r.q_zf), SUM(r.q_z2i), SUM(r.q_z2f) "
@@ -336,7 +337,7 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str]):
             kept[key] = _combine(n, scaling, zi, float(zf), z2i, float(z2f), low, high)
             used[key] = scaling
         else:
-            again[key] = used[key] = _scaling(low, high)
+            again[key] = used[key] = scaling_for(low, high)
     second = _deviation_sums(inner_sql, inner_params, groups, again) if again else {}
     result = {}
     for key, (n, low, high, extras) in first.items():
@@ -355,7 +356,7 @@ def metric_ranges(metric_ids: Sequence[int]) -> dict[int, tuple[float, float]]:
     """Each metric's smallest and largest value (of all its measurements), in one statement:
     the first and last entries of the (metric, value) index per metric. Metrics without a
     measurement are absent."""
-    measurement = _quoted(Measurement._meta.db_table)
+    measurement = quoted(Measurement._meta.db_table)
     values = ", ".join(["(CAST(%s AS BIGINT))"] * len(metric_ids))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -371,10 +372,10 @@ def metric_ranges(metric_ids: Sequence[int]) -> dict[int, tuple[float, float]]:
         }
 
 
-def _metric_scaling(low: float, high: float) -> tuple[_Scaling, int]:
-    """The constants of ``_scaling`` over a metric's range, with the negligible deviations
+def _metricscaling(low: float, high: float) -> tuple[_Scaling, int]:
+    """The constants of ``scaling_for`` over a metric's range, with the negligible deviations
     ``_SLACK_BITS`` further down, and the unclamped exponent ``e`` (half-range < 2^e)."""
-    scaling = _scaling(low, high)
+    scaling = scaling_for(low, high)
     exponent = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]
     negligible = math.ldexp(
         1.0, max(exponent - _NEGLIGIBLE_BITS - _SLACK_BITS, _MIN_NORMAL_EXPONENT)
@@ -383,10 +384,10 @@ def _metric_scaling(low: float, high: float) -> tuple[_Scaling, int]:
 
 
 def _within(scaling: _Scaling, exponent: int, low: float, high: float) -> bool:
-    """Whether a metric's constants keep the bounds of the group's own (``_scaling``) within
+    """Whether a metric's constants keep the bounds of the group's own (``scaling_for``) within
     ``_WIDER_BITS``: the group's values within ``c ± 2^(e_own + _WIDER_BITS)``, and the
     metric's scale unclamped and at most ``_SLACK_BITS`` coarser than the group's."""
-    own = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]  # as in _scaling
+    own = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]  # as in scaling_for
     if max(abs(own), abs(exponent)) > _SCALE_LIMIT or not 0 <= exponent - own <= _SLACK_BITS:
         return False
     bound = Fraction(2) ** (own + _WIDER_BITS)
@@ -394,11 +395,7 @@ def _within(scaling: _Scaling, exponent: int, low: float, high: float) -> bool:
     return Fraction(high) - shift < bound and shift - Fraction(low) < bound
 
 
-def _quoted(name: str) -> str:
-    return connection.ops.quote_name(name)
-
-
-def _scaling(low: float, high: float, shift: float | None = None) -> _Scaling:
+def scaling_for(low: float, high: float, shift: float | None = None) -> _Scaling:
     """The constants about ``shift`` (default: the mid-range) for values in [low, high]."""
     # Halved first, so that ±1.7e308 do not overflow; every |x − c| ≤ 2^e.
     if shift is None:
@@ -423,7 +420,7 @@ def _deviation_sums(
     inner_sql: str, inner_params: tuple, groups: Sequence[str], scalings: dict[tuple, _Scaling]
 ) -> dict[tuple, tuple]:
     width = len(groups)
-    columns = ", ".join(_quoted(f"k{i}") for i in range(width))
+    columns = ", ".join(quoted(f"k{i}") for i in range(width))
     one_row = (
         "(" + ", ".join(["CAST(%s AS BIGINT)"] * width + ["CAST(%s AS DOUBLE PRECISION)"] * 5) + ")"
     )
@@ -439,11 +436,9 @@ def _deviation_sums(
                 scaling.square_split,
             ]
         )
-    join = " AND ".join(
-        f"r.{_quoted(name)} = g.{_quoted(f'k{i}')}" for i, name in enumerate(groups)
-    )
-    group_columns = ", ".join(f"r.{_quoted(name)}" for name in groups)
-    keys = ", ".join(f"d.{_quoted(name)}" for name in groups)
+    join = " AND ".join(f"r.{quoted(name)} = g.{quoted(f'k{i}')}" for i, name in enumerate(groups))
+    group_columns = ", ".join(f"r.{quoted(name)}" for name in groups)
+    keys = ", ".join(f"d.{quoted(name)}" for name in groups)
     # y, z = y·t and z2 = y²·t2 are computed once per row in the inner selects; the outer
     # one splits z and z2 into their integer and fractional parts and sums them.
     sql = (
@@ -451,7 +446,7 @@ def _deviation_sums(
         f"SELECT {keys}, SUM(CAST(d.z AS BIGINT)), "
         "SUM(d.z - CAST(CAST(d.z AS BIGINT) AS DOUBLE PRECISION)), SUM(CAST(d.z2 AS BIGINT)), "
         "SUM(d.z2 - CAST(CAST(d.z2 AS BIGINT) AS DOUBLE PRECISION)) "
-        f"FROM (SELECT {', '.join(f'e.{_quoted(name)}' for name in groups)}, e.y * e.t AS z, "
+        f"FROM (SELECT {', '.join(f'e.{quoted(name)}' for name in groups)}, e.y * e.t AS z, "
         "e.y * e.y * e.t2 AS z2 "
         f"FROM (SELECT {group_columns}, g.t, g.t2, "
         "CASE WHEN ABS(r.x - g.c) < g.eps THEN 0.0 ELSE (r.x - g.c) * g.s END AS y "
