@@ -2,11 +2,12 @@
 
 Each function takes figures already computed (aggregates from the database: histogram
 counts, cell means and spreads, chart limits; the control chart's points) and returns the SVG
-text. Every picture is a ``Figure`` of its own, rendered by the Agg canvas it creates: no
+text. Every picture is a ``Figure`` of its own, saved by the SVG canvas savefig gives it: no
 pyplot state is shared between requests or threads. Text stays text (``svg.fonttype``
 ``none``): labels are searchable in a browser, and tests read them from the SVG. The groups a
 reader (or a test) looks for carry ids: ``individuals`` and ``moving-range`` (the panels of the
-control chart), ``ci-<n>`` (the interval bars of the interaction plot, one per line).
+control chart) with ``individual-points`` and ``moving-range-points`` (one marker per point),
+``ci-<n>`` (the interval bars of the interaction plot, one per line).
 docs/results.md §13 shows how to fetch, open and embed them.
 """
 
@@ -23,10 +24,12 @@ from scipy import stats
 # Interval bars of the interaction plot: this confidence for each cell mean.
 CONFIDENCE = 0.95
 
-# The SVG writer reads this when it draws, and has no per-figure option for it. Set once for
-# the process and never changed: a temporary rc_context around each savefig would be shared
-# state again between threads.
+# The SVG writer reads these when it draws, and has no per-figure option for them. Set once
+# for the process and never changed: a temporary rc_context around each savefig would be
+# shared state again between threads. A fixed hash salt makes the ids of clip paths the same
+# on every drawing, so one picture is the same bytes whichever way it is asked for.
 matplotlib.rcParams["svg.fonttype"] = "none"
+matplotlib.rcParams["svg.hashsalt"] = "lab"
 
 
 def svg_text(figure: Figure) -> str:
@@ -116,7 +119,15 @@ def control_chart_svg(
     individuals.set_gid("individuals")
     ranges.set_gid("moving-range")
     positions = list(range(first_index + 1, first_index + len(values) + 1))
-    individuals.plot(positions, values, marker="o", markersize=3, linewidth=0.8, color="steelblue")
+    individuals.plot(
+        positions,
+        values,
+        marker="o",
+        markersize=3,
+        linewidth=0.8,
+        color="steelblue",
+        gid="individual-points",
+    )
     lcl, ucl, center = chart.get("lcl"), chart.get("ucl"), chart.get("center")
     if lcl is not None and ucl is not None:
         outside = [(i, v) for i, v in zip(positions, values, strict=True) if v < lcl or v > ucl]
@@ -134,7 +145,15 @@ def control_chart_svg(
 
     mr = moving_ranges(values)
     if mr:
-        ranges.plot(positions[1:], mr, marker="o", markersize=3, linewidth=0.8, color="seagreen")
+        ranges.plot(
+            positions[1:],
+            mr,
+            marker="o",
+            markersize=3,
+            linewidth=0.8,
+            color="seagreen",
+            gid="moving-range-points",
+        )
     mr_bar, mr_ucl = chart.get("mr_bar"), chart.get("mr_ucl")
     if mr_ucl is not None:
         ranges.axhline(mr_ucl, color="firebrick", linestyle="--", label=f"UCL {mr_ucl:.6g}")
