@@ -97,7 +97,7 @@ def KeyList(*, min_items: int, max_items: int, what: str):
             min_length=min_items,
             max_length=max_items,
             description=f"{what}: {min_items} to {max_items} distinct keys, separated by "
-            "commas (`a,b`) or as a repeated parameter (`?x=a&x=b`)",
+            "commas (`a,b`), or the parameter repeated once per key",
             json_schema_extra={"uniqueItems": True},
         ),
     ]

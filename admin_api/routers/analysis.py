@@ -168,8 +168,10 @@ def svg_response(request, plot: Plot, user=None) -> HttpResponse:
     # only decides or reports never pays for it.
     from lab.analysis.pictures import plot_svg
 
+    # Whose product it is, on the primary; the picture's reads, where analyses read.
+    product = product_get(user=user or request.auth, key=plot.product)
     with analysis_reads() as read:
-        picture = plot_svg(user=user or request.auth, plot=plot)
+        picture = plot_svg(product=product, plot=plot)
     response = HttpResponse(picture, content_type="image/svg+xml")
     response[LAG_HEADER] = str(read.replica_lag_seconds)
     return response

@@ -6,10 +6,9 @@ from lab.analysis import plots
 from lab.analysis.control_chart import chart_points, control_charts
 from lab.analysis.distributions import variant_histograms
 from lab.analysis.links import Plot
-from lab.models import Experiment, Metric, Status, Variant
+from lab.models import Experiment, Metric, Product, Status, Variant
 from lab.selectors.experiments import experiment_get
 from lab.selectors.metrics import metric_get
-from lab.selectors.products import product_get
 from lab.selectors.variants import variant_get
 
 # The control chart picture shows at most this many of the latest points (the statistics in
@@ -70,9 +69,8 @@ def effects_picture(report: dict) -> str:
     )
 
 
-def plot_svg(*, user, plot: Plot) -> str:
-    """The picture ``plot`` names, for ``user``'s products only (404 for anyone else's)."""
-    product = product_get(user=user, key=plot.product)
+def plot_svg(*, product: Product, plot: Plot) -> str:
+    """The picture ``plot`` names in ``product`` (the caller checked whose it is)."""
     if plot.kind == "effects":
         from lab.analysis.designs import design_analysis
 
