@@ -12,6 +12,7 @@ from admin_api.routers import (
     layers,
     measurements,
     metrics,
+    plots,
     products,
     results,
     steps,
@@ -19,6 +20,7 @@ from admin_api.routers import (
     units,
     variants,
 )
+from admin_api.schemas import comma_separated_query_lists
 from lab.auth import ApiTokenAuth
 from lab.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 
@@ -46,6 +48,7 @@ class AdminAPI(NinjaAPI):
 
     def get_openapi_schema(self, *, path_prefix=None, path_params=None):
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        comma_separated_query_lists(schema)
         schema["components"].setdefault("schemas", {})["Error"] = ERROR_SCHEMA
         reference = {"$ref": "#/components/schemas/Error"}
         for operations in schema["paths"].values():
@@ -84,6 +87,7 @@ EXPERIMENT = PRODUCT + "/experiments/{experiment}"
 
 api.add_router("/products", products.router)
 api.add_router("/tokens", tokens.router)
+api.add_router("/plots", plots.router)
 api.add_router(PRODUCT + "/client-keys", client_keys.router)
 api.add_router(PRODUCT + "/steps", steps.router)
 api.add_router(PRODUCT + "/metrics", metrics.router)

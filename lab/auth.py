@@ -2,9 +2,13 @@
 
 from ninja.security import HttpBearer
 
-from lab.services.credentials import api_token_user
+from lab.services.credentials import API_TOKEN_KIND, api_token_user, split_prefix
 
 
 class ApiTokenAuth(HttpBearer):
     def authenticate(self, request, token: str):
-        return api_token_user(token)
+        user = api_token_user(token)
+        if user is not None:
+            # The signed plot links name the token they were made with (lab.analysis.links).
+            request.api_token_prefix = split_prefix(token, API_TOKEN_KIND)
+        return user

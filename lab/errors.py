@@ -31,3 +31,11 @@ class Unprocessable(ApplicationError):
 
 class ServiceUnavailable(ApplicationError):
     status_code = 503
+
+
+class Forbidden(ApplicationError):
+    status_code = 403
+
+
+class Gone(ApplicationError):
+    status_code = 410

@@ -71,6 +71,8 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASE_STATEMENT_TIMEOUT_MS = env.int("DATABASE_STATEMENT_TIMEOUT_MS", default=5000)
 # The CSV export's statements (lab/analysis/export.py): its first fetch sorts every unit.
 EXPORT_STATEMENT_TIMEOUT_MS = env.int("EXPORT_STATEMENT_TIMEOUT_MS", default=120_000)
+# How long a signed plot link of a JSON answer opens its picture (lab/analysis/links.py).
+PLOT_LINK_MAX_AGE_SECONDS = env.int("PLOT_LINK_MAX_AGE_SECONDS", default=3600)
 POSTGRESQL_ENGINE = "lab.postgresql"
 _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="2").strip().lower()
 DATABASE_PREPARE_THRESHOLD = None if _prepare in ("none", "off", "") else int(_prepare)

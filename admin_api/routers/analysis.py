@@ -2,18 +2,31 @@
 experiments, control charts, the SVG plots and the CSV export (docs/results.md §11–15)."""
 
 from django.http import HttpResponse, StreamingHttpResponse
+from django.urls import reverse
 from ninja import Path, Query, Router, Schema
 from pydantic import Field
 
-from admin_api.schemas import REPLICA_LAG_FIELD
+from admin_api.schemas import REPLICA_LAG_FIELD, KeyList
 from lab.analysis import control_chart, export, factorial
+from lab.analysis.factorial import MAX_FACTORS
+from lab.analysis.links import Plot, plot_link_sign
 from lab.replica import LAG_HEADER, analysis_reads, choose_analysis_read, streamed_from
 from lab.selectors.experiments import experiment_get
 from lab.selectors.metrics import metric_get
 from lab.selectors.products import product_get
-from lab.selectors.variants import variant_get
 
 router = Router(tags=["analysis"])
+
+PLOT_URL_FIELD = Field(
+    description="A signed link to this answer's picture (SVG) that opens without the bearer "
+    "token, for PLOT_LINK_MAX_AGE_SECONDS (default 3600 s): for a browser or an `<img src>`"
+)
+
+
+def plot_url(request, plot: Plot) -> str:
+    """The absolute signed link to ``plot``, made with the request's API token."""
+    signed = plot_link_sign(token_prefix=request.api_token_prefix, plot=plot)
+    return request.build_absolute_uri(reverse("admin:open_plot", kwargs={"link": signed}))
 
 
 class CellOut(Schema):
@@ -51,20 +64,11 @@ class FactorialOut(Schema):
         description="Present when an experiment is randomized by lot: names them (the F tests "
         "treat units as independent)",
     )
-
-
-# Keys separated by commas, spaces allowed around each (the analysis strips them); nothing
-# that takes more than 3 bytes percent-encoded, so the lists fit in the request line.
-_KEY = "[a-z0-9][a-z0-9_.-]{0,63}"
-_KEY_LIST = rf"^ *({_KEY} *(, *{_KEY} *)*)?$"
+    plot_url: str = PLOT_URL_FIELD
 
 
 class FactorialQuery(Schema):
-    experiments: str = Field(
-        max_length=300,
-        pattern=rf"^ *{_KEY} *(, *{_KEY} *){{0,2}}$",
-        description="1 to 3 experiment keys separated by commas: `A,B[,C]`",
-    )
+    experiments: KeyList(min_items=1, max_items=MAX_FACTORS, what="The experiments (factors)")
     metric: str = Field(max_length=200, description="The metric key")
 
 
@@ -81,7 +85,12 @@ def get_factorial(request, product: Path[str], query: Query[FactorialQuery]):
         report = factorial.factorial_analysis(
             product=product_obj, experiments=query.experiments, metric=query.metric
         )
-    return {**report, "replica_lag_seconds": read.replica_lag_seconds}
+    plot = Plot("factorial", product, query.metric, experiments=tuple(query.experiments))
+    return {
+        **report,
+        "replica_lag_seconds": read.replica_lag_seconds,
+        "plot_url": plot_url(request, plot),
+    }
 
 
 # --- control charts --------------------------------------------------------------------------
@@ -97,6 +106,7 @@ class ChartOut(Schema):
     beyond_limits: int | None
     longest_run: int | None
     stable: bool | None
+    plot_url: str = PLOT_URL_FIELD
 
 
 class ControlChartOut(Schema):
@@ -133,6 +143,9 @@ def get_control_chart(
     )
     with analysis_reads() as read:
         charts = control_chart.control_charts(experiment=experiment_obj, metric=metric_obj)
+    for variant, chart in charts["variants"].items():
+        plot = Plot("control-chart", product, query.metric, target=experiment, variant=variant)
+        chart["plot_url"] = plot_url(request, plot)
     return {**charts, "replica_lag_seconds": read.replica_lag_seconds}
 
 
@@ -149,18 +162,19 @@ SVG = {
 }
 
 
-def _svg_response(text: str, lag_seconds: float) -> HttpResponse:
-    response = HttpResponse(text, content_type="image/svg+xml")
-    response[LAG_HEADER] = str(lag_seconds)
-    return response
-
-
-def _pictures():
+def svg_response(request, plot: Plot, user=None) -> HttpResponse:
+    """The picture ``plot`` names, drawn for ``user`` (default: the request's)."""
     # matplotlib is imported on the first picture, not when the API loads: a worker that
     # only decides or reports never pays for it.
-    from lab.analysis import pictures
+    from lab.analysis.pictures import plot_svg
 
-    return pictures
+    # Whose product it is, on the primary; the picture's reads, where analyses read.
+    product = product_get(user=user or request.auth, key=plot.product)
+    with analysis_reads() as read:
+        picture = plot_svg(product=product, plot=plot)
+    response = HttpResponse(picture, content_type="image/svg+xml")
+    response[LAG_HEADER] = str(read.replica_lag_seconds)
+    return response
 
 
 @router.get(
@@ -169,63 +183,44 @@ def _pictures():
     openapi_extra=SVG,
 )
 def get_results_svg(request, product: Path[str], experiment: Path[str], query: Query[MetricQuery]):
-    _, experiment_obj, metric_obj = _experiment_and_metric(
-        request, product, experiment, query.metric
-    )
-    with analysis_reads() as read:
-        picture = _pictures().results_picture(experiment=experiment_obj, metric=metric_obj)
-    return _svg_response(picture, read.replica_lag_seconds)
+    return svg_response(request, Plot("results", product, query.metric, target=experiment))
 
 
 @router.get(
     "/experiments/{experiment}/control-chart.svg",
-    summary="Individuals control chart of one variant, out-of-limit points marked (SVG)",
+    summary="Individuals and moving-range chart of one variant, out-of-limit points marked (SVG)",
     openapi_extra=SVG,
 )
 def get_control_chart_svg(
     request, product: Path[str], experiment: Path[str], query: Query[ChartSvgQuery]
 ):
-    _, experiment_obj, metric_obj = _experiment_and_metric(
-        request, product, experiment, query.metric
-    )
-    variant_obj = variant_get(experiment=experiment_obj, key=query.variant)
-    with analysis_reads() as read:
-        picture = _pictures().control_chart_picture(
-            experiment=experiment_obj, metric=metric_obj, variant=variant_obj
-        )
-    return _svg_response(picture, read.replica_lag_seconds)
+    plot = Plot("control-chart", product, query.metric, target=experiment, variant=query.variant)
+    return svg_response(request, plot)
 
 
 @router.get(
     "/analysis/factorial.svg",
-    summary="Interaction plot of a factorial analysis (SVG)",
+    summary="Interaction plot of a factorial analysis, with 95 % intervals of the means (SVG)",
     openapi_extra=SVG,
 )
 def get_factorial_svg(request, product: Path[str], query: Query[FactorialQuery]):
-    product_obj = product_get(user=request.auth, key=product)
-    with analysis_reads() as read:
-        report = factorial.factorial_analysis(
-            product=product_obj, experiments=query.experiments, metric=query.metric
-        )
-    return _svg_response(_pictures().factorial_picture(report), read.replica_lag_seconds)
+    plot = Plot("factorial", product, query.metric, experiments=tuple(query.experiments))
+    return svg_response(request, plot)
 
 
 # --- export ----------------------------------------------------------------------------------
 
 
+# Few enough keys that both lists fit in the request line (docs/contract.md, "4.1 Limits").
+EXPORT_LIST_KEYS = 20
+
+
 class ExportQuery(Schema):
-    # Short enough that both lists fit in the request line (docs/contract.md, "4.1 Limits").
-    experiments: str | None = Field(
-        None,
-        max_length=1300,
-        pattern=_KEY_LIST,
-        description="Experiment keys separated by commas (default: all)",
-    )
-    metrics: str | None = Field(
-        None,
-        max_length=1300,
-        pattern=_KEY_LIST,
-        description="Metric keys separated by commas (default: all)",
+    experiments: KeyList(
+        min_items=0, max_items=EXPORT_LIST_KEYS, what="The experiments (default: all)"
+    ) = None
+    metrics: KeyList(min_items=0, max_items=EXPORT_LIST_KEYS, what="The metrics (default: all)") = (
+        None
     )
 
 

@@ -4,14 +4,15 @@ experiments, their runs, and their analysis."""
 from datetime import datetime
 from typing import Annotated
 
-from django.http import HttpResponse
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
 from pydantic import Field, Strict, StrictInt
 
 from admin_api.pagination import Pagination
+from admin_api.routers.analysis import PLOT_URL_FIELD, SVG, plot_url, svg_response
 from admin_api.schemas import REPLICA_LAG_FIELD, StatusFilter, StatusValue
-from lab.replica import LAG_HEADER, analysis_reads
+from lab.analysis.links import Plot
+from lab.replica import analysis_reads
 from lab.schema_types import InputSchema, IntegralFloatAsInt, Key, Name
 from lab.selectors import designs as selectors
 from lab.selectors import products as product_selectors
@@ -166,16 +167,7 @@ class DesignAnalysisOut(Schema):
     effects: list[EffectOut] | None = Field(description="Null while a run has no unit")
     note: str | None
     replica_lag_seconds: float = REPLICA_LAG_FIELD
-
-
-SVG = {
-    "responses": {
-        200: {
-            "description": "An SVG picture",
-            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
-        }
-    }
-}
+    plot_url: str = PLOT_URL_FIELD
 
 
 @router.get(
@@ -190,7 +182,11 @@ def get_design_analysis(request, product: Path[str], design: Path[str], query: Q
     product_obj = product_selectors.product_get(user=request.auth, key=product)
     with analysis_reads() as read:
         report = design_analysis(product=product_obj, design=design, metric=query.metric)
-    return {**report, "replica_lag_seconds": read.replica_lag_seconds}
+    return {
+        **report,
+        "replica_lag_seconds": read.replica_lag_seconds,
+        "plot_url": plot_url(request, Plot("effects", product, query.metric, target=design)),
+    }
 
 
 @router.get(
@@ -199,13 +195,4 @@ def get_design_analysis(request, product: Path[str], design: Path[str], query: Q
     openapi_extra=SVG,
 )
 def get_effects_svg(request, product: Path[str], design: Path[str], query: Query[MetricQuery]):
-    from lab.analysis.design_plot import half_normal_svg
-    from lab.analysis.designs import design_analysis
-
-    product_obj = product_selectors.product_get(user=request.auth, key=product)
-    with analysis_reads() as read:
-        report = design_analysis(product=product_obj, design=design, metric=query.metric)
-    svg = half_normal_svg(title=f"{report['design']}: effects on {report['metric']}", report=report)
-    response = HttpResponse(svg, content_type="image/svg+xml")
-    response[LAG_HEADER] = str(read.replica_lag_seconds)
-    return response
+    return svg_response(request, Plot("effects", product, query.metric, target=design))

@@ -6,8 +6,10 @@ from typing import Literal
 from ninja import Path, Query, Router, Schema
 from pydantic import Field
 
+from admin_api.routers.analysis import PLOT_URL_FIELD, plot_url
 from admin_api.schemas import REPLICA_LAG_FIELD
 from lab.analysis import results as analysis
+from lab.analysis.links import Plot
 from lab.replica import analysis_reads
 from lab.selectors import experiments as experiment_selectors
 from lab.selectors import products as product_selectors
@@ -102,6 +104,7 @@ class MetricResultOut(Schema):
     upper_limit: float | None
     unit_of_measure: str
     variants: dict[str, VariantResultOut]
+    plot_url: str = PLOT_URL_FIELD
 
 
 class UnitCountsOut(Schema):
@@ -159,4 +162,7 @@ def get_results(
         report = analysis.experiment_results(
             experiment=experiment_obj, correction=correction, covariate=covariate
         )
+    for result in report["metrics"]:
+        plot = Plot("results", product, result["metric"], target=experiment)
+        result["plot_url"] = plot_url(request, plot)
     return {**report, "replica_lag_seconds": read.replica_lag_seconds}

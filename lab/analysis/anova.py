@@ -31,6 +31,8 @@ from fractions import Fraction
 import numpy as np
 from scipy import stats as _scipy
 
+from lab.analysis.common import finite
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -50,11 +52,6 @@ def effects(factor_count: int) -> list[tuple[int, ...]]:
 
 def _contrast(levels: int) -> np.ndarray:
     return np.hstack([np.eye(levels - 1), -np.ones((levels - 1, 1))])
-
-
-def _finite(x: float) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def type3_anova(levels: Sequence[int], cells: Sequence[Cell]) -> dict:
@@ -96,15 +93,15 @@ def type3_anova(levels: Sequence[int], cells: Sequence[Cell]) -> dict:
         mean_sq = sum_sq / df
         f_value = p_value = None
         if residual_ms is not None and residual_ms > 0.0:
-            f_value = _finite(mean_sq / residual_ms)
+            f_value = finite(mean_sq / residual_ms)
             if f_value is not None:
-                p_value = _finite(_scipy.f.sf(f_value, df, residual_df))
+                p_value = finite(_scipy.f.sf(f_value, df, residual_df))
         rows.append(
             {
                 "effect": effect,
                 "df": df,
-                "sum_sq": _finite(sum_sq),
-                "mean_sq": _finite(mean_sq),
+                "sum_sq": finite(sum_sq),
+                "mean_sq": finite(mean_sq),
                 "f": f_value,
                 "p_value": p_value,
             }
@@ -113,10 +110,10 @@ def type3_anova(levels: Sequence[int], cells: Sequence[Cell]) -> dict:
         "effects": rows,
         "residual": {
             "df": residual_df,
-            "sum_sq": _finite(residual_ss),
-            "mean_sq": _finite(residual_ms) if residual_ms is not None else None,
+            "sum_sq": finite(residual_ss),
+            "mean_sq": finite(residual_ms) if residual_ms is not None else None,
         },
-        "total": {"df": total_n - 1, "sum_sq": _finite(total_ss)},
-        "r_squared": _finite(1.0 - residual_ss / total_ss) if total_ss > 0.0 else None,
-        "residual_std": (_finite(math.sqrt(residual_ms)) if residual_ms is not None else None),
+        "total": {"df": total_n - 1, "sum_sq": finite(total_ss)},
+        "r_squared": finite(1.0 - residual_ss / total_ss) if total_ss > 0.0 else None,
+        "residual_std": (finite(math.sqrt(residual_ms)) if residual_ms is not None else None),
     }

@@ -28,6 +28,7 @@ from fractions import Fraction
 from django.db import connection
 from scipy import stats as _scipy
 
+from lab.analysis.common import finite
 from lab.analysis.moments import Cell, CellColumns, hash_join_plan
 from lab.analysis.rows import Rows
 from lab.models import Assignment, Metric, Unit
@@ -151,13 +152,6 @@ _CLUSTER_KEYS = ("t", "df", "p_value", "ci_low", "ci_high")
 _YIELD_KEYS = ("yield_ci_low", "yield_ci_high", "yield_p_value")
 
 
-def _finite(x) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 @dataclass(frozen=True)
 class Arm:
     """One arm of a comparison: its units' count, exact mean (``mean + mean_error``), the
@@ -223,11 +217,11 @@ def cr1_test(
     t = diff / se
     margin = float(_scipy.t.ppf(0.5 + confidence / 2.0, df)) * se
     block.update(
-        t=_finite(t),
+        t=finite(t),
         df=float(df),
-        p_value=_finite(2.0 * float(_scipy.t.sf(abs(t), df))),
-        ci_low=_finite(diff - margin),
-        ci_high=_finite(diff + margin),
+        p_value=finite(2.0 * float(_scipy.t.sf(abs(t), df))),
+        ci_low=finite(diff - margin),
+        ci_high=finite(diff + margin),
     )
     return block, g
 
@@ -290,4 +284,4 @@ def _icc(control: Arm, treatment: Arm) -> dict:
     if not denominator > 0:
         return none
     icc = max((msb - msw) / denominator, 0.0)
-    return {"icc": _finite(icc), "design_effect": _finite(1 + (m0 - 1) * icc)}
+    return {"icc": finite(icc), "design_effect": finite(1 + (m0 - 1) * icc)}

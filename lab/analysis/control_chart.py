@@ -21,14 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lab.analysis.moments import (
-    Moments,
-    _quoted,
-    _scaling,
-    grouped_moments,
-    hash_join_plan,
-    rows_sql,
-)
+from lab.analysis.common import finite, quoted
+from lab.analysis.moments import Moments, grouped_moments, hash_join_plan, rows_sql, scaling_for
 from lab.analysis.rows import chart_rows
 from lab.models import Experiment, Metric, Status, Variant
 from lab.replica import connection
@@ -52,10 +46,6 @@ class Chart:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
 
 
 def shown_variants(experiment: Experiment, moments: dict[tuple, Moments]) -> list[Variant]:
@@ -90,10 +80,10 @@ def control_charts(*, experiment: Experiment, metric: Metric) -> dict:
             charts[key[0]] = Chart(1, m.mean, None, None, None, None, None, 0, None)
             continue
         mr_bar, longest_run, *_ = ranges.get(key, (0.0, 0))
-        ucl = _finite(m.mean + 3.0 * mr_bar / D2)
-        lcl = _finite(m.mean - 3.0 * mr_bar / D2)
+        ucl = finite(m.mean + 3.0 * mr_bar / D2)
+        lcl = finite(m.mean - 3.0 * mr_bar / D2)
         charts[key[0]] = Chart(
-            m.n, m.mean, _finite(mr_bar), ucl, lcl, _finite(D4 * mr_bar), None, longest_run, None
+            m.n, m.mean, finite(mr_bar), ucl, lcl, finite(D4 * mr_bar), None, longest_run, None
         )
         if ucl is not None and lcl is not None:
             limits[key] = (lcl, ucl)
@@ -145,14 +135,14 @@ def _moving_ranges_and_runs(
     of points beyond them."""
     if not moments:
         return {}
-    scalings = {key: _scaling(m.min, m.max) for key, m in moments.items()}
+    scalings = {key: scaling_for(m.min, m.max) for key, m in moments.items()}
     values, params = _constants(
         {
             key: (scaling.shift, scaling.scale, scaling.negligible, moments[key].mean)
             for key, scaling in scalings.items()
         }
     )
-    k0, t, u = _quoted("k0"), _quoted("t"), _quoted("u")
+    k0, t, u = quoted("k0"), quoted("t"), quoted("u")
     # One sort, one window (partition by variant, in chart order), computed in two levels
     # over the same order: y is the scaled deviation of lab.analysis.moments (no overflow, no
     # underflow); side is +1 above the center, −1 below, 0 on it (a point on the center ends
@@ -211,7 +201,7 @@ def _beyond_limits(
     if not limits:
         return {}
     values, params = _constants(limits)
-    k0 = _quoted("k0")
+    k0 = quoted("k0")
     sql = (
         f"WITH l(k, lcl, ucl) AS (VALUES {values}) "
         f"SELECT r.{k0}, COUNT(*) FROM ({inner_sql}) r JOIN l ON r.{k0} = l.k "

@@ -3,11 +3,10 @@ object API (a ``Figure`` of its own, no pyplot state shared between requests).""
 
 from __future__ import annotations
 
-import io
-
-import matplotlib
 from matplotlib.figure import Figure
 from scipy import stats
+
+from lab.analysis.plots import svg_text
 
 
 def half_normal_svg(*, title: str, report: dict) -> str:
@@ -52,8 +51,4 @@ def half_normal_svg(*, title: str, report: dict) -> str:
     axes.set_ylabel("half-normal quantile")
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    buffer = io.StringIO()
-    # Text stays text: the labels are searchable and selectable in a browser.
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    return buffer.getvalue()
+    return svg_text(figure)

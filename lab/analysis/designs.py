@@ -19,8 +19,9 @@ import statistics
 
 from scipy import stats
 
+from lab.analysis.common import table
 from lab.analysis.moments import grouped_moments
-from lab.analysis.rows import Rows, _table
+from lab.analysis.rows import Rows
 from lab.models import Assignment, Design, Metric, Product
 from lab.selectors.designs import design_fraction, design_get
 from lab.selectors.metrics import metric_get
@@ -33,7 +34,7 @@ def level_rows(design: Design, metric: Metric) -> Rows:
     joins, levels, params = [], [], []
     for j, factor in enumerate(design.factor_list):
         joins.append(
-            f"LEFT JOIN {_table(Assignment)} a{j} ON a{j}.unit_id = m.unit_id "
+            f"LEFT JOIN {table(Assignment)} a{j} ON a{j}.unit_id = m.unit_id "
             f"AND a{j}.experiment_id = %s"
         )
         params.append(factor.experiment_id)

@@ -7,7 +7,8 @@ values of any magnitude neither overflow nor underflow. Only the counts reach Py
 
 from __future__ import annotations
 
-from lab.analysis.moments import _quoted, _scaling, grouped_moments, hash_join_plan, rows_sql
+from lab.analysis.common import quoted
+from lab.analysis.moments import grouped_moments, hash_join_plan, rows_sql, scaling_for
 from lab.analysis.rows import chart_rows
 from lab.models import Experiment, Metric, Variant
 from lab.replica import connection
@@ -29,12 +30,12 @@ def variant_histograms(
         # One value everywhere: a single bin of width 1 around it.
         edges = [low - 0.5, low + 0.5]
         return edges, {key[0]: [m.n] for key, m in moments.items()}
-    scaling = _scaling(low, high)
+    scaling = scaling_for(low, high)
     y_low = (low - scaling.shift) * scaling.scale
     y_high = (high - scaling.shift) * scaling.scale
     per_unit = bins / (y_high - y_low)
     inner_sql, inner_params = rows_sql(rows)
-    k0 = _quoted("k0")
+    k0 = quoted("k0")
     double = "CAST(%s AS DOUBLE PRECISION)"
     y = f"CASE WHEN ABS(r.x - {double}) < {double} THEN 0.0 ELSE (r.x - {double}) * {double} END"
     sql = (

@@ -43,6 +43,7 @@ from fractions import Fraction
 from django.db import transaction
 from django.db.models import QuerySet
 
+from lab.analysis.common import quoted
 from lab.analysis.rows import Column, Rows
 from lab.models import Measurement
 from lab.replica import connection
@@ -199,9 +200,9 @@ def grouped_moments(
 
 def _keys_sql(alias: str, groups: Sequence[str], cells: CellColumns) -> tuple[str, str]:
     """The select list and the GROUP BY list of the group and cell columns of ``alias``."""
-    columns = [f"{alias}.{_quoted(name)}" for name in (*groups, *cells)]
-    read = [f"{alias}.{_quoted(name)}" for name in groups] + [
-        reader(f"{alias}.{_quoted(name)}") for name, reader in cells.items()
+    columns = [f"{alias}.{quoted(name)}" for name in (*groups, *cells)]
+    read = [f"{alias}.{quoted(name)}" for name in groups] + [
+        reader(f"{alias}.{quoted(name)}") for name, reader in cells.items()
     ]
     return ", ".join(read), ", ".join(columns)
 
@@ -308,7 +309,7 @@ def _grouped_moments(
         return _one_pass(rows, groups, sums, cells)
     inner_sql, inner_params = rows_sql(rows)
     select, group_by = _keys_sql("r", groups, cells)
-    extra = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
+    extra = "".join(f", SUM(r.{quoted(name)})" for name in sums)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {select}, COUNT(*), MIN(r.x), MAX(r.x){extra} "
@@ -317,7 +318,7 @@ def _grouped_moments(
         )
         first = _gather(cursor.fetchall(), len(groups), len(cells), sums)
     scalings = {
-        key: _scaling(group.low, group.high)
+        key: scaling_for(group.low, group.high)
         for key, group in first.items()
         if group.low != group.high
     }
@@ -341,7 +342,7 @@ def _recentred(
     """``result`` with the skewed groups (``_skewed``) summed once more with their own mean
     as the shift: one more statement, only when some group needs it."""
     again = {
-        key: _scaling(m.min, m.max, shift=m.mean)
+        key: scaling_for(m.min, m.max, shift=m.mean)
         for key, m in result.items()
         if key in scalings and _skewed(m, scalings[key])
     }
@@ -412,7 +413,7 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str], cells: Cel
     rows are read and count, min, max, the caller's sums and the deviation sums are one
     grouped pass. A group keeps this pass's sums when its values lie within ``c ± 2^e``,
     where ``2^e`` is the bound of its own half-range that the two-pass method would scale by
-    (``_scaling``): every deviation then has the same bound, hence the same rounding bounds,
+    (``scaling_for``): every deviation then has the same bound, hence the same rounding bounds,
     as with the group's own mid-range; the metric's scale is at most ``2^_SLACK_BITS`` coarser
     (within that, a negligible deviation is still below ``2^-500`` of the group's spread).
     The other groups (a variant far from the metric's centre, a spread far below the metric's
@@ -428,7 +429,7 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str], cells: Cel
     ranges = {metric_id: (0.0, 0.0) for metric_id in metric_ids} | metric_ranges(metric_ids)
     constants = {metric_id: _metric_scaling(low, high) for metric_id, (low, high) in ranges.items()}
     inner_sql, inner_params = rows.sql(_deviation_columns(ranges, constants))
-    extras = "".join(f", SUM(r.{_quoted(name)})" for name in sums)
+    extras = "".join(f", SUM(r.{quoted(name)})" for name in sums)
     sql = (
         f"SELECT {select}, COUNT(*), MIN(r.x), MAX(r.x){extras}, "
         f"{_split_sums('r', 'q_y', 'q_t', 'q_t2')} "
@@ -452,7 +453,7 @@ def _one_pass(rows: Rows, groups: Sequence[str], sums: Sequence[str], cells: Cel
         if metric_low <= low and high <= metric_high and _within(scaling, exponent, low, high):
             kept[key] = used[key] = scaling
         else:
-            again[key] = used[key] = _scaling(low, high)
+            again[key] = used[key] = scaling_for(low, high)
     second = _deviation_sums(inner_sql, inner_params, groups, again, cells) if again else {}
     result = {}
     for key, group in first.items():
@@ -465,7 +466,7 @@ def metric_ranges(metric_ids: Sequence[int]) -> dict[int, tuple[float, float]]:
     """Each metric's smallest and largest value (of all its measurements), in one statement:
     the first and last entries of the (metric, value) index per metric. Metrics without a
     measurement are absent."""
-    measurement = _quoted(Measurement._meta.db_table)
+    measurement = quoted(Measurement._meta.db_table)
     values = ", ".join(["(CAST(%s AS BIGINT))"] * len(metric_ids))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -482,9 +483,9 @@ def metric_ranges(metric_ids: Sequence[int]) -> dict[int, tuple[float, float]]:
 
 
 def _metric_scaling(low: float, high: float) -> tuple[_Scaling, int]:
-    """The constants of ``_scaling`` over a metric's range, with the negligible deviations
+    """The constants of ``scaling_for`` over a metric's range, with the negligible deviations
     ``_SLACK_BITS`` further down, and the unclamped exponent ``e`` (half-range < 2^e)."""
-    scaling = _scaling(low, high)
+    scaling = scaling_for(low, high)
     exponent = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]
     negligible = math.ldexp(
         1.0, max(exponent - _NEGLIGIBLE_BITS - _SLACK_BITS, _MIN_NORMAL_EXPONENT)
@@ -493,10 +494,10 @@ def _metric_scaling(low: float, high: float) -> tuple[_Scaling, int]:
 
 
 def _within(scaling: _Scaling, exponent: int, low: float, high: float) -> bool:
-    """Whether a metric's constants keep the bounds of the group's own (``_scaling``) within
+    """Whether a metric's constants keep the bounds of the group's own (``scaling_for``) within
     ``_WIDER_BITS``: the group's values within ``c ± 2^(e_own + _WIDER_BITS)``, and the
     metric's scale unclamped and at most ``_SLACK_BITS`` coarser than the group's."""
-    own = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]  # as in _scaling
+    own = math.frexp(max(high / 2 - low / 2, math.ulp(0.0)))[1]  # as in scaling_for
     if max(abs(own), abs(exponent)) > _SCALE_LIMIT or not 0 <= exponent - own <= _SLACK_BITS:
         return False
     bound = Fraction(2) ** (own + _WIDER_BITS)
@@ -504,11 +505,7 @@ def _within(scaling: _Scaling, exponent: int, low: float, high: float) -> bool:
     return Fraction(high) - shift < bound and shift - Fraction(low) < bound
 
 
-def _quoted(name: str) -> str:
-    return connection.ops.quote_name(name)
-
-
-def _scaling(low: float, high: float, shift: float | None = None) -> _Scaling:
+def scaling_for(low: float, high: float, shift: float | None = None) -> _Scaling:
     """The constants about ``shift`` (default: the mid-range) for values in [low, high]."""
     # Halved first, so that ±1.7e308 do not overflow; every |x − c| ≤ 2^e.
     if shift is None:
@@ -540,7 +537,7 @@ def _deviation_sums(
     about the group's constants."""
     cells = cells or {}
     width = len(groups)
-    columns = ", ".join(_quoted(f"k{i}") for i in range(width))
+    columns = ", ".join(quoted(f"k{i}") for i in range(width))
     one_row = (
         "(" + ", ".join(["CAST(%s AS BIGINT)"] * width + ["CAST(%s AS DOUBLE PRECISION)"] * 5) + ")"
     )
@@ -556,10 +553,8 @@ def _deviation_sums(
                 scaling.square_split,
             ]
         )
-    join = " AND ".join(
-        f"r.{_quoted(name)} = g.{_quoted(f'k{i}')}" for i, name in enumerate(groups)
-    )
-    carried = ", ".join(f"r.{_quoted(name)}" for name in (*groups, *cells))
+    join = " AND ".join(f"r.{quoted(name)} = g.{quoted(f'k{i}')}" for i, name in enumerate(groups))
+    carried = ", ".join(f"r.{quoted(name)}" for name in (*groups, *cells))
     select, group_by = _keys_sql("e", groups, cells)
     # y is computed once per row in the inner select; the outer one splits z = y·t and
     # z2 = y²·t2 into their integer and fractional parts and sums them.

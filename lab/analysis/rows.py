@@ -14,16 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lab.analysis.common import table
 from lab.analysis.spec import in_spec_sql
 from lab.models import Assignment, Measurement, Metric, Unit
 from lab.replica import connection
 
 # A per-row column computed per metric: its SQL over ``m.value`` and its parameters.
 Column = Callable[[Metric], tuple[str, Sequence]]
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
 
 
 def _placeholders(values: list) -> str:
@@ -49,7 +46,7 @@ def measurements_of(
             params.extend(column_params)
         selects.append(
             f"SELECT m.metric_id, m.unit_id, m.measured_at, m.value, {in_spec} AS in_spec"
-            f"{''.join(extra)} FROM {_table(Measurement)} m WHERE m.metric_id = %s"
+            f"{''.join(extra)} FROM {table(Measurement)} m WHERE m.metric_id = %s"
         )
         params.append(metric.id)
     return " UNION ALL ".join(selects), params
@@ -86,7 +83,7 @@ def experiment_rows(experiment_id: int, metrics: Sequence[Metric]) -> Rows:
     return Rows(
         columns="m.metric_id AS metric_key, a.variant_id AS variant_key, m.value AS x, "
         "m.in_spec AS in_spec",
-        joins=f"JOIN {_table(Assignment)} a ON a.unit_id = m.unit_id WHERE a.experiment_id = %s",
+        joins=f"JOIN {table(Assignment)} a ON a.unit_id = m.unit_id WHERE a.experiment_id = %s",
         params=(experiment_id,),
         metrics=tuple(metrics),
     )
@@ -98,7 +95,7 @@ def factorial_rows(metric: Metric, factors: list[tuple[int, list[int]]]) -> Rows
     joins, columns, params = [], [], []
     for i, (experiment_id, variant_ids) in enumerate(factors):
         joins.append(
-            f"JOIN {_table(Assignment)} a{i} ON a{i}.unit_id = m.unit_id "
+            f"JOIN {table(Assignment)} a{i} ON a{i}.unit_id = m.unit_id "
             f"AND a{i}.experiment_id = %s AND a{i}.variant_id IN ({_placeholders(variant_ids)})"
         )
         columns.append(f"a{i}.variant_id AS k{i}")
@@ -123,12 +120,12 @@ def chart_rows(
     order_columns = ", m.measured_at AS t, un.key AS u" if ordered else ""
     # The product's units only, through the unique (product, key) index.
     unit_join = (
-        f"JOIN {_table(Unit)} un ON un.id = m.unit_id AND un.product_id = %s " if ordered else ""
+        f"JOIN {table(Unit)} un ON un.id = m.unit_id AND un.product_id = %s " if ordered else ""
     )
     return Rows(
         columns=f"a.variant_id AS k0, m.value AS x{order_columns}",
         joins=(
-            f"JOIN {_table(Assignment)} a ON a.unit_id = m.unit_id "
+            f"JOIN {table(Assignment)} a ON a.unit_id = m.unit_id "
             f"{unit_join}"
             f"WHERE a.experiment_id = %s AND a.variant_id IN ({_placeholders(variant_ids)})"
         ),

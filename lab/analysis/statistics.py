@@ -21,6 +21,8 @@ from fractions import Fraction
 import numpy as np
 from scipy import stats as _scipy
 
+from lab.analysis.common import finite
+
 __all__ = [
     "CORRECTIONS",
     "Summary",
@@ -62,19 +64,11 @@ class Summary:
             raise ValueError(f"std must be >= 0, got {self.std}")
 
 
-def _finite(x: float | None) -> float | None:
-    """``x`` as a plain float, or ``None`` when it is missing, NaN or infinite."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def _std(summary: Summary) -> float | None:
     """Sample standard deviation, ``None`` below two values (or when it does not fit)."""
     if summary.n < 2 or summary.mean is None:
         return None
-    return _finite(summary.std)
+    return finite(summary.std)
 
 
 def _capability(
@@ -104,7 +98,7 @@ def _capability(
     if lower is not None:
         sides.append(float((exact_mean - Fraction(lower)) / 2) / (1.5 * std))
     cpk = min(sides) if sides else None
-    return _finite(cp), _finite(cpk)
+    return finite(cp), finite(cpk)
 
 
 def capability_intervals(
@@ -124,16 +118,16 @@ def capability_intervals(
         return result
     df = n - 1
     if cp is not None:
-        result["cp_ci_low"] = _finite(cp * math.sqrt(float(_scipy.chi2.ppf(alpha / 2, df)) / df))
-        result["cp_ci_high"] = _finite(
+        result["cp_ci_low"] = finite(cp * math.sqrt(float(_scipy.chi2.ppf(alpha / 2, df)) / df))
+        result["cp_ci_high"] = finite(
             cp * math.sqrt(float(_scipy.chi2.ppf(1 - alpha / 2, df)) / df)
         )
     if cpk is not None:
         z = float(_scipy.norm.ppf(1 - alpha / 2))
         # sqrt(1/(9n) + Cpk²/(2(n−1))) written with hypot: no overflow for a huge Cpk.
         half_width = z * math.hypot(1.0 / math.sqrt(9.0 * n), cpk / math.sqrt(2.0 * df))
-        result["cpk_ci_low"] = _finite(cpk - half_width)
-        result["cpk_ci_high"] = _finite(cpk + half_width)
+        result["cpk_ci_low"] = finite(cpk - half_width)
+        result["cpk_ci_high"] = finite(cpk + half_width)
     return result
 
 
@@ -141,7 +135,7 @@ def describe(summary: Summary, lower: float | None, upper: float | None) -> dict
     """Per-variant description of one metric: n, mean, std, min, max, yield, cp, cpk and the
     intervals of cp and cpk."""
     has_limits = lower is not None or upper is not None
-    mean = _finite(summary.mean) if summary.n > 0 else None
+    mean = finite(summary.mean) if summary.n > 0 else None
     std = _std(summary)
     yield_ = None
     if has_limits and summary.n > 0 and summary.in_spec is not None:
@@ -150,10 +144,10 @@ def describe(summary: Summary, lower: float | None, upper: float | None) -> dict
     return {
         "n": int(summary.n),
         "mean": mean,
-        "std": _finite(std),
-        "min": _finite(summary.min) if summary.n > 0 else None,
-        "max": _finite(summary.max) if summary.n > 0 else None,
-        "yield": _finite(yield_),
+        "std": finite(std),
+        "min": finite(summary.min) if summary.n > 0 else None,
+        "max": finite(summary.max) if summary.n > 0 else None,
+        "yield": finite(yield_),
         "cp": cp,
         "cpk": cpk,
         **capability_intervals(summary.n, cp, cpk),
@@ -174,7 +168,7 @@ def welch(control: Summary, treatment: Summary, confidence: float = 0.95) -> dic
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     undefined = dict.fromkeys(_WELCH_KEYS)
     std_c, std_t = _std(control), _std(treatment)
-    mean_c, mean_t = _finite(control.mean), _finite(treatment.mean)
+    mean_c, mean_t = finite(control.mean), finite(treatment.mean)
     if std_c is None or std_t is None or mean_c is None or mean_t is None:
         return undefined
 
@@ -198,12 +192,12 @@ def welch(control: Summary, treatment: Summary, confidence: float = 0.95) -> dic
     p_value = 2.0 * float(_scipy.t.sf(abs(t), df))
     margin = float(_scipy.t.ppf(0.5 + confidence / 2.0, df)) * se
     return {
-        "diff": _finite(diff),
-        "t": _finite(t),
-        "df": _finite(df),
-        "p_value": _finite(p_value),
-        "ci_low": _finite(diff - margin),
-        "ci_high": _finite(diff + margin),
+        "diff": finite(diff),
+        "t": finite(t),
+        "df": finite(df),
+        "p_value": finite(p_value),
+        "ci_low": finite(diff - margin),
+        "ci_high": finite(diff + margin),
     }
 
 
@@ -240,19 +234,19 @@ def two_proportion(
     p_c = control_k / control_n
     p_t = treatment_k / treatment_n
     diff = p_t - p_c
-    result["yield_diff"] = _finite(diff)
+    result["yield_diff"] = finite(diff)
 
     se_unpooled = math.sqrt(p_c * (1.0 - p_c) / control_n + p_t * (1.0 - p_t) / treatment_n)
     if se_unpooled > 0.0:
         margin = float(_scipy.norm.ppf(0.5 + confidence / 2.0)) * se_unpooled
-        result["yield_ci_low"] = _finite(diff - margin)
-        result["yield_ci_high"] = _finite(diff + margin)
+        result["yield_ci_low"] = finite(diff - margin)
+        result["yield_ci_high"] = finite(diff + margin)
 
     pooled = (control_k + treatment_k) / (control_n + treatment_n)
     if 0.0 < pooled < 1.0:
         se_pooled = math.sqrt(pooled * (1.0 - pooled) * (1.0 / control_n + 1.0 / treatment_n))
         z = diff / se_pooled
-        result["yield_p_value"] = _finite(2.0 * float(_scipy.norm.sf(abs(z))))
+        result["yield_p_value"] = finite(2.0 * float(_scipy.norm.sf(abs(z))))
     return result
 
 
@@ -307,7 +301,7 @@ def srm(counts: Mapping[str, int], weights: Mapping[str, float]) -> dict:
             result = _scipy.chisquare(
                 [observed[key] for key in tested], [expected[key] for key in tested]
             )
-        chi2, p_value = _finite(result.statistic), _finite(result.pvalue)
+        chi2, p_value = finite(result.statistic), finite(result.pvalue)
         if chi2 is not None and p_value is not None:
             df = len(tested) - 1
         else:
@@ -360,5 +354,5 @@ def adjust_p_values(p_values: list[float | None], correction: str) -> list[float
         finally:
             gc.unfreeze()
     for i, p in zip(present, corrected, strict=True):
-        adjusted[i] = _finite(min(max(p, 0.0), 1.0))
+        adjusted[i] = finite(min(max(p, 0.0), 1.0))
     return adjusted

@@ -262,7 +262,8 @@ def test_results__known_dataset__every_figure_matches_an_independent_computation
 
 def test_results__metric_fields__echo_the_spec(tenant, characterized):
     thickness = metric_of(tenant.get(RESULTS).json(), "thickness")
-    assert {k: v for k, v in thickness.items() if k != "variants"} == {
+    assert thickness["plot_url"].startswith("http://testserver/api/admin/v1/plots/")
+    assert {k: v for k, v in thickness.items() if k not in ("variants", "plot_url")} == {
         "metric": "thickness",
         "lower_limit": 0.9,
         "nominal": 1.0,

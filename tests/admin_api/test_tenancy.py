@@ -52,6 +52,9 @@ BODIES = {
 
 # Lists of the caller's own objects: nothing of another tenant's to find there.
 UNSCOPED = {("GET", "/products"), ("POST", "/products"), ("GET", "/tokens")}
+# A signed plot link is its own credential, whoever sends it: its scope (the tenant of the
+# token that asked for it) is tested in tests/analysis/test_plot_links.py.
+UNSCOPED |= {("GET", "/plots/{link}")}
 # Routes with required query parameters: valid values, so that the answer is about tenancy.
 FACTORIAL_QUERY = {"experiments": "etch-time", "metric": "thickness"}
 QUERIES = {

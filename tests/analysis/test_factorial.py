@@ -211,9 +211,11 @@ def test_factorial__units_not_in_every_experiment_or_on_removed_variants__left_o
 @pytest.mark.parametrize(
     ("query", "status"),
     [
-        ({"experiments": "a,a", "metric": "y"}, 400),
-        # Not 1 to 3 keys separated by commas: refused by the schema's pattern.
+        # Not 1 to 3 distinct keys, separated by commas or repeated: refused by the schema.
+        ({"experiments": "a,a", "metric": "y"}, 422),
+        ({"experiments": ["a", "a"], "metric": "y"}, 422),
         ({"experiments": "a,b,c,d", "metric": "y"}, 422),
+        ({"experiments": ["a,b", "c", "d"], "metric": "y"}, 422),
         ({"experiments": "", "metric": "y"}, 422),
         ({"experiments": "a,,b", "metric": "y"}, 422),
         ({"experiments": "a,nope", "metric": "y"}, 404),
@@ -248,3 +250,29 @@ def test_factorial__fixed_number_of_queries(tenant, plant, django_assert_max_num
     plan = 4 if connection.vendor == "postgresql" else 0
     with django_assert_max_num_queries(11 + plan):
         assert tenant.get(FACTORIAL, experiments="etch,anneal,coat", metric="y").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "experiments",
+    ["a,b", " a , b ", ["a", "b"], ["a,b"]],
+    ids=["commas", "spaces", "repeated", "one"],
+)
+def test_factorial__comma_separated_or_repeated__same_report(tenant, plant, experiments):
+    # Given two factors
+    plant.experiment("a", ["a1", "a2"])
+    plant.experiment("b", ["b1", "b2"])
+    plant.metric("y")
+    for i, (a, b) in enumerate([("a1", "b1"), ("a1", "b2"), ("a2", "b1"), ("a2", "b2")] * 2):
+        plant.units([{"a": a, "b": b}], {"y": [float(i)]})
+    # When the list is sent in either form
+    response = tenant.get(FACTORIAL, experiments=experiments, metric="y")
+    # Then the same factors, in the order given
+    assert response.status_code == 200, response.content
+    assert response.json()["experiments"] == ["a", "b"]
+    assert response.json()["n"] == 8
+
+
+def test_factorial__duplicate_key__422_naming_it(tenant, plant):
+    response = tenant.get(FACTORIAL, experiments="a,a", metric="y")
+    assert response.status_code == 422
+    assert "'a' is listed twice" in str(response.json()["detail"])

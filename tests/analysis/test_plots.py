@@ -1,8 +1,12 @@
 """The SVG plots render in a real browser (headless Chromium) and are not blank."""
 
 import itertools
+import math
+import re
+from xml.etree import ElementTree
 
 import pytest
+from scipy import stats
 
 from tests.analysis.browser import non_white_share, screenshot_svg
 
@@ -72,3 +76,76 @@ def test_plots__no_data_or_bad_query__picture_or_clear_error(tenant, measured):
 def test_plots__another_tenant__404(other_tenant, measured):
     response = other_tenant.get(f"{BASE}/experiments/etch/results.svg", metric="thickness")
     assert response.status_code == 404
+
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def svg_groups(svg: str) -> dict:
+    """The SVG's groups that have an id, by id."""
+    root = ElementTree.fromstring(svg)
+    return {g.get("id"): g for g in root.iter(f"{SVG_NS}g") if g.get("id")}
+
+
+def texts(element) -> list[str]:
+    return [t.text for t in element.iter(f"{SVG_NS}text") if t.text]
+
+
+def markers(group) -> int:
+    return len(list(group.iter(f"{SVG_NS}use")))
+
+
+def test_plots__control_chart__individuals_and_moving_range_panels_with_limits(tenant, measured):
+    # Given the chart's statistics
+    chart = tenant.get(f"{BASE}/experiments/etch/control-chart", metric="thickness").json()
+    long = chart["variants"]["long"]
+    # When its picture is drawn
+    svg = tenant.get(
+        f"{BASE}/experiments/etch/control-chart.svg", metric="thickness", variant="long"
+    ).content.decode()
+    groups = svg_groups(svg)
+    # Then the individuals panel: every point, center and control limits, in the metric's unit
+    individuals = texts(groups["individuals"])
+    assert markers(groups["individual-points"]) == long["n"] == 30
+    assert f"UCL {long['ucl']:.6g}" in individuals and f"LCL {long['lcl']:.6g}" in individuals
+    assert f"center {long['center']:.6g}" in individuals
+    assert "individual value (mm)" in individuals
+    # and below it the moving ranges (one per point after the first) with their limits
+    ranges = texts(groups["moving-range"])
+    assert markers(groups["moving-range-points"]) == long["n"] - 1
+    assert f"UCL {long['mr_ucl']:.6g}" in ranges and f"mean MR {long['mr_bar']:.6g}" in ranges
+    assert "LCL 0" in ranges and "moving range (mm)" in ranges
+
+
+def test_plots__interaction__95_percent_bars_and_units(tenant, measured):
+    # Given the cells of the factorial analysis
+    report = tenant.get(
+        f"{BASE}/analysis/factorial", experiments="etch,anneal", metric="thickness"
+    ).json()
+    # When its interaction plot is drawn
+    svg = tenant.get(
+        f"{BASE}/analysis/factorial.svg", experiments="etch,anneal", metric="thickness"
+    ).content.decode()
+    groups = svg_groups(svg)
+    # Then one bar per cell, on one line per variant of the second experiment
+    bars = {}
+    for index, anneal in enumerate(["cool", "hot"]):
+        paths = list(groups[f"ci-{index}"].iter(f"{SVG_NS}path"))
+        assert len(paths) == 2, anneal
+        for etch, path in zip(["short", "long"], paths, strict=True):
+            y = [float(v) for v in re.findall(r"[-\d.]+", path.get("d"))[1::2]]
+            bars[(etch, anneal)] = abs(y[1] - y[0])
+    # whose lengths are the t intervals of the cell means (the y axis is linear)
+    widths = {}
+    for cell in report["cells"]:
+        n, std = cell["n"], cell["std"]
+        key = (cell["variants"]["etch"], cell["variants"]["anneal"])
+        widths[key] = 2 * stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
+    scale = bars[("short", "cool")] / widths[("short", "cool")]
+    for key, length in bars.items():
+        assert length == pytest.approx(widths[key] * scale, rel=1e-4), key
+    # and the axes say what they show, with the metric's unit
+    labels = texts(ElementTree.fromstring(svg))
+    assert "mean thickness (mm)" in labels and "etch" in labels
+    assert any(label.startswith("bars: 95% confidence interval") for label in labels)
+    assert "anneal=cool" in labels and "anneal=hot" in labels

@@ -182,18 +182,6 @@ EXCUSED = [
         "start_at < end_at, and a layer range needs its layer and start < end",
     ),
     Excused(
-        (f"GET {ADMIN}/analysis/factorial", f"GET {ADMIN}/analysis/factorial.svg"),
-        400,
-        r"^each experiment may be listed once$",
-        "the keys of a comma-separated list are distinct",
-    ),
-    Excused(
-        (f"GET {ADMIN}/export.csv",),
-        400,
-        r"^each of the \w+ may be listed once$",
-        "the keys of a comma-separated list are distinct",
-    ),
-    Excused(
         (f"POST {ADMIN}/designs",),
         422,
         r"^(runs for \d+ factors must be one of |factor '.*' is listed twice$)",
