@@ -99,22 +99,31 @@ def _seed(units: int) -> None:
             """,
             [product.id, units],
         )
+        # Unit by unit, every factor of a unit together: the order in which decide stores a
+        # design's assignments (all factors of a unit's run in one statement).
+        experiment_ids, by_run = [], []
         for position, key in enumerate(FACTORS):
             experiment = Experiment.objects.get(product=product, key=key)
             ids = dict(experiment.variants.values_list("key", "id"))
-            by_run = [
-                ids["high" if fraction.level(run, position) else "low"]
-                for run in range(1, fraction.runs + 1)
-            ]
-            cursor.execute(
-                """
-                INSERT INTO lab_assignment (experiment_id, unit_id, variant_id, source,
-                                            created_at, updated_at)
-                SELECT %s, u.id, (%s::bigint[])[1 + mod(u.id, 8)::int], 'hash', now(), now()
-                FROM lab_unit u WHERE u.product_id = %s
-                """,
-                [experiment.id, by_run, product.id],
+            experiment_ids.append(experiment.id)
+            by_run.append(
+                [
+                    ids["high" if fraction.level(run, position) else "low"]
+                    for run in range(1, fraction.runs + 1)
+                ]
             )
+        cursor.execute(
+            """
+            INSERT INTO lab_assignment (experiment_id, unit_id, variant_id, source,
+                                        created_at, updated_at)
+            SELECT (%s::bigint[])[f], u.id, (%s::bigint[])[f][1 + mod(u.id, 8)::int], 'hash',
+                   now(), now()
+            FROM lab_unit u CROSS JOIN generate_series(1, %s) f
+            WHERE u.product_id = %s
+            ORDER BY u.id, f
+            """,
+            [experiment_ids, by_run, len(FACTORS), product.id],
+        )
         cursor.execute(
             """
             INSERT INTO lab_measurement (metric_id, unit_id, value, measured_at)
