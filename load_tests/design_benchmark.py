@@ -42,12 +42,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--database", default="lab_bench_designs")
     parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the database of an earlier --keep run instead of seeding a new one",
+    )
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "")
     if not base_url.startswith(("postgres://", "postgresql://")):
         sys.exit("set DATABASE_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1/lab")
-    _create_database(base_url, args.database, reuse=False)
+    _create_database(base_url, args.database, reuse=args.reuse)
     os.environ["DATABASE_URL"] = _with_database(base_url, args.database)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
     os.environ.setdefault("ACCESS_LOG_LEVEL", "WARNING")
@@ -58,10 +63,16 @@ def main() -> None:
     try:
         from django.core.management import call_command
 
+        from lab.models import Product
+
         call_command("migrate", verbosity=0)
-        started = time.perf_counter()
-        _seed(args.units)
-        print(f"{PRODUCT}: seeded {args.units:,} units in {time.perf_counter() - started:.1f} s")
+        if args.reuse and Product.objects.filter(key=PRODUCT).exists():
+            print(f"{PRODUCT}: reusing the seeded database {args.database}")
+        else:
+            started = time.perf_counter()
+            _seed(args.units)
+            elapsed = time.perf_counter() - started
+            print(f"{PRODUCT}: seeded {args.units:,} units in {elapsed:.1f} s")
         _print_statistics_state()
         _time_analysis(args)
     finally:
