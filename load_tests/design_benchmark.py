@@ -42,12 +42,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--database", default="lab_bench_designs")
     parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the database of an earlier --keep run instead of seeding a new one",
+    )
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "")
     if not base_url.startswith(("postgres://", "postgresql://")):
         sys.exit("set DATABASE_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1/lab")
-    _create_database(base_url, args.database, reuse=False)
+    _create_database(base_url, args.database, reuse=args.reuse)
     os.environ["DATABASE_URL"] = _with_database(base_url, args.database)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
     os.environ.setdefault("ACCESS_LOG_LEVEL", "WARNING")
@@ -58,10 +63,16 @@ def main() -> None:
     try:
         from django.core.management import call_command
 
+        from lab.models import Product
+
         call_command("migrate", verbosity=0)
-        started = time.perf_counter()
-        _seed(args.units)
-        print(f"{PRODUCT}: seeded {args.units:,} units in {time.perf_counter() - started:.1f} s")
+        if args.reuse and Product.objects.filter(key=PRODUCT).exists():
+            print(f"{PRODUCT}: reusing the seeded database {args.database}")
+        else:
+            started = time.perf_counter()
+            _seed(args.units)
+            elapsed = time.perf_counter() - started
+            print(f"{PRODUCT}: seeded {args.units:,} units in {elapsed:.1f} s")
         _print_statistics_state()
         _time_analysis(args)
     finally:
@@ -99,22 +110,31 @@ def _seed(units: int) -> None:
             """,
             [product.id, units],
         )
+        # Unit by unit, every factor of a unit together: the order in which decide stores a
+        # design's assignments (all factors of a unit's run in one statement).
+        experiment_ids, by_run = [], []
         for position, key in enumerate(FACTORS):
             experiment = Experiment.objects.get(product=product, key=key)
             ids = dict(experiment.variants.values_list("key", "id"))
-            by_run = [
-                ids["high" if fraction.level(run, position) else "low"]
-                for run in range(1, fraction.runs + 1)
-            ]
-            cursor.execute(
-                """
-                INSERT INTO lab_assignment (experiment_id, unit_id, variant_id, source,
-                                            created_at, updated_at)
-                SELECT %s, u.id, (%s::bigint[])[1 + mod(u.id, 8)::int], 'hash', now(), now()
-                FROM lab_unit u WHERE u.product_id = %s
-                """,
-                [experiment.id, by_run, product.id],
+            experiment_ids.append(experiment.id)
+            by_run.append(
+                [
+                    ids["high" if fraction.level(run, position) else "low"]
+                    for run in range(1, fraction.runs + 1)
+                ]
             )
+        cursor.execute(
+            """
+            INSERT INTO lab_assignment (experiment_id, unit_id, variant_id, source,
+                                        created_at, updated_at)
+            SELECT (%s::bigint[])[f], u.id, (%s::bigint[])[f][1 + mod(u.id, 8)::int], 'hash',
+                   now(), now()
+            FROM lab_unit u CROSS JOIN generate_series(1, %s) f
+            WHERE u.product_id = %s
+            ORDER BY u.id, f
+            """,
+            [experiment_ids, by_run, len(FACTORS), product.id],
+        )
         cursor.execute(
             """
             INSERT INTO lab_measurement (metric_id, unit_id, value, measured_at)

@@ -28,38 +28,50 @@ from lab.selectors.metrics import metric_get
 from rules.designs import LETTERS, Fraction, effect_name
 
 
+def level_code(levels) -> int:
+    """The code of a unit whose factor j is at ``levels[j]`` (0 or 1): two bits per factor,
+    bit 2j for level 0 and bit 2j + 1 for level 1 (``level_rows``)."""
+    return sum((2 if level else 1) << (2 * j) for j, level in enumerate(levels))
+
+
 def level_rows(design: Design, metric: Metric) -> Rows:
-    """Every measurement of the metric with ``k0`` = the unit's levels as a bit mask (bit j =
-    factor j at its other variant), NULL when a factor's stored variant is neither level."""
-    joins, levels, params = [], [], []
+    """Every measurement of the metric with ``k0`` = the code of its unit's stored levels
+    (``level_code``), NULL when the unit has no assignment in any factor.
+
+    One pass over the factors' assignments groups them by unit (each unit's factors OR-ed into
+    one code), and one join brings the code to the unit's measurement. A factor without an
+    assignment, or whose stored variant is neither level, leaves both of its bits clear, so
+    the code is no run's and the unit is excluded. The alternative, one join with the
+    assignments per factor, makes the database build and probe one hash table of all the
+    measured units per factor."""
+    levels, experiments = [], []
     for j, factor in enumerate(design.factor_list):
-        joins.append(
-            f"LEFT JOIN {table(Assignment)} a{j} ON a{j}.unit_id = m.unit_id "
-            f"AND a{j}.experiment_id = %s"
-        )
-        params.append(factor.experiment_id)
+        experiments.append(int(factor.experiment_id))
         # Ids from the database, written as integer literals: the select list of ``Rows``
-        # takes no parameters.
+        # takes no parameters. Integer (not bigint) codes: BIT_OR of INTEGER stays INTEGER.
         low, high = int(factor.low_id), int(factor.high_id)
-        levels.append(f"CASE a{j}.variant_id WHEN {low} THEN 0 WHEN {high} THEN {1 << j} END")
+        levels.append(f"WHEN {low} THEN {1 << (2 * j)} WHEN {high} THEN {2 << (2 * j)}")
+    code = f"CASE a.variant_id {' '.join(levels)} ELSE 0 END"
+    placeholders = ", ".join(["%s"] * len(experiments))
     return Rows(
-        columns=f"{' + '.join(levels)} AS k0, m.value AS x, m.in_spec AS in_spec",
-        joins=" ".join(joins),
-        params=tuple(params),
+        columns="d.code AS k0, m.value AS x, m.in_spec AS in_spec",
+        joins=(
+            f"LEFT JOIN (SELECT a.unit_id, BIT_OR({code}) AS code FROM {table(Assignment)} a "
+            f"WHERE a.experiment_id IN ({placeholders}) GROUP BY a.unit_id) d "
+            "ON d.unit_id = m.unit_id"
+        ),
+        params=tuple(experiments),
         metrics=(metric,),
     )
 
 
 def run_cells(design: Design, fraction: Fraction, metric: Metric):
     """{run: Moments} over the units whose levels form a run, and the count of the others."""
-    masks = {
-        sum(level << j for j, level in enumerate(levels)): run
-        for run, levels in enumerate(fraction.runs_table, start=1)
-    }
+    codes = {level_code(levels): run for run, levels in enumerate(fraction.runs_table, start=1)}
     moments = grouped_moments(level_rows(design, metric), groups=("k0",))
     cells, excluded = {}, 0
-    for (mask,), m in moments.items():
-        run = masks.get(mask) if mask is not None else None
+    for (code,), m in moments.items():
+        run = codes.get(code) if code is not None else None
         if run is None:
             excluded += m.n
         else:

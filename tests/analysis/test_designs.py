@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lab.models import Assignment
+from lab.models import Assignment, Variant
 from rules.designs import LETTERS
 
 DESIGNS = "/products/widget/designs"
@@ -150,11 +150,22 @@ def test_analysis__units_off_the_fraction_or_unassigned__are_excluded_and_counte
     build(tenant, plant, ["a", "b", "c"], 4, [2] * 4, [float(i) for i in range(8)])
     plant.units([{"a": "low", "b": "low"}], {"y": [100.0]})
     plant.units([{"a": "high", "b": "low", "c": "low"}], {"y": [200.0]})  # C = AB says high
+    # and one measured unit without any assignment, one whose C is a variant that is neither
+    # level (stored before the variant list was what the design requires)
+    plant.units([{}], {"y": [300.0]})
+    plant.variants[("c", "old")] = Variant.objects.create(
+        experiment=plant.experiments["c"], key="old"
+    )
+    plant.units([{"a": "low", "b": "low", "c": "old"}], {"y": [400.0]})
     # When
     report = analysis(tenant)
-    # Then they are counted as excluded, not in n
-    assert (report["n"], report["excluded"]) == (8, 2)
-    assert Assignment.objects.count() == 8 * 3 + 2 + 3
+    # Then they are counted as excluded, not in n, and the runs' effects are those of the
+    # eight units alone
+    assert (report["n"], report["excluded"]) == (8, 4)
+    assert Assignment.objects.count() == 8 * 3 + 2 + 3 + 3
+    effects = {row["term"]: row["effect"] for row in report["effects"]}
+    # Runs (1) a b ab … hold 0,1 | 2,3 | 4,5 | 6,7: A = 2, B = 4, the chain C = AB 0.
+    assert effects == pytest.approx({"A": 2.0, "B": 4.0, "C": 0.0}, abs=1e-12)
 
 
 def test_analysis__a_run_without_units__answers_no_effects_and_says_which(tenant, plant):
