@@ -119,6 +119,20 @@ def post_worker_init(worker):
     memory.known_units()
 
 
+def pre_request(worker, req):
+    """The request's start, for the bounded wait for a primary (lab/postgresql/base.py):
+    when nginx received it (its X-Request-Start), so that the time it queued counts."""
+    from lab.postgresql.base import request_started
+
+    request_started(next((v for k, v in req.headers if k == "X-REQUEST-START"), None))
+
+
+def post_request(worker, req, environ, resp):
+    from lab.postgresql.base import request_finished
+
+    request_finished()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

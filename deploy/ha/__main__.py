@@ -21,6 +21,9 @@ from pathlib import Path
 
 from deploy.ha.cluster import Cluster, ClusterError, Ports
 
+# How the drill's Lab reaches the primary; the first is what `make ha-up` prints.
+ROUTES = ("multi-host", "haproxy")
+
 
 def _cluster() -> Cluster:
     ports = Ports.parse(os.environ["LAB_HA_PORTS"]) if os.environ.get("LAB_HA_PORTS") else None
@@ -34,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("up", "down", "status", "drill"))
     parser.add_argument(
         "--keep", action="store_true", help="drill: leave its cluster running (for a look)"
+    )
+    parser.add_argument(
+        "--route",
+        choices=ROUTES,
+        default=ROUTES[0],
+        help="drill: how Lab finds the primary: libpq's multi-host URL (what Lab ships) or "
+        "HAProxy checking Patroni's REST API (measured for comparison, docs/scaling.md §7)",
     )
     args = parser.parse_args(argv)
     try:
@@ -53,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from deploy.ha.drill import run_drill
 
-            report = run_drill(keep=args.keep)
+            report = run_drill(keep=args.keep, route=args.route)
             print(json.dumps(report["summary"]))
             return 0 if report["passed"] else 1
     except ClusterError as error:

@@ -122,15 +122,19 @@ def _say(message: str) -> None:
 
 
 def postgres_bindir() -> Path | None:
-    """The newest PostgreSQL server installed by the distribution (or LAB_PG_BINDIR)."""
+    """The newest PostgreSQL server installed by the distribution (or LAB_PG_BINDIR, or
+    the folder of the `initdb` on PATH): a folder holding both `initdb` and `postgres`."""
     candidates = [os.environ.get("LAB_PG_BINDIR", "")]
     candidates += sorted(
         glob.glob("/usr/lib/postgresql/*/bin"),
         key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
         reverse=True,
     )
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(str(Path(initdb).parent))
     for candidate in candidates:
-        if candidate and (Path(candidate) / "postgres").exists():
+        if candidate and all((Path(candidate) / b).exists() for b in ("initdb", "postgres")):
             return Path(candidate)
     return None
 
@@ -149,6 +153,14 @@ def install_missing() -> None:
     missing = missing_packages()
     if not missing:
         return
+    install_packages(missing)
+    still = missing_packages()
+    if still:
+        raise ClusterError(f"still missing after apt-get: {', '.join(still)}")
+
+
+def install_packages(missing: list[str]) -> None:
+    """apt-get install `missing` (as root, or through sudo)."""
     if shutil.which("apt-get") is None:
         raise ClusterError(f"install {', '.join(missing)} (no apt-get on this machine)")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
@@ -163,9 +175,6 @@ def install_missing() -> None:
         result = subprocess.run(command, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise ClusterError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
-    still = missing_packages()
-    if still:
-        raise ClusterError(f"still missing after apt-get: {', '.join(still)}")
 
 
 # --- Processes

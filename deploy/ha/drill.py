@@ -26,7 +26,7 @@ The last line printed is one JSON object (the `summary` below); the line before 
 the details (errors by kind, timings).
 """
 
-import http.client
+import itertools
 import json
 import os
 import random
@@ -43,7 +43,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.ha.client import request
 from deploy.ha.cluster import ROOT, Cluster, ClusterError, Ports
+from deploy.ha.haproxy import HAProxy
 
 CLIENT_TIMEOUT_SECONDS = 5.0
 FIRST_GOOD_ANSWER_LIMIT_SECONDS = 15.0
@@ -51,6 +53,8 @@ WARM_SECONDS = 3.0
 AFTER_RECOVERY_SECONDS = 3.0
 STATUS_EXPERIMENTS = 150
 DECIDE_THREADS = 3
+# Slowest failover answers reported, with Lab's log lines for them.
+SLOWEST_KEPT = 6
 GUNICORN_WORKERS = 3
 # The experiment the admin load forces units onto, and its variants (seed_drill's).
 FORCED_EXPERIMENT = "color"
@@ -80,50 +84,41 @@ class Reply:
     started: float
     ended: float
     error: str | None = None
+    request_id: str = ""
 
 
 class Client:
     def __init__(self, base_url: str, timeout: float = CLIENT_TIMEOUT_SECONDS):
-        self.host, port = base_url.removeprefix("http://").split(":")
-        self.port = int(port)
+        self.base_url = base_url
         self.timeout = timeout
+        self._ids = itertools.count(1)
 
     def call(self, kind: str, method: str, path: str, body=None, token: str = "") -> Reply:
-        headers = {"Connection": "close", "Host": "127.0.0.1"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        started = time.monotonic()
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-            reply_headers = {k.lower(): v for k, v in response.getheaders()}
-            try:
-                answer = json.loads(raw)
-            except ValueError:
-                answer = raw.decode(errors="replace")
-            return Reply(
-                kind,
-                method,
-                path,
-                body,
-                response.status,
-                answer,
-                reply_headers,
-                started,
-                time.monotonic(),
-            )
-        except (OSError, http.client.HTTPException) as exc:
-            return Reply(
-                kind, method, path, body, None, None, {}, started, time.monotonic(), repr(exc)
-            )
-        finally:
-            conn.close()
+        # Lab logs each request under this id: a slow answer's log lines can be found.
+        request_id = f"drill-{kind}-{next(self._ids)}-{secrets.token_hex(3)}"
+        answer = request(
+            self.base_url,
+            method,
+            path,
+            body,
+            token=token,
+            timeout=self.timeout,
+            host="127.0.0.1",
+            request_id=request_id,
+        )
+        return Reply(
+            kind,
+            method,
+            path,
+            body,
+            answer.status,
+            answer.body,
+            answer.headers,
+            answer.started,
+            answer.ended,
+            answer.error,
+            request_id,
+        )
 
 
 @dataclass
@@ -309,6 +304,21 @@ class Lab:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+    def log_lines(self, request_ids: set[str], limit: int = 30) -> list[str]:
+        """Lab's log lines (JSON, shortened) of the requests with these ids."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        found = []
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("request_id") in request_ids:
+                time_of_day = str(entry.get("time", ""))[11:23]
+                message = str(entry.get("message", "")).replace("\n", " ")[:200]
+                found.append(f"{time_of_day} {entry['request_id']} {message}")
+        return found[:limit]
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -562,18 +572,26 @@ def _rejoined(cluster: Cluster, old: str) -> bool:
     )
 
 
-def run_drill(keep: bool = False) -> dict:
+def run_drill(keep: bool = False, route: str = "multi-host") -> dict:
+    """`route`: how Lab finds the primary, libpq's multi-host URL (what Lab ships) or
+    "haproxy" (HAProxy checking Patroni's REST API, deploy/ha/haproxy.py)."""
     home = Path(tempfile.mkdtemp(prefix="lab-ha-drill-"))
     home.chmod(0o755)
     cluster = Cluster(home / "cluster", Ports.free())
     lab = None
-    details: dict = {}
+    proxy = None
+    details: dict = {"route": route}
     try:
         started = time.monotonic()
         _say(f"cluster in {cluster.home}")
         cluster.up()
         details["cluster_up_seconds"] = round(time.monotonic() - started, 1)
-        lab = Lab(home, cluster.database_url)
+        database_url = cluster.database_url
+        if route == "haproxy":
+            proxy = HAProxy(cluster, home, _free_port())
+            proxy.start()
+            database_url = proxy.database_url
+        lab = Lab(home, database_url)
         seed = _seed(lab)
         lab.start()
         _say(f"Lab behind nginx on {lab.base_url}; load for {WARM_SECONDS:.0f} s")
@@ -607,6 +625,18 @@ def run_drill(keep: bool = False) -> dict:
             "errors_by_kind": errors_by_kind(failover_replies),
             "503_without_retry_after_or_detail": _bad_503s(failover_replies),
             "longest_answer_seconds": round(max(r.ended - r.started for r in outage), 2),
+            # What took longest, and when it started (seconds from the kill): which part of
+            # the outage a slow answer belongs to.
+            "slowest_answers": [
+                [
+                    r.kind,
+                    r.status,
+                    round(r.ended - r.started, 2),
+                    round(r.started - killed_at, 2),
+                    r.request_id,
+                ]
+                for r in sorted(outage, key=lambda r: r.started - r.ended)[:SLOWEST_KEPT]
+            ],
             "known_unit_200s_while_no_primary": sum(
                 1
                 for r in failover_replies
@@ -714,6 +744,10 @@ def run_drill(keep: bool = False) -> dict:
             and details["switchover"]["slowest_answer_after_handover_seconds"]
             < CLIENT_TIMEOUT_SECONDS
         )
+        lab.stop()
+        # What Lab logged (warnings and errors) for the slowest failover answers.
+        slow_ids = {row[-1] for row in details["failover"]["slowest_answers"]}
+        details["failover"]["slowest_answers_log"] = lab.log_lines(slow_ids)
         details["total_seconds"] = round(time.monotonic() - started, 1)
         print(json.dumps(details), flush=True)
         return {"summary": summary, "details": details, "passed": passed}
@@ -725,6 +759,8 @@ def run_drill(keep: bool = False) -> dict:
     finally:
         if lab is not None:
             lab.stop()
+        if proxy is not None:
+            proxy.stop()
         if keep:
             _say(f"kept: {home} (python -m deploy.ha down with LAB_HA_DIR={cluster.home})")
         else:

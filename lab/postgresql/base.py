@@ -14,9 +14,19 @@ The wait is bounded by `RECONNECT_WAIT_SECONDS` in the alias' settings
 serves nobody else, so after a wait that found no primary the worker tries only once per
 connection until one succeeds: a long outage answers 503 at once instead of holding every
 worker for the whole bound on every request.
+
+The bound is counted from the moment the request reached the front, not from the moment a
+connection is wanted: a request that queued behind busy workers (each waiting for a primary)
+has spent part of its client's patience already, and a request that wants a second
+connection after its first wait (a statement that failed on the connection it made) must
+not wait the bound again. gunicorn's `pre_request` hook (gunicorn.conf.py) hands over the
+request's start: nginx's `X-Request-Start` (deploy/nginx/lab.conf.template), or the time the
+worker took the request when there is no front. Outside gunicorn (tests, `manage.py`) each
+connection has the whole bound, as before.
 """
 
 import logging
+import threading
 import time
 
 from django.db.backends.postgresql import base
@@ -27,6 +37,39 @@ logger = logging.getLogger(__name__)
 ATTEMPT_INTERVAL_SECONDS = 0.1
 # Errors no wait cures: wrong credentials (class 28) and a database that does not exist.
 HOPELESS_SQLSTATE_PREFIXES = ("28", "3D")
+
+
+# A front's start time further back than this (or ahead of this host's clock) is taken for
+# a clock that disagrees with this host's, and ignored: the worker's own time is used.
+FRONT_CLOCK_TOLERANCE_SECONDS = 60.0
+
+_request = threading.local()
+
+
+def request_started(front_header: str | None = None) -> None:
+    """A request begins in this thread: `front_header` is nginx's `X-Request-Start`
+    (`t=<seconds since the epoch, with milliseconds>`), absent without a front."""
+    now = time.monotonic()
+    started = now
+    if front_header:
+        try:
+            age = time.time() - float(front_header.strip().removeprefix("t="))
+        except ValueError:
+            age = None
+        if age is not None and 0 <= age <= FRONT_CLOCK_TOLERANCE_SECONDS:
+            started = now - age
+    _request.started = started
+
+
+def request_finished() -> None:
+    _request.started = None
+
+
+def _wait_deadline(bound: float) -> float:
+    """Until when a connection may be waited for: `bound` after the request's start, or
+    after now outside a request."""
+    started = getattr(_request, "started", None)
+    return (started if started is not None else time.monotonic()) + bound
 
 
 def _hopeless(exc: Exception) -> bool:
@@ -45,7 +88,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
             connection = super().get_new_connection(conn_params)
             DatabaseWrapper._gave_up = False
             return connection
-        deadline = time.monotonic() + bound
+        deadline = _wait_deadline(bound)
+        started = time.monotonic()
         attempts = 0
         while True:
             attempts += 1
@@ -53,7 +97,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 connection = super().get_new_connection(conn_params)
             except base.Database.OperationalError as exc:
                 if _hopeless(exc) or time.monotonic() + ATTEMPT_INTERVAL_SECONDS >= deadline:
-                    DatabaseWrapper._gave_up = not _hopeless(exc)
+                    # Only a wait that found no primary says the outage is a long one; a
+                    # request whose time was spent before it asked (queued) learnt nothing.
+                    if attempts > 1 and not _hopeless(exc):
+                        DatabaseWrapper._gave_up = True
                     raise
                 time.sleep(ATTEMPT_INTERVAL_SECONDS)
                 continue
@@ -62,6 +109,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 logger.warning(
                     "database connection made after %d attempts in %.2f s",
                     attempts,
-                    bound - (deadline - time.monotonic()),
+                    time.monotonic() - started,
                 )
             return connection

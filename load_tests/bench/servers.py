@@ -114,7 +114,11 @@ class Server:
             "DJANGO_SETTINGS_MODULE": "lab.settings",
             "CACHE_KEY_PREFIX": cache_prefix(self.database),
             **{
-                name: value.replace("{database_url}", self.database.url)
+                # {database}: the run's database name, for a URL through another server
+                # (a PgBouncer in front of the same PostgreSQL).
+                name: value.replace("{database_url}", self.database.url).replace(
+                    "{database}", self.database.name
+                )
                 for name, value in self.extra_env.items()
             },
         }

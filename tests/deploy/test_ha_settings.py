@@ -14,7 +14,12 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection
 
-from lab.postgresql.base import DatabaseWrapper
+from lab.postgresql.base import (
+    DatabaseWrapper,
+    _wait_deadline,
+    request_finished,
+    request_started,
+)
 from tests.conftest import requires_postgres
 from tests.drills.harness import free_port
 
@@ -150,6 +155,70 @@ def test_connect__no_primary_longer_than_the_bound__fails_after_it_then_at_once(
         assert time.monotonic() - started < 0.3
     finally:
         DatabaseWrapper._gave_up = False
+
+
+@pytest.mark.django_db
+def test_connect__request_queued_at_the_front__waits_only_what_is_left_of_the_bound():
+    requires_postgres()
+    # Given no primary, a wait of 3 s, and a request nginx received 2.5 s ago (it queued
+    # behind workers that were waiting for a primary)
+    database = _wrapper(free_port(), wait_seconds=3.0)
+    request_started(f"t={time.time() - 2.5:.3f}")
+    try:
+        # When the request needs a connection
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            database.ensure_connection()
+        # Then it waits what is left of the 3 s since the front received it, not 3 s more
+        assert 0.2 <= time.monotonic() - started < 1.5
+        # And a second connection in the same request (its statement failed) waits no more
+        database.close()
+        DatabaseWrapper._gave_up = False
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            database.ensure_connection()
+        assert time.monotonic() - started < 0.3
+    finally:
+        request_finished()
+        DatabaseWrapper._gave_up = False
+
+
+@pytest.mark.django_db
+def test_connect__request_that_queued_the_whole_bound__tries_once_and_the_next_waits_again():
+    requires_postgres()
+    # Given a database that opens after a second, and a request nginx received 4 s ago
+    upstream = (connection.settings_dict["HOST"], int(connection.settings_dict["PORT"]))
+    with _LateServer(upstream, opens_after=1.0) as late:
+        database = _wrapper(late.port, wait_seconds=3.0)
+        try:
+            request_started(f"t={time.time() - 4:.3f}")
+            # When it needs a connection: one attempt, at once (503 well within the client's
+            # timeout rather than 3 s more)
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                database.ensure_connection()
+            assert time.monotonic() - started < 0.3
+            # Then the worker's next request, which has its time, still waits for the primary
+            request_finished()
+            request_started(None)
+            with database.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                assert cursor.fetchone()[0] == 1
+            database.close()
+        finally:
+            request_finished()
+            DatabaseWrapper._gave_up = False
+
+
+def test_request_started__front_clock_far_off__the_worker_clock_is_used():
+    # Given X-Request-Start values from a clock that disagrees with this host's, or garbage
+    for header in (f"t={time.time() + 30:.3f}", f"t={time.time() - 3600:.3f}", "t=soon", ""):
+        # When a request starts with it
+        request_started(header)
+        # Then the wait counts from now: the whole bound is left
+        left = _wait_deadline(3.0) - time.monotonic()
+        request_finished()
+        assert 2.9 < left <= 3.0, header
 
 
 def test_settings__reconnect_wait__is_on_the_primary_and_well_under_the_timeouts():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.ha.cluster import postgres_bindir
 from tests.drills.harness import (
     DRILL_DATABASE,
     ClusterTemplate,
@@ -25,7 +26,6 @@ from tests.drills.harness import (
     free_port,
     give_to_postgres_user,
     manage,
-    postgres_bindir,
     service_env,
     unavailable,
 )

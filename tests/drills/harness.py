@@ -11,8 +11,6 @@ CI=true it fails instead.
 """
 
 import glob
-import http.client
-import json
 import os
 import shutil
 import signal
@@ -27,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from deploy.ha.client import Answer, request
 
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -61,22 +61,6 @@ def tail(path: Path, lines: int) -> str:
 
 
 # --- PostgreSQL
-
-
-def postgres_bindir() -> Path | None:
-    candidates = [os.environ.get("LAB_PG_BINDIR", "")]
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    initdb = shutil.which("initdb")
-    if initdb:
-        candidates.append(str(Path(initdb).parent))
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    return None
 
 
 def run_as_postgres_user(command: list[str]) -> list[str]:
@@ -240,18 +224,9 @@ class RedisServer:
 # --- HTTP
 
 
-@dataclass
-class Reply:
-    status: int | None  # None: no HTTP answer (connection refused, reset, timed out)
-    body: dict | list | str | None
-    headers: dict[str, str]
-    started: float  # time.monotonic()
-    elapsed: float
-    error: str | None = None
-
-    @property
-    def detail(self):
-        return self.body.get("detail") if isinstance(self.body, dict) else None
+# What the failover drill sends and keeps (deploy/ha/client.py): one request on a fresh
+# connection, either an HTTP answer or a recorded error.
+Reply = Answer
 
 
 def call(
@@ -263,33 +238,7 @@ def call(
     token: str | None = None,
     timeout: float = 10,
 ) -> Reply:
-    """One request on a fresh connection: either an HTTP answer or a recorded error."""
-    host, port = base_url.removeprefix("http://").split(":")
-    headers = {"Connection": "close"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    payload = None
-    if body is not None:
-        payload = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    started = time.monotonic()
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        conn.request(method, path, body=payload, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-        reply_headers = {k.lower(): v for k, v in response.getheaders()}
-        content = raw.decode(errors="replace")
-        if reply_headers.get("content-type", "").startswith("application/json"):
-            try:
-                content = json.loads(raw)
-            except ValueError:
-                pass
-        return Reply(response.status, content, reply_headers, started, time.monotonic() - started)
-    except (OSError, http.client.HTTPException) as exc:
-        return Reply(None, None, {}, started, time.monotonic() - started, repr(exc))
-    finally:
-        conn.close()
+    return request(base_url, method, path, body, token=token, timeout=timeout)
 
 
 def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
