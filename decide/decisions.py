@@ -157,8 +157,13 @@ def decide(
         return _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
 
     plan = plan_with(config)
-    if known is not None and generation is not None and units and policy.answerable(plan):
-        known.put(credential, unit_keys[0], state, units[unit_keys[0]], generation)
+    if known is not None and generation is not None:
+        if units and policy.answerable(plan):
+            known.put(credential, unit_keys[0], state, units[unit_keys[0]], generation)
+        elif plan.writes:
+            # What it stores is learnt from its notification (decide.memory.listener):
+            # the key must be held for that.
+            known.put_key(credential, state, generation)
     try:
         if plan.config_disagrees:
             raise _ConfigDisagrees()
