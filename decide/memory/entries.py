@@ -8,7 +8,8 @@ Two kinds of entry, in one order of use:
   A request's key is checked against it, in constant time, before any unit is looked up.
 - `UnitEntry`, per (product, unit key): the unit's id and its stored assignments. Not its
   stored attributes: a caller may store megabytes of them per unit, and an answer from memory
-  never needs them (decide.memory.policy).
+  never needs them (decide.memory.policy). Put from a read, or learnt from what another
+  decision stored (`learn`: only in a product whose key entry is held).
 
 Each entry's size is estimated when it is put, conservatively (an upper bound of what Python
 allocates for it and for its places in the indexes, checked by tests/decide/test_memory.py
