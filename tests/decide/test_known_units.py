@@ -73,8 +73,8 @@ def test_new_unit__learnt_from_what_its_first_decision_stored(
     first = decider.decide("SN-1")
     # Not from what it read (not the truth after its write), but from the notification its
     # write sent, as every other worker learns it
-    wait_until(lambda: len(memory) == 2)
-    assert metrics.known_learnt_new._value.get() == learnt + 1
+    wait_until(lambda: len(memory) == 2)  # SN-1 is in memory only if it was learnt
+    assert metrics.known_learnt_new._value.get() >= learnt + 1
     hits = _hits()
     with django_assert_num_queries(0):
         assert decider.decide("SN-1") == first
@@ -87,6 +87,7 @@ def _serve_the_product(decider, memory) -> None:
     decider.decide("SN-0")
     decider.decide("SN-0")
     wait_until(lambda: len(memory) == 1)
+    time.sleep(0.3)  # and its first decision's notification applied, if it is to be learnt
 
 
 def test_known_unit_new_experiment__added_to_what_memory_holds(
@@ -368,6 +369,9 @@ def test_heartbeat_not_back_within_the_bound__database_answers(
     make_experiment(decider.product, "etch")
     decider.decide("SN-1")
     decider.decide("SN-1")
+    # Its first decision's notification (learnt) applied: a request meeting it pending
+    # would wait for it, and might ask the database
+    time.sleep(0.3)
     with django_assert_num_queries(0):
         decider.decide("SN-1")
     # As if the listener had not heard back from PostgreSQL for longer than the bound
