@@ -100,6 +100,7 @@ def decide(request, body: DecideIn):
         experiments=body.experiments,
         step=body.step,
         attributes={body.unit: body.attributes} if body.attributes else None,
+        handed=request.META.pop(decisions.HANDED_ENVIRON_KEY, None),
     )
     answers = decided.answers[body.unit]
     return _json({"unit": body.unit, "variants": {k: a.variant for k, a in answers.items()}})

@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from decide import config as config_cache
 from decide import memory, metrics, store
-from decide.auth import ClientCredential
+from decide.auth import ClientCredential, InvalidClientKey
 from decide.config import ProductConfig
 from decide.engine import EMPTY_ATTRIBUTES, CompiledExperiment, decide_one
 from decide.memory import policy
@@ -34,6 +34,9 @@ from lab.services.assignments import assignments_rebucketed_audit
 from lab.vocabulary import Reason, Status, reason_of_stored
 
 REBUCKETING_ACTOR = "decide"
+# Where the hot path leaves a `Handed` read in the WSGI environ (request.META) for the view.
+# A WSGI server names what a client sends HTTP_*: no request can set this.
+HANDED_ENVIRON_KEY = "lab.decide.handed"
 
 
 class Answer(NamedTuple):
@@ -74,6 +77,25 @@ class _ConfigDisagrees(Exception):
     """The database refused or contradicted what the config said (see `decide`)."""
 
 
+class Handed(NamedTuple):
+    """What `decide_if_read` read for a decision it did not answer, for `decide` to use
+    instead of reading again: the state and units read, or the error the read raised."""
+
+    credential: ClientCredential
+    unit_key: str
+    # The memory's generation before the read (None: memory off), as `decide` takes it.
+    generation: int | None
+    state: store.ProductState | None = None
+    units: dict[str, store.UnitRow] | None = None
+    error: Exception | None = None
+
+    def of(self, credential: ClientCredential, unit_keys: Sequence[str]) -> bool:
+        """Whether this is the read of the decision `decide` was asked for."""
+        return (
+            len(unit_keys) == 1 and unit_keys[0] == self.unit_key and credential == self.credential
+        )
+
+
 def decide(
     credential: ClientCredential,
     unit_keys: Sequence[str],
@@ -82,6 +104,7 @@ def decide(
     step: str | None = None,
     include_paused: bool = False,
     attributes: Mapping[str, Mapping[str, object]] | None = None,
+    handed: Handed | None = None,
 ) -> Decided:
     """Decide every (unit, selected experiment), store the new answers, and answer.
 
@@ -95,36 +118,52 @@ def decide(
     The database has the last word over a cached config: if it holds a variant the config
     does not know, or refuses to store a variant the config chose (not that experiment's),
     the config is compiled again from the database and the request decided again with it.
+
+    `handed` is what `decide_if_read` read for this very request and did not answer (the
+    hot path's, decide/hot_path.py): it is used instead of reading again, and counted as
+    the memory's miss it was.
     """
     sent = attributes or {}
 
     known = memory.known_units() if len(unit_keys) == 1 else None
-    if known is not None:
-        served = _from_memory(
-            known,
-            credential,
-            unit_keys[0],
-            experiments,
-            step,
-            include_paused,
-            sent,
-            config_cache.get_config,
-        )
-        if served is not None:
-            metrics.known_hit.inc()
-            return served
-        metrics.known_miss.inc()
-        generation = known.generation()
-
-    state, units = store.read_units(credential, unit_keys)
+    generation = None
+    if handed is not None and handed.of(credential, unit_keys):
+        if known is not None:
+            metrics.known_miss.inc()
+        if handed.error is not None:
+            raise handed.error
+        state, units, generation = handed.state, handed.units, handed.generation
+    else:
+        if known is not None:
+            served = _from_memory(
+                known,
+                credential,
+                unit_keys[0],
+                experiments,
+                step,
+                include_paused,
+                sent,
+                config_cache.get_config,
+            )
+            if served is not None:
+                metrics.known_hit.inc()
+                return served
+            metrics.known_miss.inc()
+            generation = known.generation()
+        state, units = store.read_units(credential, unit_keys)
     config = config_cache.get_config(state.product_id, state.config_version)
 
     def plan_with(config: ProductConfig) -> _Plan:
         return _plan(config, state, units, unit_keys, experiments, step, include_paused, sent)
 
     plan = plan_with(config)
-    if known is not None and units and policy.answerable(plan):
-        known.put(credential, unit_keys[0], state, units[unit_keys[0]], generation)
+    if known is not None and generation is not None:
+        if units and policy.answerable(plan):
+            known.put(credential, unit_keys[0], state, units[unit_keys[0]], generation)
+        elif plan.writes:
+            # What it stores is learnt from its notification (decide.memory.listener):
+            # the key must be held for that.
+            known.put_key(credential, state, generation)
     try:
         if plan.config_disagrees:
             raise _ConfigDisagrees()
@@ -146,14 +185,16 @@ def decide_if_read(
     experiments: Sequence[str] | None = None,
     step: str | None = None,
     attributes: Mapping[str, Mapping[str, object]] | None = None,
-) -> Decided | None:
+) -> Decided | Handed:
     """One unit's decision when it is a read (decide.memory.policy): from this worker's
     memory, else from the one read `decide` makes (decide.store.read_units), remembered as
-    `decide` remembers it. None when the decision would store something, tests a condition
-    or meets a stored variant the config does not know: then `decide` answers it (and counts
-    the memory's miss). Raises what the read raises (InvalidClientKey, DatabaseError)."""
+    `decide` remembers it. Otherwise what was read, or the error the read raised
+    (InvalidClientKey, DatabaseError), for `decide` to answer with (`handed`): a decision
+    that would store something, tests a condition or meets a stored variant the config
+    does not know. The memory's miss is counted by whoever answers it."""
     sent = attributes or {}
     known = memory.known_units()
+    generation = None
     if known is not None:
         served = _from_memory(
             known,
@@ -170,11 +211,14 @@ def decide_if_read(
             return served
         generation = known.generation()
     unit_keys = (unit_key,)
-    state, units = store.read_units(credential, unit_keys)
-    config = config_cache.get_config(state.product_id, state.config_version)
+    try:
+        state, units = store.read_units(credential, unit_keys)
+        config = config_cache.get_config(state.product_id, state.config_version)
+    except (InvalidClientKey, DatabaseError) as error:
+        return Handed(credential, unit_key, generation, error=error)
     plan = _plan(config, state, units, unit_keys, experiments, step, False, sent)
     if not policy.answerable(plan):
-        return None
+        return Handed(credential, unit_key, generation, state, units)
     if known is not None:
         metrics.known_miss.inc()
         if units:

@@ -12,13 +12,17 @@ decide.decisions for the answer — and skips only their plumbing: the middlewar
 resolution, ninja's parameter models and rendering (where most of a known unit's CPU time
 went, as the profiles in load_tests/RESULTS.md show).
 
+A database unavailable or too slow (an OperationalError: a statement timeout, a lost
+connection) is answered here as Django answers it: 503, `Retry-After`, the same body, metrics
+and log lines, without asking the database a second time.
+
 Everything else goes to Django unchanged, its body handed back as it was read: a decision that
 would store something or tests a condition, a key the database refuses (Django gives the
-401), any database error (Django gives its 503), a body or key that is not plainly good
+401), another database error (Django gives its 500), a body or key that is not plainly good
 (Django gives the 4xx), a request with an `Origin` (CORS), a Host not allowed, a plain-HTTP
 request when SECURE_SSL_REDIRECT is on. So it can answer less than Django, never otherwise.
-A unit that needs a write is read twice (here, then by Django): the price of leaving every
-write to Django.
+What was read for a decision handed on goes with it (decide.decisions.Handed, in the WSGI
+environ): Django decides from it and stores the writes, without reading the unit again.
 It mirrors the middleware list of lab/settings.py (MIRRORED_MIDDLEWARE) and stays off under any
 other, and with DECIDE_HOT_PATH=false. See docs/decide.md, "The hot path".
 """
@@ -34,16 +38,18 @@ from corsheaders.middleware import CorsMiddleware
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.handlers.wsgi import WSGIRequest
-from django.db import DatabaseError, close_old_connections
+from django.db import OperationalError, close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
+from django.utils.log import log_response
 from pydantic import ValidationError
 
-from decide import decisions, metrics, ofrep
-from decide.auth import ClientKeyAuth, ClientKeyHeader, InvalidClientKey
+from decide import decisions, memory, metrics, ofrep
+from decide.auth import ClientKeyAuth, ClientKeyHeader
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
-from lab.http import parse_json_body
+from lab.http import RETRY_AFTER, UNAVAILABLE_DETAIL, ORJSONRenderer, parse_json_body
+from lab.http import logger as logger_http
 from lab.keys import is_valid_key
 from lab.logging import request_id_var
 from lab.middleware import log_access, request_id_of
@@ -70,7 +76,9 @@ OFREP_FLAG_PREFIX = "/ofrep/v1/evaluate/flags/"
 _client_key = ClientKeyAuth()
 _api_key_header = ClientKeyHeader()
 
-_STATUS_LINES = {200: "200 OK", 404: "404 Not Found"}
+_STATUS_LINES = {200: "200 OK", 404: "404 Not Found", 503: "503 Service Unavailable"}
+# lab.http's answer to a database unavailable or too slow (its OperationalError handler).
+UNAVAILABLE_BODY = orjson.dumps({"detail": UNAVAILABLE_DETAIL})
 
 
 class DecideHotPath:
@@ -87,9 +95,10 @@ class DecideHotPath:
         # The headers the middleware adds to an answer, per endpoint, for a plain and a
         # secure request.
         self._headers = {
-            (path, secure): _middleware_headers(path, secure)
+            (path, secure, status): _middleware_headers(path, secure, status)
             for path in (PATH, OFREP_FLAG_PREFIX + "flag")
             for secure in (False, True)
+            for status in (200, 404, 503)
         }
 
     def __call__(self, environ, start_response):
@@ -229,17 +238,26 @@ class DecideHotPath:
         # What Django does with its connections around a request (request_started and
         # request_finished): one left broken or past CONN_MAX_AGE is closed, not reused.
         close_old_connections()
+        unavailable = None
         try:
-            try:
-                decided = decisions.decide_if_read(
-                    credential, unit, experiments=experiments, step=step, attributes=attributes
-                )
-            except (InvalidClientKey, DatabaseError):
-                return None  # Django answers it: 401, or 503 and Retry-After
-            if decided is None:
-                return None
-            status, data = answer(decided)
-            content = orjson.dumps(data)
+            decided = decisions.decide_if_read(
+                credential, unit, experiments=experiments, step=step, attributes=attributes
+            )
+            if isinstance(decided, decisions.Handed):
+                if not isinstance(decided.error, OperationalError):
+                    # Django answers it from what was read: a write, a 401, a 500.
+                    environ[decisions.HANDED_ENVIRON_KEY] = decided
+                    return None
+                # The database is unavailable or too slow: Django's 503, without asking
+                # it again (a second statement timeout).
+                if memory.known_units() is not None:
+                    metrics.known_miss.inc()
+                unavailable = decided.error
+                status, content = 503, UNAVAILABLE_BODY
+                logger_http.warning("database unavailable: %s", unavailable)
+            else:
+                status, data = answer(decided)
+                content = orjson.dumps(data)
             metrics.record(endpoint, status, started)
             log_access("POST", request.path, status, started)
         finally:
@@ -247,22 +265,37 @@ class DecideHotPath:
             close_old_connections()
         path = PATH if endpoint == "decide" else OFREP_FLAG_PREFIX + "flag"
         headers = [
-            *self._headers[path, request.is_secure()],
+            *self._headers[path, request.is_secure(), status],
             ("Content-Length", str(len(content))),
             ("X-Request-ID", request_id),
         ]
+        if unavailable is not None:
+            # What Django logs of a 5xx after its middleware (django.request).
+            response = HttpResponse(content, status=status)
+            request.request_id = request_id
+            log_response(
+                "%s: %s", response.reason_phrase, request.path, response=response, request=request
+            )
         return status, headers, content
 
 
-def _middleware_headers(path: str, secure: bool) -> list[tuple[str, str]]:
-    """What the response side of MIRRORED_MIDDLEWARE adds to an answer at `path` before
-    Content-Length and X-Request-ID, found by running it: SecurityMiddleware, then
+def _middleware_headers(path: str, secure: bool, status: int) -> list[tuple[str, str]]:
+    """The headers of an answer with `status` at `path` before Content-Length and
+    X-Request-ID: the view's (decide.api, decide.ofrep; lab.http's for a 503), then what the
+    response side of MIRRORED_MIDDLEWARE adds, found by running it: SecurityMiddleware, then
     CorsMiddleware (for a request without an Origin: its Vary)."""
     request = HttpRequest()
     request.method = "POST"
     request.path = request.path_info = path
     request.is_secure = lambda: secure
-    response = HttpResponse(content_type="application/json")
+    if status == 503:
+        # ninja's create_response (lab.http's handler of OperationalError)
+        response = HttpResponse(
+            content_type=f"{ORJSONRenderer.media_type}; charset={ORJSONRenderer.charset}"
+        )
+        response["Retry-After"] = RETRY_AFTER
+    else:
+        response = HttpResponse(content_type="application/json")
     SecurityMiddleware(lambda _: response).process_response(request, response)
     CorsMiddleware(lambda _: response).add_response_headers(request, response)
     return list(response.items())

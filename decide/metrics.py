@@ -85,6 +85,13 @@ known_units_invalidations = Counter(
     "counted one by one).",
     ["scope"],
 )
+known_units_learnt = Counter(
+    "lab_known_units_learnt",
+    "Units the memory of known units learnt from another decision's notification (decide's "
+    "first decisions say what they stored, decide.memory.listener): kind new (a unit that "
+    "decision created) or added (assignments added to a unit this worker held).",
+    ["kind"],
+)
 known_units_evictions = Counter(
     "lab_known_units_evictions",
     "Entries evicted from the memory of known units, least recently used first, to stay "
@@ -100,6 +107,7 @@ known_hit, known_miss = (known_units.labels(r) for r in ("hit", "miss"))
 known_invalidated_all, known_invalidated_products, known_invalidated_units = (
     known_units_invalidations.labels(s) for s in ("all", "product", "unit")
 )
+known_learnt_new, known_learnt_added = (known_units_learnt.labels(k) for k in ("new", "added"))
 known_evictions = {limit: known_units_evictions.labels(limit) for limit in ("bytes", "entries")}
 
 _OUTCOME_BY_STATUS = {

@@ -193,7 +193,11 @@ def evaluate_flag(request, key: str):
         body = flag_not_found(key)
         raise OfrepError(404, body["errorCode"], body["errorDetails"], key)
     decided = decisions.decide(
-        request.auth, (unit,), experiments=(key,), attributes={unit: attributes}
+        request.auth,
+        (unit,),
+        experiments=(key,),
+        attributes={unit: attributes},
+        handed=request.META.pop(decisions.HANDED_ENVIRON_KEY, None),
     )
     answer = decided.answers[unit][key]
     if answer.reason == Reason.UNKNOWN:

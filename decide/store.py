@@ -7,6 +7,9 @@ costs one round trip and the config version is read in the same snapshot as the 
 statement on PostgreSQL (a data-modifying CTE; two statements on SQLite); rows another
 worker stored first are left alone (ON CONFLICT DO NOTHING) and read back with
 `read_assignments`, so concurrent first decisions store exactly one row and agree on it.
+The same statement notifies every worker's memory of known units of what it stored, one
+notification per unit (decide.memory.listener, `Learn`): delivered at its commit, in commit
+order with every other change.
 The insert only stores a variant of the experiment it names, in the product it names: a
 config that named anything else stores nothing (decide.decisions then recompiles it).
 
@@ -38,6 +41,11 @@ from lab.models import (
     Variant,
 )
 from lab.vocabulary import Reason, Status
+
+# The channel and prefix of the memory of known units (decide.memory.listener, which imports
+# this module: spelled here, checked equal by tests/decide/test_memory.py).
+KNOWN_UNITS_CHANNEL = "lab_decide"
+LEARN_PREFIX = "l:"
 
 # SQLite allows 32766 bound parameters per statement; stay well below it.
 _SQLITE_ROWS_PER_INSERT = 2000
@@ -307,11 +315,11 @@ def _insert_sql_postgres() -> str:
             SELECT %s, k, %s, attributes::jsonb
             FROM unnest(%s::text[], %s::text[]) AS n(k, attributes)
             ON CONFLICT ({n.u_product}, {n.u_key}) DO UPDATE SET {n.u_key} = EXCLUDED.{n.u_key}
-            RETURNING {n.u_id}, {n.u_key}
+            RETURNING {n.u_id}, {n.u_key}, xmax = 0 AS created
         ), units AS (
-            SELECT {n.u_id} AS id, {n.u_key} AS ukey FROM new_units
+            SELECT {n.u_id} AS id, {n.u_key} AS ukey, created FROM new_units
             UNION ALL
-            SELECT id, ukey FROM unnest(%s::bigint[], %s::text[]) AS known(id, ukey)
+            SELECT id, ukey, false FROM unnest(%s::bigint[], %s::text[]) AS known(id, ukey)
         ), inserted AS (
             INSERT INTO {n.assignment}
                 ({n.a_experiment}, {n.a_unit}, {n.a_variant}, {n.a_source},
@@ -325,12 +333,30 @@ def _insert_sql_postgres() -> str:
             JOIN {n.experiment} e ON e.{n.e_id} = d.experiment_id AND e.{n.e_product} = %s
             ORDER BY units.id, d.experiment_id
             ON CONFLICT ({n.a_experiment}, {n.a_unit}) DO NOTHING
-            RETURNING {n.a_unit}, {n.a_experiment}
+            RETURNING {n.a_unit}, {n.a_experiment}, {n.a_variant}
+        ), learnt AS (
+            SELECT pg_notify('{KNOWN_UNITS_CHANNEL}', payload)
+            FROM (
+                SELECT '{LEARN_PREFIX}' || %s::text || ':' || units.id || ':'
+                    || CASE WHEN units.created THEN 'n' ELSE 'm' END || ':'
+                    || string_agg(i.{n.a_experiment} || '.' || i.{n.a_variant}, ',')
+                    || ':' || units.ukey AS payload
+                FROM inserted i JOIN units ON units.id = i.{n.a_unit}
+                GROUP BY units.id, units.ukey, units.created
+            ) learn
+            WHERE octet_length(payload) < {MAX_NOTIFY_BYTES}
         )
         SELECT {n.u_id}, {n.u_key}, NULL FROM new_units
         UNION ALL
         SELECT {n.a_unit}, NULL, {n.a_experiment} FROM inserted
+        UNION ALL
+        SELECT NULL, NULL, count(*) FROM learnt
     """
+
+
+# What a notification can carry (PostgreSQL refuses 8000 bytes and more): a unit whose
+# first decision does not fit is not learnt, only read again on its next decision.
+MAX_NOTIFY_BYTES = 8000
 
 
 @retry_on_deadlock
@@ -383,8 +409,11 @@ def insert_assignments(
             [a.experiment_id for a in ordered],
             [a.variant_id for a in ordered],
             product_id,
+            product_id,
         ]
         for unit_id, unit_key, experiment_id in _run_insert_postgres(params):
+            if unit_id is None:
+                continue  # the count of units learnt (what makes them be sent)
             if unit_key is not None:
                 unit_ids[unit_key] = unit_id
             else:

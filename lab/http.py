@@ -18,6 +18,10 @@ from lab.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
+# The answer to a database unavailable or too slow (503; decide/hot_path.py gives it too).
+UNAVAILABLE_DETAIL = "the database is unavailable or too slow; retry"
+RETRY_AFTER = "1"
+
 
 class ORJSONRenderer(BaseRenderer):
     media_type = "application/json"
@@ -146,10 +150,8 @@ def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(OperationalError)
     def database_unavailable(request, exc: OperationalError):
         logger.warning("database unavailable: %s", exc)
-        response = api.create_response(
-            request, {"detail": "the database is unavailable or too slow; retry"}, status=503
-        )
-        response["Retry-After"] = "1"
+        response = api.create_response(request, {"detail": UNAVAILABLE_DETAIL}, status=503)
+        response["Retry-After"] = RETRY_AFTER
         return response
 
     @api.exception_handler(DatabaseError)

@@ -23,6 +23,12 @@ returned that an answer needs, and answers them again from memory, under five ru
 5. **Anything that replaces data beneath it empties it within the same bound**: a restore, a
    TRUNCATE, DDL, the database recreated (the heartbeat's identity check).
 
+Besides what it read, each worker remembers what other workers' first decisions stored: the
+statement that stores them notifies it, in the same commit (decide.memory.listener, `Learn`),
+so a unit's second decision is answered from memory whichever worker takes it. Learnt in
+commit order with every notification that forgets, it is never staler than a read (rule 1),
+and it is only ever assignments the database stored (rule 2), within the same budget (rule 3).
+
 The key a request presents is checked (its digest, in constant time) before anything the
 memory holds about the unit is looked at, so what a request can learn never depends on it.
 Entries also expire after DECIDE_KNOWN_UNITS_TTL seconds, a bound for writes nothing sees

@@ -8,7 +8,8 @@ Two kinds of entry, in one order of use:
   A request's key is checked against it, in constant time, before any unit is looked up.
 - `UnitEntry`, per (product, unit key): the unit's id and its stored assignments. Not its
   stored attributes: a caller may store megabytes of them per unit, and an answer from memory
-  never needs them (decide.memory.policy).
+  never needs them (decide.memory.policy). Put from a read, or learnt from what another
+  decision stored (`learn`: only in a product whose key entry is held).
 
 Each entry's size is estimated when it is put, conservatively (an upper bound of what Python
 allocates for it and for its places in the indexes, checked by tests/decide/test_memory.py
@@ -105,6 +106,7 @@ class Entries:
         self._lru: OrderedDict[str | tuple[int, str], KeyEntry | UnitEntry] = OrderedDict()
         self._by_product: dict[int, set[str | tuple[int, str]]] = {}
         self._by_unit_id: dict[int, tuple[int, str]] = {}
+        self._keys_of_product: dict[int, int] = {}  # product id -> key entries held
 
     def __len__(self) -> int:
         return self.units
@@ -160,17 +162,7 @@ class Entries:
             for experiment_id, stored in unit.assignments.items()
         }
         product_id = state.product_id
-        digest = key_digest(credential.secret)
-        known = self._lru.get(credential.prefix)
-        if (
-            isinstance(known, KeyEntry)
-            and hmac.compare_digest(known.digest, digest)
-            and known.state == state
-        ):
-            self._touch(credential.prefix)  # the same read of the key: keep its entry
-        else:
-            size = key_entry_size(credential.prefix, state)
-            self._set(credential.prefix, KeyEntry(digest, state, size), product_id)
+        self.put_key(credential, state)
         where = (product_id, unit_key)
         entry = UnitEntry(
             product_id,
@@ -184,6 +176,55 @@ class Entries:
         self._by_unit_id[unit.unit_id] = where
         self._evict_beyond_limits()
 
+    def put_key(self, credential: ClientCredential, state: ProductState) -> None:
+        """Remember a key the database accepted and what it read of the key's product."""
+        digest = key_digest(credential.secret)
+        known = self._lru.get(credential.prefix)
+        if (
+            isinstance(known, KeyEntry)
+            and hmac.compare_digest(known.digest, digest)
+            and known.state == state
+        ):
+            self._touch(credential.prefix)  # the same read of the key: keep its entry
+        else:
+            size = key_entry_size(credential.prefix, state)
+            self._set(credential.prefix, KeyEntry(digest, state, size), state.product_id)
+            self._evict_beyond_limits()
+
+    def learn(
+        self,
+        product_id: int,
+        unit_id: int,
+        unit_key: str,
+        assignments: dict[int, Stored],
+        *,
+        replace: bool,
+        expires: float,
+    ) -> bool:
+        """Remember assignments a first decision stored: all of a unit (`replace`), or some
+        added to a unit, kept only if this unit is held; only in a product whose key is held.
+        Then evict beyond the limits. Whether anything was remembered."""
+        if not self._keys_of_product.get(product_id):
+            return False
+        where = (product_id, unit_key)
+        held = self._lru.get(where)
+        if not replace:
+            if not isinstance(held, UnitEntry) or held.row.unit_id != unit_id:
+                return False
+            assignments = {**held.row.assignments, **assignments}
+        entry = UnitEntry(
+            product_id,
+            UnitRow(unit_id, assignments, ATTRIBUTES_NOT_KEPT),
+            expires,
+            unit_entry_size(unit_key, assignments),
+        )
+        if entry.size > self.max_bytes:
+            return False
+        self._set(where, entry, product_id)
+        self._by_unit_id[unit_id] = where
+        self._evict_beyond_limits()
+        return True
+
     def _set(self, where, entry, product_id: int) -> None:
         old = self._lru.pop(where, None)
         if old is not None:
@@ -192,6 +233,8 @@ class Entries:
         self.bytes += entry.size
         if isinstance(entry, UnitEntry):
             self.units += 1
+        else:
+            self._keys_of_product[product_id] = self._keys_of_product.get(product_id, 0) + 1
         self._by_product.setdefault(product_id, set()).add(where)
 
     def _evict_beyond_limits(self) -> None:
@@ -216,6 +259,7 @@ class Entries:
         self._lru.clear()
         self._by_product.clear()
         self._by_unit_id.clear()
+        self._keys_of_product.clear()
         self.bytes = self.units = 0
 
     def _forget(self, where) -> None:
@@ -233,6 +277,11 @@ class Entries:
             product_id = entry.product_id
         else:
             product_id = entry.state.product_id
+            keys = self._keys_of_product.get(product_id, 0) - 1
+            if keys > 0:
+                self._keys_of_product[product_id] = keys
+            else:
+                self._keys_of_product.pop(product_id, None)
         members = self._by_product.get(product_id)
         if members is not None:
             members.discard(where)

@@ -13,8 +13,15 @@ from typing import NamedTuple
 from decide import metrics
 from decide.auth import ClientCredential
 from decide.memory.entries import Entries
-from decide.memory.listener import STALENESS_BOUND_SECONDS, Listener, parse
-from decide.store import ProductState, UnitRow
+from decide.memory.listener import (
+    STALENESS_BOUND_SECONDS,
+    Forget,
+    Learn,
+    Listener,
+    parse_in_order,
+)
+from decide.store import ProductState, Stored, UnitRow
+from lab.vocabulary import Reason
 
 # How long a request waits for the listener to apply a notification that has arrived (a
 # heartbeat, most often) before it asks the database instead. Short, because on busy cores
@@ -118,6 +125,19 @@ class KnownUnits:
                 return
             self.entries.put(credential, unit_key, state, unit, time.monotonic() + self.ttl)
 
+    def put_key(self, credential: ClientCredential, state: ProductState, generation: int) -> None:
+        """Keep what the database just said about a key it accepted (a decision that was
+        not a read: its unit is learnt from its own notification, which needs the key)."""
+        with self._cond:
+            if (
+                not self._listening
+                or not self._ready
+                or self._draining
+                or self._generation != generation
+            ):
+                return
+            self.entries.put_key(credential, state)
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -192,8 +212,15 @@ class KnownUnits:
         self._confirmed_at = max(self._confirmed_at, sent_at)
 
     def apply(self, payloads: list[str]) -> None:
-        """Forget what the notifications name (everything, for anything not understood)."""
-        forget = parse(payloads)
+        """Forget what the notifications name (everything, for anything not understood) and
+        learn what first decisions stored, in the order they came."""
+        for change in parse_in_order(payloads):
+            if isinstance(change, Learn):
+                self._learn(change)
+            else:
+                self._forget(change)
+
+    def _forget(self, forget: Forget) -> None:
         with self._cond:
             if forget.everything:
                 self._forget_all()
@@ -208,6 +235,26 @@ class KnownUnits:
             metrics.known_invalidated_products.inc(len(forget.products))
         if forget.units:
             metrics.known_invalidated_units.inc(len(forget.units))
+
+    def _learn(self, learnt: Learn) -> None:
+        """Remember what a first decision stored, as of its commit: every change committed
+        after it comes after this and forgets it, so it is never staler than what a read
+        would have put. Nothing of it changes what memory already answers (it adds stored
+        assignments), so the generation stays. Only for a product whose key this worker
+        holds: memory answers no other."""
+        with self._cond:
+            if not self._listening or not self._ready:
+                return
+            learnt_it = self.entries.learn(
+                learnt.product_id,
+                learnt.unit_id,
+                learnt.unit_key,
+                {e: Stored(v, Reason.HASH) for e, v in learnt.assignments.items()},
+                replace=learnt.created,
+                expires=time.monotonic() + self.ttl,
+            )
+        if learnt_it:
+            (metrics.known_learnt_new if learnt.created else metrics.known_learnt_added).inc()
 
     def _forget_all(self) -> None:
         self._generation += 1

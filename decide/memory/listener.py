@@ -7,7 +7,11 @@ one that sends it a heartbeat every HEARTBEAT_SECONDS.
 
 - **Notifications** (the triggers of migration 0007) name what to forget: `u:<id>,...` those
   units, `p:<id>,...` everything of those products, `*` (or anything not understood)
-  everything.
+  everything. Decide's own first decisions (decide.store's insert, in the same statement,
+  so in the same commit) say what they stored: `l:...` (`Learn`), which every worker
+  remembers, so that a unit's second decision is answered from memory whichever worker
+  takes it. Applied in the order they come, which is commit order: whatever changes a unit
+  after it was learnt forgets it again.
 - **Heartbeats.** PostgreSQL delivers notifications in commit order, so when a heartbeat
   comes back every change committed before it was sent has been applied; the memory is
   served only while one sent at most STALENESS_BOUND_SECONDS ago is back.
@@ -33,13 +37,16 @@ from typing import TYPE_CHECKING, NamedTuple
 from django.conf import settings
 from django.db import connection
 
+from decide.store import KNOWN_UNITS_CHANNEL, LEARN_PREFIX
+
 if TYPE_CHECKING:
     from decide.memory.known_units import KnownUnits
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "lab_decide"
-# Payloads: forget everything; or "u:" / "p:" and comma-separated unit / product ids.
+CHANNEL = KNOWN_UNITS_CHANNEL
+# Payloads: forget everything; or "u:" / "p:" and comma-separated unit / product ids; or
+# LEARN_PREFIX ("l:"), what a first decision stored (`Learn`, sent by decide.store's insert).
 EVERYTHING = "*"
 UNITS_PREFIX = "u:"
 PRODUCTS_PREFIX = "p:"
@@ -65,21 +72,76 @@ class Forget(NamedTuple):
     units: frozenset[int]
 
 
+class Learn(NamedTuple):
+    """A first decision's new assignments, as its statement stored them (decide.store): a
+    unit that statement created (`created`: these are all its assignments), or assignments
+    added to a unit that existed (to add to what a worker holds of it, if anything)."""
+
+    product_id: int
+    unit_id: int
+    unit_key: str
+    created: bool
+    assignments: dict[int, int]  # experiment id -> variant id, stored as `hash`
+
+
 def parse(payloads: list[str]) -> Forget:
-    """What to forget; everything for anything not understood."""
+    """What to forget; everything for anything not understood. (What to learn is left to
+    `parse_in_order`: this only says what a batch forgets.)"""
     products: set[int] = set()
     units: set[int] = set()
+    for change in parse_in_order(payloads):
+        if isinstance(change, Learn):
+            continue
+        if change.everything:
+            return change
+        products |= change.products
+        units |= change.units
+    return Forget(False, frozenset(products), frozenset(units))
+
+
+def parse_in_order(payloads: list[str]) -> list[Forget | Learn]:
+    """Each notification's change, in the order they came (commit order): a change after a
+    learnt unit can forget it. Anything not understood forgets everything."""
+    changes: list[Forget | Learn] = []
     for payload in payloads:
-        for prefix, ids in ((UNITS_PREFIX, units), (PRODUCTS_PREFIX, products)):
+        if payload.startswith(LEARN_PREFIX):
+            learnt = _learnt(payload)
+            changes.append(learnt if learnt is not None else _EVERYTHING)
+            continue
+        for prefix, products in ((UNITS_PREFIX, False), (PRODUCTS_PREFIX, True)):
             if payload.startswith(prefix):
                 try:
-                    ids.update(int(part) for part in payload[len(prefix) :].split(","))
+                    ids = frozenset(int(part) for part in payload[len(prefix) :].split(","))
                 except ValueError:
-                    return Forget(True, frozenset(), frozenset())
+                    changes.append(_EVERYTHING)
+                else:
+                    none: frozenset[int] = frozenset()
+                    changes.append(
+                        Forget(False, ids, none) if products else Forget(False, none, ids)
+                    )
                 break
         else:
-            return Forget(True, frozenset(), frozenset())
-    return Forget(False, frozenset(products), frozenset(units))
+            changes.append(_EVERYTHING)
+    return changes
+
+
+_EVERYTHING = Forget(True, frozenset(), frozenset())
+
+
+def _learnt(payload: str) -> Learn | None:
+    """`l:<product id>:<unit id>:<n|m>:<experiment id>.<variant id>,...:<unit key>` (the
+    unit key last: it may hold any character)."""
+    try:
+        product, unit, kind, pairs, unit_key = payload[len(LEARN_PREFIX) :].split(":", 4)
+        assignments = {}
+        for pair in pairs.split(","):
+            experiment, variant = pair.split(".")
+            assignments[int(experiment)] = int(variant)
+        if kind not in ("n", "m"):
+            return None
+        return Learn(int(product), int(unit), unit_key, kind == "n", assignments)
+    except ValueError:
+        return None
 
 
 def watched_tables() -> tuple[str, ...]:

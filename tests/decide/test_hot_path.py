@@ -14,7 +14,7 @@ import sys
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
-from django.db import OperationalError
+from django.db import OperationalError, ProgrammingError
 
 from decide import memory as decide_memory
 from decide import metrics
@@ -325,8 +325,10 @@ def test_memory_empty__stored_unit_answered_from_the_database_then_remembered(
 ):
     for key in ("etch", "anneal", "dope"):
         make_experiment(decider.product, key)
-    decider.decide("SN-1")  # stores; a first decision is not remembered
-    assert len(memory) == 0
+    decider.decide("SN-1")  # stores
+    decider.decide("SN-1")
+    wait_until(lambda: len(memory) == 1)  # learnt from its write's notification, or read
+    memory.apply(["*"])  # as after anything that empties the memory
     misses, hits = metrics.known_miss._value.get(), metrics.known_hit._value.get()
     recorder = _Recorder()
     caplog.clear()
@@ -415,16 +417,189 @@ def test_memory_on__forged_key_of_a_remembered_unit__same_401_as_django(known_un
     assert hot[0] == "401 Unauthorized"
 
 
-def test_database_error__django_answers_it(stored_unit, decider, monkeypatch):
-    def unavailable(*args, **kwargs):
-        raise OperationalError("the database is gone")
+def _logged(records) -> list[tuple]:
+    """What a log handler gets of each record: logger, level, message, and for Django's own
+    line of a 4xx/5xx (django.request) the status and request id it carries."""
+    return [
+        (
+            r.name,
+            r.levelname,
+            r.getMessage(),
+            getattr(r, "status_code", None),
+            getattr(getattr(r, "request", None), "request_id", None),
+        )
+        for r in records
+    ]
 
-    monkeypatch.setattr("decide.store.read_units", unavailable)
-    hot, django, recorder = _both({"unit": stored_unit}, secret=decider.secret)
-    assert recorder.calls == 1
+
+def _counted(endpoint: str) -> tuple[float, ...]:
+    return (
+        *(metrics.decide_requests.labels(endpoint, o)._value.get() for o in metrics.OUTCOMES),
+        sum(b.get() for b in metrics.decide_duration.labels(endpoint)._buckets),
+        metrics.known_hit._value.get(),
+        metrics.known_miss._value.get(),
+    )
+
+
+def _observed(application, environ, caplog, endpoint="decide"):
+    """The answer, the metrics it moved and the log records it wrote."""
+    before = _counted(endpoint)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        answer = _call(application, environ)
+    after = _counted(endpoint)
+    moved = tuple(b - a for a, b in zip(before, after, strict=True))
+    return answer, moved, _logged(caplog.records)
+
+
+def _timed_out(*args, **kwargs):
+    raise OperationalError("canceling statement due to statement timeout")
+
+
+@pytest.mark.parametrize("memory_on", [False, True], ids=["memory-off", "memory-on"])
+@pytest.mark.parametrize("endpoint", ["decide", "ofrep"])
+def test_database_unavailable__the_hot_path_answers_djangos_503_itself(
+    stored_unit, decider, settings, monkeypatch, caplog, memory_on, endpoint
+):
+    if memory_on:
+        settings.DECIDE_KNOWN_UNITS = True
+        decide_memory.reset()
+        started = decide_memory.known_units()
+        wait_until(lambda: started._listening and started._ready)
+    if endpoint == "decide":
+        body, args = {"unit": "SN-2"}, {"secret": decider.secret}
+    else:
+        args = _flag("etch", "SN-2", secret=decider.secret)
+        body = args.pop("body")
+    reads = []
+
+    def read_units(*read_args, **read_kwargs):
+        reads.append(1)
+        _timed_out()
+
+    monkeypatch.setattr("decide.store.read_units", read_units)
+    recorder = _Recorder()
+    hot, hot_metrics, hot_logs = _observed(
+        DecideHotPath(recorder), _environ(body, **args), caplog, endpoint
+    )
+    assert (recorder.calls, len(reads)) == (0, 1)  # one read, no second timeout
+    django, django_metrics, django_logs = _observed(
+        WSGIHandler(), _environ(body, **args), caplog, endpoint
+    )
+    decide_memory.reset()
     assert hot == django
-    assert hot[0] == "503 Service Unavailable"
-    assert "Retry-After" in dict(hot[1])
+    status, headers, content = hot
+    assert status == "503 Service Unavailable"
+    assert dict(headers)["Retry-After"] == "1"
+    assert dict(headers)["X-Request-ID"] == REQUEST_ID
+    assert json.loads(content) == {"detail": "the database is unavailable or too slow; retry"}
+    assert hot_metrics == django_metrics
+    assert metrics.OUTCOMES.index("unavailable") == next(
+        i for i, moved in enumerate(hot_metrics) if moved
+    )
+    assert hot_metrics[-1] == (1 if memory_on else 0)  # a miss of the memory, either way
+    assert hot_logs == django_logs
+    assert [(name, level) for name, level, *_ in hot_logs] == [
+        ("lab.http", "WARNING"),
+        ("lab.access", "INFO"),
+        ("django.request", "ERROR"),
+    ]
+
+
+def test_other_database_error__django_answers_from_the_same_failed_read(
+    stored_unit, decider, monkeypatch
+):
+    reads = []
+
+    def broken(*args, **kwargs):
+        reads.append(1)
+        raise ProgrammingError("relation does not exist")
+
+    monkeypatch.setattr("decide.store.read_units", broken)
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ({"unit": stored_unit}, secret=decider.secret))
+    assert (recorder.calls, len(reads)) == (1, 1)
+    assert hot[0] == "500 Internal Server Error"
+    assert hot == _call(WSGIHandler(), _environ({"unit": stored_unit}, secret=decider.secret))
+
+
+# --- What the hot path read goes with the request it hands to Django: read once.
+
+
+@pytest.mark.parametrize("memory_on", [False, True], ids=["memory-off", "memory-on"])
+@pytest.mark.parametrize("endpoint", ["decide", "ofrep"])
+def test_unit_needing_a_write__read_once_then_stored_by_django(
+    stored_unit, decider, settings, django_assert_num_queries, caplog, memory_on, endpoint
+):
+    if memory_on:
+        settings.DECIDE_KNOWN_UNITS = True
+        decide_memory.reset()
+        started = decide_memory.known_units()
+        wait_until(lambda: started._listening and started._ready)
+    if endpoint == "decide":
+        body, args = {"unit": "SN-2"}, {"secret": decider.secret}
+        twin_body, twin_args = {"unit": "SN-3"}, {"secret": decider.secret}
+    else:
+        args = _flag("etch", "SN-2", secret=decider.secret)
+        twin_args = _flag("etch", "SN-3", secret=decider.secret)
+        body, twin_body = args.pop("body"), twin_args.pop("body")
+    recorder = _Recorder()
+    with django_assert_num_queries(2):  # the read, then the insert
+        hot, hot_metrics, hot_logs = _observed(
+            DecideHotPath(recorder), _environ(body, **args), caplog, endpoint
+        )
+    assert recorder.calls == 1
+    # The same first decision of a twin unit, by Django alone: the same answer, counted and
+    # logged the same way.
+    with django_assert_num_queries(2):
+        django, django_metrics, django_logs = _observed(
+            WSGIHandler(), _environ(twin_body, **twin_args), caplog, endpoint
+        )
+    decide_memory.reset()
+    assert (hot[0], hot[1]) == (django[0], django[1])
+    assert hot_metrics == django_metrics
+    assert hot_metrics[-1] == (1 if memory_on else 0)
+    assert hot_logs == django_logs
+    unit = decider.product.units.get(key="SN-2")
+    stored = {a.experiment.key: a.variant.key for a in unit.assignments.all()}
+    if endpoint == "decide":
+        assert json.loads(hot[2])["variants"] == stored
+    else:
+        assert json.loads(hot[2])["variant"] == stored["etch"]
+
+
+def test_bad_key__handed_with_its_failed_read__one_read_then_djangos_401(
+    stored_unit, decider, django_assert_num_queries
+):
+    key = decider.product.client_keys.get()
+    client_key_revoke(product=decider.product, key_id=key.id)
+    recorder = _Recorder()
+    with django_assert_num_queries(1):
+        hot = _call(DecideHotPath(recorder), _environ({"unit": stored_unit}, secret=decider.secret))
+    assert recorder.calls == 1
+    assert hot[0] == "401 Unauthorized"
+    assert hot == _call(WSGIHandler(), _environ({"unit": stored_unit}, secret=decider.secret))
+
+
+def test_handed_read__used_only_by_the_decision_it_was_read_for(stored_unit, decider):
+    """A read left in the environ for another unit or another key is not used: Django reads."""
+    from decide import decisions
+    from decide.auth import parse_client_key
+
+    credential = parse_client_key(decider.secret)
+    handed = decisions.Handed(credential, stored_unit, None, error=OperationalError("stale"))
+    assert handed.of(credential, (stored_unit,))
+    assert not handed.of(credential, ("SN-OTHER",))
+    assert not handed.of(credential, (stored_unit, "SN-OTHER"))
+    assert not handed.of(parse_client_key(_forged(decider.secret)), (stored_unit,))
+    for body in ({"unit": "SN-OTHER"}, {"unit": stored_unit}):
+        secret = decider.secret if body["unit"] != stored_unit else None
+        environ = _environ(body, secret=secret or decider.secret)
+        if secret is None:
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {_forged(decider.secret)}"
+        environ[decisions.HANDED_ENVIRON_KEY] = handed
+        status, _, _ = _call(WSGIHandler(), environ)
+        assert status == ("200 OK" if secret else "401 Unauthorized")
 
 
 # --- OFREP single-flag evaluation on the same path.

@@ -63,14 +63,77 @@ def test_known_unit__answered_from_memory_without_a_query(
     assert _hits() == hits + 1
 
 
-def test_new_unit__not_remembered_until_its_assignments_are_stored(
+def test_new_unit__learnt_from_what_its_first_decision_stored(
+    memory, decider, django_assert_num_queries
+):
+    make_experiment(decider.product, "etch")
+    make_experiment(decider.product, "anneal")
+    _serve_the_product(decider, memory)
+    learnt = metrics.known_learnt_new._value.get()
+    first = decider.decide("SN-1")
+    # Not from what it read (not the truth after its write), but from the notification its
+    # write sent, as every other worker learns it
+    wait_until(lambda: len(memory) == 2)  # SN-1 is in memory only if it was learnt
+    assert metrics.known_learnt_new._value.get() >= learnt + 1
+    hits = _hits()
+    with django_assert_num_queries(0):
+        assert decider.decide("SN-1") == first
+    assert _hits() == hits + 1
+
+
+def _serve_the_product(decider, memory) -> None:
+    """Have this worker hold the product's key, as one that has served it does (a first
+    decision's read can be overtaken by the setup's notifications and not keep it)."""
+    decider.decide("SN-0")
+    decider.decide("SN-0")
+    wait_until(lambda: len(memory) == 1)
+    time.sleep(0.3)  # and its first decision's notification applied, if it is to be learnt
+
+
+def test_known_unit_new_experiment__added_to_what_memory_holds(
     memory, decider, django_assert_num_queries
 ):
     make_experiment(decider.product, "etch")
     decider.decide("SN-1")
-    assert len(memory) == 0  # its first decision wrote: what was read is not the truth now
-    decider.decide("SN-1")
+    make_experiment(decider.product, "bake")  # a new config: the product's units forgotten
+    wait_until(lambda: len(memory) == 0)
+    assert decider.decide("SN-1", experiments=["etch"])  # read, remembered without bake
     assert len(memory) == 1
+    added = metrics.known_learnt_added._value.get()
+    first = decider.decide("SN-1", experiments=["bake"])  # stores bake's assignment
+    wait_until(lambda: metrics.known_learnt_added._value.get() == added + 1)
+    with django_assert_num_queries(0):
+        both = decider.decide("SN-1")
+    assert both["bake"] == first["bake"]
+
+
+def test_learnt_unit_changed_after__forgotten_in_commit_order(memory, decider):
+    """What a first decision stored is learnt as of its commit: a change committed after
+    it comes after it, and forgets it."""
+    experiment = make_experiment(decider.product, "etch")
+    unit = unit_for(experiment, "a")
+    forgotten = _units_forgotten()
+    decider.decide(unit)
+    assignment_force(experiment=experiment, unit_key=unit, variant_key="b", actor="test")
+    wait_until(lambda: _units_forgotten() > forgotten)
+    assert len(memory) == 0
+    assert decider.decide(unit)["etch"] == "b"
+
+
+def test_learning__only_for_a_product_whose_key_is_held(memory, decider):
+    """Another product's first decisions (another tenant's, on other workers) take no room
+    in a worker that never served that product."""
+    make_experiment(decider.product, "etch")
+    learnt = metrics.known_learnt_new._value.get()
+    memory.apply([f"l:{decider.product.id + 1000}:1:n:1.1:SN-elsewhere"])
+    assert (len(memory), metrics.known_learnt_new._value.get()) == (0, learnt)
+
+
+def test_learnt_message_not_understood__forgets_everything(memory, decider):
+    make_experiment(decider.product, "etch")
+    _serve_the_product(decider, memory)
+    memory.apply(["l:1:2:n:not-pairs:SN-1"])
+    assert len(memory) == 0
 
 
 def test_forced_assignment__forgotten_and_answered_as_forced(memory, decider):
@@ -156,6 +219,9 @@ def test_listener_lost__database_answers_until_it_listens_again(memory, decider)
 def test_read_while_a_notification_is_applied__not_kept(memory, decider):
     make_experiment(decider.product, "etch")
     decider.decide("SN-1")
+    decider.decide("SN-1")
+    wait_until(lambda: len(memory) == 1)  # learnt or read
+    memory.apply(["*"])
     generation = memory.generation()
     memory.apply(["u:999999999"])  # anything applied between the read and the put
     state, units = store.read_units(parse_client_key(decider.secret), ["SN-1"])
@@ -175,10 +241,27 @@ def test_malformed_notification__forgets_everything(memory, decider):
 # --- The triggers of migrations 0005 and 0007: what each write notifies.
 
 
-def test_triggers__decide_first_decisions_notify_nothing(listener, decider):
-    make_experiment(decider.product, "etch")
+def test_triggers__decide_first_decisions_notify_only_what_they_stored(listener, decider):
+    """No trigger fires for them (nothing a memory holds changes): their own statement
+    says what they stored, for every worker to learn (decide.memory.listener)."""
+    etch = make_experiment(decider.product, "etch")
+    anneal = make_experiment(decider.product, "anneal")
     listener(0.2)  # the setup's own notifications
-    decider.decide("SN-1")
+    variants = decider.decide("SN:1")
+    unit = Unit.objects.get(key="SN:1")
+    pairs = ",".join(
+        f"{e.id}.{e.variants.get(key=variants[e.key]).id}"
+        for e in sorted((etch, anneal), key=lambda e: e.id)
+    )
+    assert listener(0.3) == [f"l:{decider.product.id}:{unit.id}:n:{pairs}:SN:1"]
+    # A known unit's new experiment: what was added, marked so
+    bake = make_experiment(decider.product, "bake")
+    listener(0.2)
+    baked = decider.decide("SN:1", experiments=["bake"])["bake"]
+    added = f"{bake.id}.{bake.variants.get(key=baked).id}"
+    assert listener(0.3) == [f"l:{decider.product.id}:{unit.id}:m:{added}:SN:1"]
+    # A decision that stores nothing says nothing
+    decider.decide("SN:1")
     assert listener(0.3) == []
 
 
@@ -260,8 +343,14 @@ def test_concurrent_changes__no_stale_answer_after_the_change_is_applied(memory,
                 experiment=experiment, unit_key=unit, variant_key=variant_key, actor="t"
             )
             wait_until(lambda before=before: _units_forgotten() > before)
-            applied_at.append((time.monotonic(), variant_key))
+            applied = time.monotonic()
+            applied_at.append((applied, variant_key))
+            # Until decisions started after it have ended (a fixed pause can see none of
+            # them on a busy machine)
             time.sleep(0.05)
+            wait_until(
+                lambda applied=applied: sum(started > applied for started, _, _ in decided) >= 2
+            )
     finally:
         stop.set()
         for thread in threads:
@@ -280,6 +369,9 @@ def test_heartbeat_not_back_within_the_bound__database_answers(
     make_experiment(decider.product, "etch")
     decider.decide("SN-1")
     decider.decide("SN-1")
+    # Its first decision's notification (learnt) applied: a request meeting it pending
+    # would wait for it, and might ask the database
+    time.sleep(0.3)
     with django_assert_num_queries(0):
         decider.decide("SN-1")
     # As if the listener had not heard back from PostgreSQL for longer than the bound
