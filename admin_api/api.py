@@ -19,8 +19,8 @@ from admin_api.routers import (
     units,
     variants,
 )
+from config.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 from lab.auth import ApiTokenAuth
-from lab.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 
 ERROR_SCHEMA = {
     "type": "object",

@@ -7,7 +7,7 @@ wraps Django's, with what the whole stack would answer: the same body, status an
 access log line. The decision comes from the worker's memory of known units, or else from the
 one read `decide` makes (decide.store.read_units), remembered as `decide` remembers it. It
 reuses the pieces the stack is made of — Django's request object for the Host and the body,
-the JSON parser of lab.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
+the JSON parser of config.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
 decide.decisions for the answer — and skips only their plumbing: the middleware chain, URL
 resolution, ninja's parameter models and rendering (two thirds of a known unit's CPU time,
 load_tests/RESULTS.md).
@@ -19,7 +19,7 @@ would store something or tests a condition, a key the database refuses (Django g
 request when SECURE_SSL_REDIRECT is on. So it can answer less than Django, never otherwise.
 A unit that needs a write is read twice (here, then by Django): the price of leaving every
 write to Django.
-It mirrors the middleware list of lab/settings.py (MIRRORED_MIDDLEWARE) and stays off under any
+It mirrors the middleware list of config/settings.py (MIRRORED_MIDDLEWARE) and stays off under any
 other, and with DECIDE_HOT_PATH=false. See docs/decide.md, "The hot path".
 """
 
@@ -39,14 +39,14 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
 from pydantic import ValidationError
 
+from config.http import parse_json_body
+from config.logging import request_id_var
+from config.middleware import log_access, request_id_of
 from decide import decisions, metrics, ofrep
 from decide.auth import ClientKeyAuth, ClientKeyHeader, InvalidClientKey
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
-from lab.http import parse_json_body
 from lab.keys import is_valid_key
-from lab.logging import request_id_var
-from lab.middleware import log_access, request_id_of
 from lab.vocabulary import Reason
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,11 @@ logger = logging.getLogger(__name__)
 PATH = "/api/v1/decide"
 # A decide body is a unit key, a few experiment keys and attributes: larger ones go to Django.
 MAX_BODY_BYTES = 16 * 1024
-# The stack whose answers this reproduces (lab/settings.py). Under any other list a new
+# The stack whose answers this reproduces (config/settings.py). Under any other list a new
 # middleware could have its say, so everything goes to Django.
 MIRRORED_MIDDLEWARE = (
-    "lab.middleware.RequestIdMiddleware",
-    "lab.middleware.HttpContractMiddleware",
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.HttpContractMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

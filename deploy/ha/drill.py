@@ -244,7 +244,7 @@ class Lab:
         }
         self.env.update(
             DATABASE_URL=database_url,
-            DJANGO_SETTINGS_MODULE="lab.settings",
+            DJANGO_SETTINGS_MODULE="config.settings",
             SECRET_KEY=secrets.token_urlsafe(40),
             ACCESS_LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",

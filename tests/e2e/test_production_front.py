@@ -128,7 +128,7 @@ def database_env() -> Iterator[dict[str, str]]:
         if k not in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "TEST_DATABASE_NAME")
     }
     env.update(
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         PYTHONPATH=str(ROOT),
         LOG_LEVEL="WARNING",
         ACCESS_LOG_LEVEL="WARNING",
@@ -351,7 +351,7 @@ def test_bare_gunicorn__same_trickle__stalls_decide(database_env):
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"),
-                *("-w", "1", "-b", f"127.0.0.1:{port}", "lab.wsgi:application"),
+                *("-w", "1", "-b", f"127.0.0.1:{port}", "config.wsgi:application"),
             ],
             cwd=ROOT,
             env=env,
