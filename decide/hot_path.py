@@ -46,8 +46,8 @@ from decide import decisions, metrics, ofrep
 from decide.auth import ClientKeyAuth, ClientKeyHeader, InvalidClientKey
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
-from lab.keys import is_valid_key
-from lab.vocabulary import Reason
+from rules.keys import is_valid_key
+from rules.vocabulary import Reason
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from lab.models import (
     Unit,
     Variant,
 )
-from lab.vocabulary import Reason, Status
+from rules.vocabulary import Reason, Status
 
 # SQLite allows 32766 bound parameters per statement; stay well below it.
 _SQLITE_ROWS_PER_INSERT = 2000

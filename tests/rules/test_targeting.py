@@ -21,14 +21,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from decide.engine import (
+from rules.bucketing import (
     bucket_position,
     compile_experiment,
     decide_one,
     layer_position,
     randomization_key,
 )
-from decide.targeting import (
+from rules.targeting import (
     MAX_NUMBER,
     LayerSlot,
     Schedule,
@@ -37,7 +37,7 @@ from decide.targeting import (
     compile_conditions,
     number_text,
 )
-from lab.vocabulary import Reason
+from rules.vocabulary import Reason
 
 VECTORS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "decide-vectors.md"
 LAYER_SALT = "4e1a9c7d2b6f8035"
@@ -273,7 +273,7 @@ def test_operator_vector__engine_and_reference_agree_with_the_page(value, operat
 
 
 def test_operator_vectors__cover_every_operator():
-    from decide.targeting import OPERATORS
+    from rules.targeting import OPERATORS
 
     assert {operator for _, operator, _, _ in OPERATOR_VECTORS} == set(OPERATORS)
 
