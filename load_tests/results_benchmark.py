@@ -367,8 +367,8 @@ def _time_report(args: argparse.Namespace) -> None:
 def _explain() -> None:
     from django.db import connection
 
+    from lab.analysis.results import experiment_results
     from lab.models import Experiment
-    from lab.selectors.results import experiment_results
 
     experiment = Experiment.objects.get(product__key=PRODUCT, key=EXPERIMENT)
     with connection.execute_wrapper(_explaining):
