@@ -5,6 +5,9 @@ database of their own, and talk to it over real sockets: the slow-client drill, 
 limit, keep-alive, the API docs through the front, and a clean stop on SIGTERM and Ctrl-C.
 The drill's control runs the same trickle against bare gunicorn, where it does stall decide:
 that is why gunicorn must not face clients (docs/operations.md, "The production front").
+
+Why this module is long: its tests share one front (nginx and gunicorn) started for the
+module; a second module would start a second one.
 """
 
 import http.client

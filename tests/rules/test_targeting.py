@@ -7,6 +7,9 @@ Three checks of one contract:
   the engine, that must agree with the engine on random experiments, units and attributes;
 - properties the rules promise (a layer never gives one unit two experiments, a unit's answer
   never depends on another unit's attributes, a stored assignment wins whatever happens).
+
+Why this module is long: the independent implementation is half of the check, and it
+covers the whole page.
 """
 
 import itertools
