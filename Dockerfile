@@ -13,6 +13,8 @@ COPY pyproject.toml README.md ./
 COPY lab/ lab/
 COPY decide/ decide/
 COPY admin_api/ admin_api/
+COPY config/ config/
+COPY rules/ rules/
 # Lab and every dependency as wheels: the runtime stage needs no compiler and no index.
 RUN pip wheel --wheel-dir /wheels .
 
