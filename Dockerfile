@@ -13,6 +13,8 @@ COPY pyproject.toml README.md ./
 COPY lab/ lab/
 COPY decide/ decide/
 COPY admin_api/ admin_api/
+COPY config/ config/
+COPY rules/ rules/
 # Lab and every dependency as wheels: the runtime stage needs no compiler and no index.
 RUN pip wheel --wheel-dir /wheels .
 
@@ -39,4 +41,4 @@ VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "lab.wsgi:application"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "config.wsgi:application"]

@@ -1,4 +1,4 @@
-"""Production gunicorn settings: `gunicorn -c gunicorn.conf.py lab.wsgi:application`.
+"""Production gunicorn settings: `gunicorn -c gunicorn.conf.py config.wsgi:application`.
 
 Command-line flags (`-b`, `-w`, ...) and GUNICORN_CMD_ARGS override everything here.
 Environment:
@@ -76,7 +76,7 @@ control_socket_disable = True
 
 # --- Prometheus multiprocess mode (prometheus_client docs, "Multiprocess Mode").
 # Set before any worker imports prometheus_client, so every worker writes its values there
-# and /metrics (lab/ops.py) sums them.
+# and /metrics (config/ops.py) sums them.
 _created_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _created_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lab-prometheus-")

@@ -21,8 +21,8 @@ from admin_api.routers import (
     variants,
 )
 from admin_api.schemas import comma_separated_query_lists
+from config.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 from lab.auth import ApiTokenAuth
-from lab.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 
 ERROR_SCHEMA = {
     "type": "object",

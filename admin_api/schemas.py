@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 from ninja import Schema
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from lab.keys import KEY_PATTERN
 from lab.services.bulk import check_batch_size
+from rules.keys import KEY_PATTERN
 
 StatusValue = Literal["enabled", "disabled", "removed"]
 

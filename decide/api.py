@@ -1,6 +1,6 @@
 """The decide API: which variant of each running experiment a unit gets.
 
-Mounted at the root by lab/urls.py, so every route spells its full path. Authenticated with a
+Mounted at the root by config/urls.py, so every route spells its full path. Authenticated with a
 product's client key (`Authorization: Bearer lck_...`); the key is checked in the same SQL
 statement that reads the unit's assignments (decide.store), and every way it can fail is an
 `InvalidClientKey`, answered 401 here. Answers are rendered straight to JSON with orjson; the
@@ -15,12 +15,12 @@ from ninja.decorators import decorate_view
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
+from config.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 from decide import decisions, ofrep, store
 from decide.auth import ClientCredential, ClientKeyAuth, InvalidClientKey
 from decide.metrics import observed
 from decide.schemas import ERRORS, BatchIn, BatchOut, DecideIn, DecideOut, ErrorOut
 from lab.errors import PayloadTooLarge
-from lab.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 
 # Refusals that can happen before a request's key is checked against the database: ninja's
 # parse (400) and validation (422) errors, an oversized batch (413), OFREP's own refusals

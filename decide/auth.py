@@ -1,7 +1,7 @@
 """Client-key authentication for the decide API and OFREP.
 
 `ClientKeyAuth` (and `ClientKeyHeader`) only check the syntax of the credential
-(`lck_<prefix>_<secret>`, lab.services.credentials): anything else, whatever its bytes, length
+(`lck_<prefix>_<secret>`, rules.credentials): anything else, whatever its bytes, length
 or encoding, is refused (401) without touching the database or a worker's memory. The
 lookup itself (the key's digest, revocation, its product's status and config version)
 happens in the same SQL statement that reads the unit's stored assignments
@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 from ninja.security import APIKeyHeader, HttpBearer
 
-from lab.services.credentials import CLIENT_KEY_KIND, matches, split_prefix
-from lab.services.credentials import digest as stored_digest
+from rules.credentials import CLIENT_KEY_KIND, matches, split_prefix
+from rules.credentials import digest as stored_digest
 
 
 class InvalidClientKey(Exception):

@@ -39,19 +39,19 @@ from django.db import connection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from decide import metrics
-from decide.engine import CompiledExperiment, DesignSlot, compile_experiment
-from decide.targeting import (
+from lab.db import column, table
+from lab.models import Design, DesignFactor, Experiment, Layer, Product, Step, Variant
+from rules.bucketing import CompiledExperiment, DesignSlot, compile_experiment
+from rules.designs import DesignError, Fraction
+from rules.keys import KEY_PATTERN
+from rules.targeting import (
     ATTRIBUTE_NAME_PATTERN,
     MAX_CONDITIONS,
     LayerSlot,
     Schedule,
     compile_conditions,
 )
-from lab.db import column, table
-from lab.keys import KEY_PATTERN
-from lab.models import Design, DesignFactor, Experiment, Layer, Product, Step, Variant
-from lab.vocabulary import Status
-from rules.designs import DesignError, Fraction
+from rules.vocabulary import Status
 
 logger = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from decide import config as config_cache
 from decide import memory, metrics, store
 from decide.auth import ClientCredential, InvalidClientKey
 from decide.config import ProductConfig
-from decide.engine import EMPTY_ATTRIBUTES, CompiledExperiment, decide_one
 from decide.memory import policy
 from decide.memory.entries import ATTRIBUTES_NOT_KEPT
 from lab.errors import ServiceUnavailable
 from lab.services.assignments import assignments_rebucketed_audit
-from lab.vocabulary import Reason, Status, reason_of_stored
+from rules.bucketing import EMPTY_ATTRIBUTES, CompiledExperiment, decide_one
+from rules.vocabulary import Reason, Status, reason_of_stored
 
 REBUCKETING_ACTOR = "decide"
 # Where the hot path leaves a `Handed` read in the WSGI environ (request.META) for the view.

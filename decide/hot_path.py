@@ -7,7 +7,7 @@ wraps Django's, with what the whole stack would answer: the same body, status an
 access log line. The decision comes from the worker's memory of known units, or else from the
 one read `decide` makes (decide.store.read_units), remembered as `decide` remembers it. It
 reuses the pieces the stack is made of — Django's request object for the Host and the body,
-the JSON parser of lab.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
+the JSON parser of config.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
 decide.decisions for the answer — and skips only their plumbing: the middleware chain, URL
 resolution, ninja's parameter models and rendering (where most of a known unit's CPU time
 went, as the profiles in load_tests/RESULTS.md show).
@@ -23,7 +23,7 @@ would store something or tests a condition, a key the database refuses (Django g
 request when SECURE_SSL_REDIRECT is on. So it can answer less than Django, never otherwise.
 What was read for a decision handed on goes with it (decide.decisions.Handed, in the WSGI
 environ): Django decides from it and stores the writes, without reading the unit again.
-It mirrors the middleware list of lab/settings.py (MIRRORED_MIDDLEWARE) and stays off under any
+It mirrors the middleware list of config/settings.py (MIRRORED_MIDDLEWARE) and stays off under any
 other, and with DECIDE_HOT_PATH=false. See docs/decide.md, "The hot path".
 """
 
@@ -44,27 +44,27 @@ from django.middleware.security import SecurityMiddleware
 from django.utils.log import log_response
 from pydantic import ValidationError
 
+from config.http import RETRY_AFTER, UNAVAILABLE_DETAIL, ORJSONRenderer, parse_json_body
+from config.http import logger as logger_http
+from config.logging import request_id_var
+from config.middleware import log_access, request_id_of
 from decide import decisions, memory, metrics, ofrep
 from decide.auth import ClientKeyAuth, ClientKeyHeader
 from decide.schemas import DecideIn
 from lab.errors import ApplicationError
-from lab.http import RETRY_AFTER, UNAVAILABLE_DETAIL, ORJSONRenderer, parse_json_body
-from lab.http import logger as logger_http
-from lab.keys import is_valid_key
-from lab.logging import request_id_var
-from lab.middleware import log_access, request_id_of
-from lab.vocabulary import Reason
+from rules.keys import is_valid_key
+from rules.vocabulary import Reason
 
 logger = logging.getLogger(__name__)
 
 PATH = "/api/v1/decide"
 # A decide body is a unit key, a few experiment keys and attributes: larger ones go to Django.
 MAX_BODY_BYTES = 16 * 1024
-# The stack whose answers this reproduces (lab/settings.py). Under any other list a new
+# The stack whose answers this reproduces (config/settings.py). Under any other list a new
 # middleware could have its say, so everything goes to Django.
 MIRRORED_MIDDLEWARE = (
-    "lab.middleware.RequestIdMiddleware",
-    "lab.middleware.HttpContractMiddleware",
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.HttpContractMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -77,7 +77,7 @@ _client_key = ClientKeyAuth()
 _api_key_header = ClientKeyHeader()
 
 _STATUS_LINES = {200: "200 OK", 404: "404 Not Found", 503: "503 Service Unavailable"}
-# lab.http's answer to a database unavailable or too slow (its OperationalError handler).
+# config.http's answer to a database unavailable or too slow (its OperationalError handler).
 UNAVAILABLE_BODY = orjson.dumps({"detail": UNAVAILABLE_DETAIL})
 
 
@@ -281,7 +281,7 @@ class DecideHotPath:
 
 def _middleware_headers(path: str, secure: bool, status: int) -> list[tuple[str, str]]:
     """The headers of an answer with `status` at `path` before Content-Length and
-    X-Request-ID: the view's (decide.api, decide.ofrep; lab.http's for a 503), then what the
+    X-Request-ID: the view's (decide.api, decide.ofrep; config.http's for a 503), then what the
     response side of MIRRORED_MIDDLEWARE adds, found by running it: SecurityMiddleware, then
     CorsMiddleware (for a request without an Origin: its Vary)."""
     request = HttpRequest()
@@ -289,7 +289,7 @@ def _middleware_headers(path: str, secure: bool, status: int) -> list[tuple[str,
     request.path = request.path_info = path
     request.is_secure = lambda: secure
     if status == 503:
-        # ninja's create_response (lab.http's handler of OperationalError)
+        # ninja's create_response (config.http's handler of OperationalError)
         response = HttpResponse(
             content_type=f"{ORJSONRenderer.media_type}; charset={ORJSONRenderer.charset}"
         )

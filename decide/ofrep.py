@@ -42,15 +42,15 @@ from decide.schemas import (
     OfrepEvaluation,
     OfrepEvaluationFailure,
 )
-from decide.targeting import (
+from lab.schema_types import ATTRIBUTE_VALUE_JSON_SCHEMA
+from rules.keys import is_valid_key, unit_key_problem
+from rules.targeting import (
     ATTRIBUTE_NAME_PATTERN,
     MAX_ATTRIBUTES,
     TargetingError,
     check_attributes,
 )
-from lab.keys import is_valid_key, unit_key_problem
-from lab.schema_types import ATTRIBUTE_VALUE_JSON_SCHEMA
-from lab.vocabulary import Reason
+from rules.vocabulary import Reason
 
 router = Router(tags=["OFREP"], auth=[ClientKeyAuth(), ClientKeyHeader()])
 
@@ -59,7 +59,7 @@ router = Router(tags=["OFREP"], auth=[ClientKeyAuth(), ClientKeyHeader()])
 # from every success and reports a GENERAL error when it is missing.
 NO_VARIANT = ""
 
-# Lab's reasons (lab.vocabulary.Reason) in the protocol's words, all from its reason list
+# Lab's reasons (rules.vocabulary.Reason) in the protocol's words, all from its reason list
 # (STATIC, TARGETING_MATCH, SPLIT, DISABLED, UNKNOWN: DEFAULT is an SDK reason, not an OFREP
 # answer). Reason.UNKNOWN is not an evaluation: it answers 404 FLAG_NOT_FOUND.
 REASONS = {

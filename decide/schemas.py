@@ -9,8 +9,8 @@ from ninja import Schema
 from pydantic import Discriminator, Field, Tag, field_validator
 
 from lab.errors import PayloadTooLarge
-from lab.keys import UNIT_KEY_JSON_PATTERN
 from lab.schema_types import Attributes, InputSchema, Key, UnitKey
+from rules.keys import UNIT_KEY_JSON_PATTERN
 
 MAX_BATCH_UNITS = 1000
 MAX_EXPERIMENTS_PER_REQUEST = 1000

@@ -40,7 +40,7 @@ from lab.models import (
     Unit,
     Variant,
 )
-from lab.vocabulary import Reason, Status
+from rules.vocabulary import Reason, Status
 
 # The channel and prefix of the memory of known units (decide.memory.listener, which imports
 # this module: spelled here, checked equal by tests/decide/test_memory.py).

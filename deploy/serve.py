@@ -79,7 +79,7 @@ def check_port_free(host: str, port: int, bind: str) -> None:
 
 def ensure_secret_key() -> None:
     """Give gunicorn and this process a SECRET_KEY: the environment's, else SECRET_KEY_FILE's
-    (lab/settings.py reads it), which is made here once with a random key, readable by its
+    (config/settings.py reads it), which is made here once with a random key, readable by its
     owner only, and kept for the next start, so that signed cache entries stay valid."""
     if os.environ.get("SECRET_KEY"):
         return
@@ -100,7 +100,7 @@ def ensure_secret_key() -> None:
 
 
 def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
     django.setup()
@@ -327,7 +327,7 @@ def serve(args: argparse.Namespace) -> int:
         gunicorn += ["-w", str(args.workers)]
     socket_path = run_dir / "gunicorn.sock"
     if args.front == "nginx":
-        gunicorn += ["-b", f"unix:{socket_path}", "lab.wsgi:application"]
+        gunicorn += ["-b", f"unix:{socket_path}", "config.wsgi:application"]
         try:
             config = front.write_config(
                 run_dir,
@@ -340,7 +340,7 @@ def serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise Refused(str(exc)) from None
     else:
-        gunicorn += ["-b", args.bind, "lab.wsgi:application"]
+        gunicorn += ["-b", args.bind, "config.wsgi:application"]
 
     header = probe_host_header()
     signal.signal(signal.SIGTERM, _on_signal)

@@ -11,9 +11,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from lab import vocabulary
+from rules import vocabulary
 
-# Field choices derived from lab.vocabulary, the one definition of these words.
+# Field choices derived from rules.vocabulary, the one definition of these words.
 Status = models.TextChoices("Status", [(status.name, status.value) for status in vocabulary.Status])
 AssignmentSource = models.TextChoices(
     "AssignmentSource", [(reason.name, reason.value) for reason in vocabulary.ASSIGNMENT_SOURCES]
@@ -79,7 +79,7 @@ class Unit(models.Model):
     key = models.CharField(max_length=UNIT_KEY_MAX_LENGTH)
     created_at = models.DateTimeField(auto_now_add=True)
     # What targeting conditions test (docs/decide.md, "Targeting"): validated by
-    # decide.targeting.check_attributes at every way in. The database default lets raw
+    # rules.targeting.check_attributes at every way in. The database default lets raw
     # inserts (decide's, the benchmark seeder's) leave it out.
     attributes = models.JSONField(default=dict, db_default={}, blank=True)
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 from ninja import Schema
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, Strict
 
-from decide.targeting import (
+from rules.keys import KEY_PATTERN, UNIT_KEY_JSON_PATTERN, unit_key_problem
+from rules.targeting import (
     ATTRIBUTE_NAME_PATTERN,
     MAX_ATTRIBUTES,
     MAX_LIST_ITEMS,
@@ -14,10 +15,9 @@ from decide.targeting import (
     MAX_STRING_LENGTH,
     check_attributes,
 )
-from lab.keys import KEY_PATTERN, UNIT_KEY_JSON_PATTERN, unit_key_problem
 
 # What _no_nul refuses, as a JSON Schema pattern for the OpenAPI documents (but unpaired
-# surrogates: see lab.keys.UNIT_KEY_JSON_PATTERN).
+# surrogates: see rules.keys.UNIT_KEY_JSON_PATTERN).
 TEXT_JSON_PATTERN = r"^[^\x00]*$"
 
 

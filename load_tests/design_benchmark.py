@@ -54,7 +54,7 @@ def main() -> None:
         sys.exit("set DATABASE_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1/lab")
     _create_database(base_url, args.database, reuse=args.reuse)
     os.environ["DATABASE_URL"] = _with_database(base_url, args.database)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("ACCESS_LOG_LEVEL", "WARNING")
 
     import django

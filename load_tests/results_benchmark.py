@@ -102,7 +102,7 @@ def main() -> None:
         sys.exit("set DATABASE_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1/lab")
     _create_database(base_url, args.database, reuse=args.reuse)
     os.environ["DATABASE_URL"] = _with_database(base_url, args.database)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("ACCESS_LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(ROOT))
 
@@ -367,8 +367,8 @@ def _time_report(args: argparse.Namespace) -> None:
 def _explain() -> None:
     from django.db import connection
 
+    from lab.analysis.results import experiment_results
     from lab.models import Experiment
-    from lab.selectors.results import experiment_results
 
     experiment = Experiment.objects.get(product__key=PRODUCT, key=EXPERIMENT)
     with connection.execute_wrapper(_explaining):

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     with _admin(args.database_url) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     os.environ["DATABASE_URL"] = _with_database(args.database_url, name)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "lab.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ.setdefault("ACCESS_LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(ROOT))
     try:

@@ -1,1 +1,1 @@
-"""Pure rules of Lab: no Django, no project imports (docs/contract.md)."""
+"""Pure rules of Lab: no Django, no project imports (docs/architecture.md)."""

@@ -8,11 +8,11 @@ from pydantic import Field
 from admin_api.pagination import Pagination
 from admin_api.routers.variants import VariantIn
 from admin_api.schemas import StatusFilter, StatusValue
-from decide.targeting import ATTRIBUTE_NAME_PATTERN, MAX_CONDITIONS, OPERATORS
 from lab.schema_types import FiniteFloat, InputSchema, Key, Name, Text, Timestamp
 from lab.selectors import experiments as selectors
 from lab.selectors import products as product_selectors
 from lab.services import experiments as services
+from rules.targeting import ATTRIBUTE_NAME_PATTERN, MAX_CONDITIONS, OPERATORS
 
 router = Router(tags=["experiments"])
 

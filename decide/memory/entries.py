@@ -52,7 +52,7 @@ _NO_DIGEST = bytes(_SHA256_BYTES)
 
 
 def key_digest(secret: str) -> bytes:
-    """The SHA-256 digest of a client key, as lab.services.credentials.digest stores it (in
+    """The SHA-256 digest of a client key, as rules.credentials.digest stores it (in
     bytes: compared with hmac.compare_digest, never as text)."""
     # surrogatepass: any str has a digest, so no key can make the check raise.
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()

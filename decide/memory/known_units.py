@@ -21,7 +21,7 @@ from decide.memory.listener import (
     parse_in_order,
 )
 from decide.store import ProductState, Stored, UnitRow
-from lab.vocabulary import Reason
+from rules.vocabulary import Reason
 
 # How long a request waits for the listener to apply a notification that has arrived (a
 # heartbeat, most often) before it asks the database instead. Short, because on busy cores

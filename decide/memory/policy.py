@@ -15,7 +15,7 @@ attributes sent. So the memory can delay what a unit is told by at most the stal
 and can never be the reason a variant is stored.
 """
 
-from lab.vocabulary import Reason
+from rules.vocabulary import Reason
 
 # Null answers that the config alone decides, whatever the attributes sent and whatever
 # another worker stored meanwhile without an operator.

@@ -565,7 +565,7 @@ class Cluster:
 
     def migrate(self) -> None:
         env = {**os.environ, "DATABASE_URL": self.database_url}
-        env["DJANGO_SETTINGS_MODULE"] = "lab.settings"
+        env["DJANGO_SETTINGS_MODULE"] = "config.settings"
         env.pop("TEST_DATABASE_NAME", None)
         result = subprocess.run(
             [sys.executable, "manage.py", "migrate", "--no-input"],

@@ -24,6 +24,9 @@ On a cluster of its own (free ports, a temporary folder removed afterwards):
 
 The last line printed is one JSON object (the `summary` below); the line before it holds
 the details (errors by kind, timings).
+
+Why this module is long: it is one procedure, read from top to bottom; its load, the server
+it runs and the checks all work on the same record of every answer.
 """
 
 import itertools
@@ -239,7 +242,7 @@ class Lab:
         }
         self.env.update(
             DATABASE_URL=database_url,
-            DJANGO_SETTINGS_MODULE="lab.settings",
+            DJANGO_SETTINGS_MODULE="config.settings",
             SECRET_KEY=secrets.token_urlsafe(40),
             ACCESS_LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",

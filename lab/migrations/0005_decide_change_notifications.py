@@ -18,7 +18,7 @@ from django.db import migrations
 
 CHANNEL = "lab_decide"
 MAX_UNITS_PER_NOTIFICATION = 200
-# Reason.HASH, the source decide's first decisions store (lab/vocabulary.py).
+# Reason.HASH, the source decide's first decisions store (rules/vocabulary.py).
 DECIDE_SOURCE = "hash"
 # Tables whose every change forgets everything.
 CONFIG_TABLES = (

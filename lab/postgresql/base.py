@@ -10,7 +10,7 @@ an error (503, docs/operations.md "High availability (Patroni)"), since its outc
 unknown.
 
 The wait is bounded by `RECONNECT_WAIT_SECONDS` in the alias' settings
-(`DATABASE_RECONNECT_WAIT_SECONDS`, lab/settings.py). A worker that waits is a worker that
+(`DATABASE_RECONNECT_WAIT_SECONDS`, config/settings.py). A worker that waits is a worker that
 serves nobody else, so after a wait that found no primary the worker tries only once per
 connection until one succeeds: a long outage answers 503 at once instead of holding every
 worker for the whole bound on every request.

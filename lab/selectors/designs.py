@@ -1,10 +1,10 @@
 from django.db.models import Prefetch, QuerySet
 
 from lab.errors import NotFound
-from lab.keys import is_valid_key
 from lab.models import Design, DesignFactor, Product
 from lab.selectors.common import visible
 from rules.designs import Fraction
+from rules.keys import is_valid_key
 
 _FACTORS = Prefetch(
     "factors",

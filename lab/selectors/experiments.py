@@ -1,9 +1,9 @@
 from django.db.models import QuerySet, prefetch_related_objects
 
 from lab.errors import NotFound
-from lab.keys import is_valid_key
 from lab.models import Experiment, Product, Status, Variant
 from lab.selectors.common import visible
+from rules.keys import is_valid_key
 
 
 def experiment_list(*, product: Product, status: str | None = None) -> QuerySet[Experiment]:

@@ -1,9 +1,9 @@
 from django.db.models import Prefetch, QuerySet
 
 from lab.errors import NotFound
-from lab.keys import is_valid_key
 from lab.models import Experiment, Layer, Product, Status
 from lab.selectors.common import visible
+from rules.keys import is_valid_key
 
 _MEMBERS = Prefetch(
     "experiments",

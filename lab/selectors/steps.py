@@ -1,9 +1,9 @@
 from django.db.models import QuerySet
 
 from lab.errors import NotFound
-from lab.keys import is_valid_key
 from lab.models import Product, Step
 from lab.selectors.common import visible
+from rules.keys import is_valid_key
 
 
 def step_list(*, product: Product, status: str | None = None) -> QuerySet[Step]:

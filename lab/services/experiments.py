@@ -1,7 +1,7 @@
 """Experiments: what decide buckets units into. Every change decide sees bumps the version.
 
 Targeting (docs/decide.md, "Targeting, schedules and layers") is validated here at write
-time: conditions compile (decide.targeting), a schedule has start_at < end_at, and enabled
+time: conditions compile (rules.targeting), a schedule has start_at < end_at, and enabled
 experiments of one layer never overlap. The overlap check runs with the layer row locked
 (lab.services.layers.layer_lock), so concurrent writes to one layer cannot both pass it.
 Every change of status, conditions, schedule, layer or randomize_by is in the audit trail;
@@ -15,7 +15,6 @@ from datetime import datetime
 import orjson
 from django.db import transaction
 
-from decide.targeting import ATTRIBUTE_NAME_PATTERN, TargetingError, compile_conditions
 from lab.errors import BadRequest, Conflict, Unprocessable
 from lab.models import AuditEvent, Experiment, Layer, Product, Status
 from lab.services.audit import audit_record
@@ -29,6 +28,7 @@ from lab.services.variants import (
     check_not_a_factor,
     variant_create_unbumped,
 )
+from rules.targeting import ATTRIBUTE_NAME_PATTERN, TargetingError, compile_conditions
 
 # What decide compiles from an experiment (its key and salt are immutable).
 DECIDE_FIELDS = frozenset(

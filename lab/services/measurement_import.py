@@ -31,11 +31,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from lab.errors import ApplicationError, BadRequest, NotFound
-from lab.keys import unit_key_problem
 from lab.models import Metric, Product, Status
 from lab.schema_types import utc_problem
 from lab.services.bulk import MAX_BATCH_ROWS, Problems, Upserted
 from lab.services.measurements import MeasurementRow, measurements_record
+from rules.keys import unit_key_problem
 
 REQUIRED_COLUMNS = ("unit", "metric", "value")
 OPTIONAL_COLUMNS = ("measured_at",)

@@ -44,7 +44,7 @@ def units_create(*, product: Product, keys: Collection[str | UnitRow]) -> UnitsC
     existing one as it is; a row with attributes creates the unit with them, or replaces
     the stored attributes of an existing one. All or nothing: the same key may not be
     given attributes twice. Three statements whatever the batch size. Attributes must be
-    valid already (decide.targeting.check_attributes, applied by the request schema).
+    valid already (rules.targeting.check_attributes, applied by the request schema).
     """
     check_batch_size(count=len(keys), what="units")
     rows = [row if isinstance(row, UnitRow) else UnitRow(key=row) for row in keys]

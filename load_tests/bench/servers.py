@@ -8,7 +8,7 @@ reach gunicorn through GUNICORN_CMD_ARGS, which overrides gunicorn.conf.py as co
 flags would; the bind stays the launcher's.
 
 `FRONT=none` in a server's settings starts bare gunicorn on the port instead (`gunicorn -c
-<--gunicorn-config> ... lab.wsgi:application`), for A/B runs against the front: clients
+<--gunicorn-config> ... config.wsgi:application`), for A/B runs against the front: clients
 then face gunicorn directly, which production never lets them do (docs/operations.md, "The
 production front"), so such a server is labelled "bare gunicorn" in the report.
 """
@@ -111,7 +111,7 @@ class Server:
             # The access log stays off, so the benchmark measures decide, not logging.
             "ACCESS_LOG_LEVEL": "WARNING",
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
-            "DJANGO_SETTINGS_MODULE": "lab.settings",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
             "CACHE_KEY_PREFIX": cache_prefix(self.database),
             **{
                 # {database}: the run's database name, for a URL through another server
@@ -147,7 +147,7 @@ class Server:
             *self.extra_args,
             "--bind",
             f"127.0.0.1:{self.port}",
-            "lab.wsgi:application",
+            "config.wsgi:application",
         ]
 
     def start(self) -> None:

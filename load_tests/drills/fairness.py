@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")
     }
     env.update(
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         SECRET_KEY=secrets.token_urlsafe(40),
         ACCESS_LOG_LEVEL="WARNING",
         LAB_DECIDE_RATE=str(args.rate),

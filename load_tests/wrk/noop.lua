@@ -1,4 +1,4 @@
--- The ceiling: the no-op ninja endpoint (lab/bench.py), same body shape as decide.
+-- The ceiling: the no-op ninja endpoint (config/bench.py), same body shape as decide.
 package.path = debug.getinfo(1, "S").source:match("^@?(.*/)") .. "?.lua;" .. package.path
 local common = require("common")
 

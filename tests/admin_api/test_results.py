@@ -2,6 +2,9 @@
 
 Expected figures are computed here from the raw values with `statistics` and `scipy.stats`,
 independently of the aggregates the database returns and of lab.analysis.statistics.
+
+Why this module is long: it checks one report, every figure of it against the same
+independent computations.
 """
 
 import math

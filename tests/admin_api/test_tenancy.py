@@ -8,7 +8,7 @@ import pytest
 
 from admin_api.api import api
 from lab import models
-from lab.services.credentials import API_TOKEN_KIND, split_prefix
+from rules.credentials import API_TOKEN_KIND, split_prefix
 
 VALID_PATH = {
     "product": "widget",

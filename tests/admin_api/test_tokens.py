@@ -10,7 +10,8 @@ from django.core.management import CommandError, call_command
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from lab.services.credentials import API_TOKEN_KIND, api_token_create, split_prefix
+from lab.services.credentials import api_token_create
+from rules.credentials import API_TOKEN_KIND, split_prefix
 
 
 def _prefix(secret: str) -> str:

@@ -10,10 +10,10 @@ from django.test import Client
 
 from decide import config
 from decide import memory as decide_memory
-from decide.engine import bucket_position, choose, compile_ranges
 from lab.models import Experiment, Product, Variant
 from lab.services.config_version import product_config_changed
 from lab.services.credentials import client_key_create
+from rules.bucketing import bucket_position, choose, compile_ranges
 from tests.conftest import requires_postgres
 from tests.factories import ExperimentFactory, ProductFactory, StepFactory, VariantFactory
 

@@ -3,7 +3,7 @@ remembers (docs/decide.md, "Authentication").
 
 The requests are raw WSGI environs, as gunicorn hands them to Lab: a header is a str holding
 the bytes received, decoded as latin-1, so any byte can appear in it. They go through the
-whole production stack (lab.wsgi: the hot path in front of Django). PostgreSQL only, committed
+whole production stack (config.wsgi: the hot path in front of Django). PostgreSQL only, committed
 for real (transactional): the memory of known units is kept fresh by notifications.
 """
 

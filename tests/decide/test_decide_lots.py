@@ -2,8 +2,8 @@
 lot"): the attribute's value is hashed instead of the unit key, so every unit of a lot gets the
 lot's variant; a unit without it gets no variant and nothing is stored."""
 
-from decide.engine import bucket_position
 from lab.models import Assignment, Unit
+from rules.bucketing import bucket_position
 from tests.decide.conftest import make_experiment
 
 FLAG = "/ofrep/v1/evaluate/flags/{}"

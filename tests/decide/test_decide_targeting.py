@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from decide.engine import layer_position
 from lab.models import Assignment, Layer, Unit
+from rules.bucketing import layer_position
 from tests.decide.conftest import make_experiment, variant
 
 LINE_3 = [{"attribute": "line", "operator": "in", "values": ["3"]}]

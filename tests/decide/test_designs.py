@@ -120,7 +120,7 @@ def test_decide__stored_assignment_is_sticky_and_removal_frees_the_factors(decid
 
 def test_design_slot__answers_the_level_of_the_documented_vectors():
     # docs/decide-vectors.md, "Design runs": SN-3 is in run 2, levels + − − + + − +.
-    from decide.engine import DesignSlot
+    from rules.bucketing import DesignSlot
 
     fraction = Fraction.from_generators(7, 8, ["D=AB", "E=AC", "F=BC", "G=ABC"])
     answers = [

@@ -500,7 +500,7 @@ def test_database_unavailable__the_hot_path_answers_djangos_503_itself(
     assert hot_metrics[-1] == (1 if memory_on else 0)  # a miss of the memory, either way
     assert hot_logs == django_logs
     assert [(name, level) for name, level, *_ in hot_logs] == [
-        ("lab.http", "WARNING"),
+        ("config.http", "WARNING"),
         ("lab.access", "INFO"),
         ("django.request", "ERROR"),
     ]

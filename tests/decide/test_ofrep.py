@@ -16,10 +16,10 @@ from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import ErrorCode, Reason
 
-from decide.engine import layer_position
 from decide.ofrep import REASONS
 from lab.models import Assignment, Layer, Unit
-from lab.vocabulary import Reason as LabReason
+from rules.bucketing import layer_position
+from rules.vocabulary import Reason as LabReason
 from tests.contract import ofrep_schema
 from tests.decide.conftest import (
     DecideClient,

@@ -1,4 +1,4 @@
-"""One vocabulary for statuses and for why a unit got its answer (lab/vocabulary.py): the
+"""One vocabulary for statuses and for why a unit got its answer (rules/vocabulary.py): the
 model choices, the engine and OFREP derive theirs from it."""
 
 import typing
@@ -6,7 +6,7 @@ import typing
 from decide import ofrep
 from decide.schemas import OfrepReason
 from lab import models
-from lab.vocabulary import ASSIGNMENT_SOURCES, Reason, Status, reason_of_stored
+from rules.vocabulary import ASSIGNMENT_SOURCES, Reason, Status, reason_of_stored
 
 
 def test_vocabulary__model_choices_are_derived():

@@ -58,7 +58,7 @@ def test_settings__multi_host_url_whose_first_host_is_down__lab_uses_the_next():
         "print(p.execute('SELECT inet_server_port()').fetchone()[0])"
     )
     env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_NAME"}
-    env.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="lab.settings")
+    env.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="config.settings")
     run = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

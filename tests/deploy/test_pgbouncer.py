@@ -88,7 +88,7 @@ class PgBouncer:
             f"auth_type = trust\nauth_file = {users}\nadmin_users = {user}\n"
             f"pool_mode = {self.mode}\ndefault_pool_size = {self.pool_size}\n"
             "max_client_conn = 200\n"
-            # Lab sends its statement_timeout as a startup `options` (lab/settings.py).
+            # Lab sends its statement_timeout as a startup `options` (config/settings.py).
             "ignore_startup_parameters = options\n"
             f"logfile = {self.home / 'pgbouncer.log'}\n"
         )

@@ -33,7 +33,7 @@ def _probe(threshold: str | None) -> list[str]:
             f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/"
             f"{settings['NAME']}"
         ),
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
     )
     if threshold is not None:
         env["DATABASE_PREPARE_THRESHOLD"] = threshold

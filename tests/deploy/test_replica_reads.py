@@ -47,7 +47,7 @@ def probe(cluster: Cluster, replica_url: str, **env: str) -> dict:
         if k not in ("REDIS_URL", "TEST_DATABASE_NAME", "PROMETHEUS_MULTIPROC_DIR")
     }
     environ.update(
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         DATABASE_URL=cluster.database_url,
         PYTHONPATH=str(REPO),
         DATABASE_REPLICA_URL=replica_url,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.services.demo import DEMO_SALTS
+from lab.dev.demo import DEMO_SALTS
 from tests.docs.doc_examples import documents
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -145,7 +145,7 @@ def service_env(**overrides: str) -> dict[str, str]:
     unset = ("REDIS_URL", "TEST_DATABASE_NAME", "PROMETHEUS_MULTIPROC_DIR")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         PYTHONUNBUFFERED="1",
         ACCESS_LOG_LEVEL="WARNING",
     )
@@ -294,7 +294,7 @@ class LabServer:
                     str(self.workers),
                     "-b",
                     f"127.0.0.1:{self.port}",
-                    "lab.wsgi:application",
+                    "config.wsgi:application",
                 ],
                 cwd=REPO,
                 env=self.env,

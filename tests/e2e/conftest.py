@@ -1,6 +1,6 @@
 """End-to-end fixtures: a real multi-worker gunicorn over a fresh, migrated database.
 
-The server runs `gunicorn -c gunicorn.conf.py lab.wsgi:application` (the production command)
+The server runs `gunicorn -c gunicorn.conf.py config.wsgi:application` (the production command)
 on a free port. Its database is its own: with DATABASE_URL set (PostgreSQL), a database
 `lab_e2e_<pid>` created here and dropped afterwards; otherwise a temporary SQLite file. It
 uses REDIS_URL when set (the test session's Redis db: every test flushes it first, see
@@ -149,7 +149,7 @@ def server_env(database_url: str) -> dict[str, str]:
     }
     env.update(
         DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         PYTHONPATH=str(ROOT),
         LOG_LEVEL="WARNING",
         ACCESS_LOG_LEVEL="WARNING",
@@ -186,7 +186,7 @@ def gunicorn(env: dict[str, str], folder: Path, vendor: str) -> Iterator[Server]
                 f"127.0.0.1:{port}",
                 "-w",
                 str(WORKERS),
-                "lab.wsgi:application",
+                "config.wsgi:application",
             ],
             cwd=ROOT,
             env=env,

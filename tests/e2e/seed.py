@@ -72,8 +72,8 @@ def product_state(*, product: str) -> dict:
 def expected(*, product: str, experiment: str, units: list[str]) -> dict:
     """The variant the bucketing contract gives each unit in this database now (ignoring
     stored assignments)."""
-    from decide.engine import bucket_position, choose, compile_ranges
     from lab.models import Experiment
+    from rules.bucketing import bucket_position, choose, compile_ranges
 
     row = Experiment.objects.get(product__key=product, key=experiment)
     eligible = [
@@ -114,7 +114,7 @@ ACTIONS = {
 }
 
 if __name__ == "__main__":
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
     django.setup()

@@ -14,9 +14,9 @@ from django.conf import settings
 from django.core.management import call_command
 
 from deploy import front as nginx_front
+from lab.dev.benchmark_seed import unit_key
 from lab.models import Assignment, AssignmentSource, Experiment, Status, Unit
-from lab.services.benchmark_seed import unit_key
-from lab.services.credentials import CLIENT_KEY_KIND, matches, split_prefix
+from rules.credentials import CLIENT_KEY_KIND, matches, split_prefix
 from tests.conftest import requires_postgres
 
 ROOT = Path(__file__).resolve().parents[2]

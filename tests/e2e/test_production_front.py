@@ -5,6 +5,9 @@ database of their own, and talk to it over real sockets: the slow-client drill, 
 limit, keep-alive, the API docs through the front, and a clean stop on SIGTERM and Ctrl-C.
 The drill's control runs the same trickle against bare gunicorn, where it does stall decide:
 that is why gunicorn must not face clients (docs/operations.md, "The production front").
+
+Why this module is long: its tests share one front (nginx and gunicorn) started for the
+module; a second module would start a second one.
 """
 
 import http.client
@@ -128,7 +131,7 @@ def database_env() -> Iterator[dict[str, str]]:
         if k not in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "TEST_DATABASE_NAME")
     }
     env.update(
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         PYTHONPATH=str(ROOT),
         LOG_LEVEL="WARNING",
         ACCESS_LOG_LEVEL="WARNING",
@@ -351,7 +354,7 @@ def test_bare_gunicorn__same_trickle__stalls_decide(database_env):
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"),
-                *("-w", "1", "-b", f"127.0.0.1:{port}", "lab.wsgi:application"),
+                *("-w", "1", "-b", f"127.0.0.1:{port}", "config.wsgi:application"),
             ],
             cwd=ROOT,
             env=env,

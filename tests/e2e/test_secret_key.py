@@ -30,7 +30,7 @@ def lab_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     }
     env.update(
         DATABASE_URL=f"sqlite:///{tmp_path / 'lab.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         SECRET_KEY_FILE=str(tmp_path / "no-such-key-file"),
         DEBUG="false",
     )
@@ -42,7 +42,7 @@ def gunicorn_command(port: int) -> list[str]:
     """The production command, one worker."""
     return [
         *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "1"),
-        *("-b", f"127.0.0.1:{port}", "lab.wsgi:application"),
+        *("-b", f"127.0.0.1:{port}", "config.wsgi:application"),
     ]
 
 
@@ -83,7 +83,7 @@ def test_wsgi__a_key_or_debug__loads(tmp_path, overrides, expected_key):
         [
             sys.executable,
             "-c",
-            "import lab.wsgi; from django.conf import settings; print(settings.SECRET_KEY)",
+            "import config.wsgi; from django.conf import settings; print(settings.SECRET_KEY)",
         ],
         cwd=ROOT,
         env=env,

@@ -32,7 +32,7 @@ def serve_env(database_url: str) -> dict[str, str]:
     }
     env.update(
         DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="lab.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         LOG_LEVEL="WARNING",
         ACCESS_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",

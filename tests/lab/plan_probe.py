@@ -123,7 +123,7 @@ def explain(statements):
 
 
 def main():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lab.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     import django
 

@@ -7,9 +7,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
+from lab.dev.demo import DEMO_SALTS
 from lab.models import ClientKey, Experiment, Metric, Product, Status, Variant
-from lab.services.credentials import CLIENT_KEY_KIND, matches, split_prefix
-from lab.services.demo import DEMO_SALTS
+from rules.credentials import CLIENT_KEY_KIND, matches, split_prefix
 
 
 def run(command: str, *args: str) -> list[str]:

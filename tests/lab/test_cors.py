@@ -124,7 +124,7 @@ def test_cors__admin_and_other_paths__never_offered(db, path):
 def test_cors__allowed_origins__read_from_the_environment():
     # CORS_ALLOWED_ORIGINS is a comma-separated list of origins; unset means none
     code = "from django.conf import settings; print(settings.CORS_ALLOWED_ORIGINS)"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "lab.settings"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     env.pop("CORS_ALLOWED_ORIGINS", None)
 
     def read(value: str | None) -> str:

@@ -149,7 +149,7 @@ def test_logs__every_stdout_line_is_one_json_object_with_a_request_id(tmp_path):
     )
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "lab.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'logs.sqlite3'}",
         "REDIS_URL": UNREACHABLE_REDIS,
         "LOG_LEVEL": "INFO",
@@ -176,7 +176,7 @@ def test_logs__every_stdout_line_is_one_json_object_with_a_request_id(tmp_path):
         assert datetime.fromisoformat(record["time"]).utcoffset() is not None, line
         records.append(record)
     ready = [r for r in records if r["request_id"] == "probe-ready"]
-    assert {r["logger"] for r in ready} >= {"lab.ops", "lab.access", "django.request"}
+    assert {r["logger"] for r in ready} >= {"config.ops", "lab.access", "django.request"}
     warning = next(r for r in records if r["level"] == "WARNING")
     assert warning["request_id"] == "probe-ready"
     assert "Traceback" in warning["exc_info"]

@@ -51,7 +51,7 @@ def plans():
         env = {
             **os.environ,
             "DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}")),
-            "DJANGO_SETTINGS_MODULE": "lab.settings",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
             "LOG_LEVEL": "WARNING",
             "ACCESS_LOG_LEVEL": "WARNING",
         }

@@ -2,6 +2,9 @@
 
 Each expected value names its source next to it. Where a source prints a rounded figure, the
 tolerance is half a unit of its last printed digit.
+
+Why this module is long: it checks one module, one published example after another, each
+with its source beside it.
 """
 
 import math

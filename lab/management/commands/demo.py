@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
+from lab.dev.demo import DEMO_UNIT, demo_seed
 from lab.models import Status
-from lab.services.demo import DEMO_UNIT, demo_seed
 
 
 class Command(BaseCommand):

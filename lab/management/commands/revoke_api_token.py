@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from lab.services.credentials import API_TOKEN_KIND, api_tokens_revoke, split_prefix
+from lab.services.credentials import api_tokens_revoke
+from rules.credentials import API_TOKEN_KIND, split_prefix
 
 
 class Command(BaseCommand):

@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from lab.dev.benchmark_seed import BENCHMARK_PRODUCT, BENCHMARK_USER, benchmark_seed
 from lab.errors import ApplicationError
-from lab.services.benchmark_seed import BENCHMARK_PRODUCT, BENCHMARK_USER, benchmark_seed
 
 
 class Command(BaseCommand):

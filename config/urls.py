@@ -2,11 +2,11 @@ from django.conf import settings
 from django.urls import path
 
 from admin_api.api import api as admin_api
+from config import ops
 from decide.api import api as decide_api
-from lab import ops
 
-handler404 = "lab.ops.not_found"
-handler500 = "lab.ops.server_error"
+handler404 = "config.ops.not_found"
+handler500 = "config.ops.server_error"
 
 urlpatterns = [
     path("healthz", ops.healthz),
@@ -18,6 +18,6 @@ urlpatterns = [
 ]
 
 if settings.LAB_BENCHMARK_ENDPOINTS:
-    from lab.bench import api as bench_api
+    from config.bench import api as bench_api
 
     urlpatterns.insert(0, path("bench/", bench_api.urls))

@@ -32,9 +32,9 @@ from typing import NamedTuple
 
 import mmh3
 
-from decide.targeting import CompiledCondition, LayerSlot, Schedule, all_hold, attribute_text
-from lab.vocabulary import Reason, Status
 from rules.designs import run_of
+from rules.targeting import CompiledCondition, LayerSlot, Schedule, all_hold, attribute_text
+from rules.vocabulary import Reason, Status
 
 __all__ = [
     "CompiledExperiment",

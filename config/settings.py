@@ -12,7 +12,7 @@ DEBUG = env.bool("DEBUG", default=False)
 
 # SECRET_KEY signs what Lab reads back (decide.config's cache entries). Unset, it is read
 # from SECRET_KEY_FILE, which `make serve` creates once with a random key (deploy/serve.py);
-# without either, the key below, printed in this source for anyone to read: lab.wsgi refuses
+# without either, the key below, printed in this source for anyone to read: config.wsgi refuses
 # to serve on it unless DEBUG is on (docs/operations.md, "SECRET_KEY").
 DEVELOPMENT_SECRET_KEY = "lab-insecure-development-key-change-me"
 SECRET_KEY_FILE = Path(env.str("SECRET_KEY_FILE", default=str(BASE_DIR / ".secret_key")))
@@ -40,9 +40,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "lab.middleware.RequestIdMiddleware",
+    "config.middleware.RequestIdMiddleware",
     # The Host check first: nothing, not even a CORS preflight, answers another host.
-    "lab.middleware.HttpContractMiddleware",
+    "config.middleware.HttpContractMiddleware",
     # Before anything else that can answer, so that preflights and errors carry CORS headers.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -50,8 +50,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
 ]
 
-ROOT_URLCONF = "lab.urls"
-WSGI_APPLICATION = "lab.wsgi.application"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
     {
@@ -210,7 +210,7 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "lab.logging.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "config.logging.RequestIdFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.orjson.OrjsonFormatter",

@@ -18,10 +18,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from lab.db import column, table
+from lab.dev.seeding import product_seed
 from lab.errors import BadRequest
 from lab.models import Assignment, AssignmentSource, Experiment, Product, Status, Unit, Variant
 from lab.services.credentials import api_token_create, client_key_create
-from lab.services.seeding import product_seed
 
 BENCHMARK_USER = "bench"
 BENCHMARK_PRODUCT = "bench"

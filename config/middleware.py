@@ -6,7 +6,7 @@ import uuid
 from django.core.exceptions import DisallowedHost
 from django.http import JsonResponse
 
-from lab.logging import request_id_var
+from config.logging import request_id_var
 
 access_log = logging.getLogger("lab.access")
 

@@ -7,6 +7,9 @@ Three checks of one contract:
   the engine, that must agree with the engine on random experiments, units and attributes;
 - properties the rules promise (a layer never gives one unit two experiments, a unit's answer
   never depends on another unit's attributes, a stored assignment wins whatever happens).
+
+Why this module is long: the independent implementation is half of the check, and it
+covers the whole page.
 """
 
 import itertools
@@ -21,14 +24,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from decide.engine import (
+from rules.bucketing import (
     bucket_position,
     compile_experiment,
     decide_one,
     layer_position,
     randomization_key,
 )
-from decide.targeting import (
+from rules.targeting import (
     MAX_NUMBER,
     LayerSlot,
     Schedule,
@@ -37,7 +40,7 @@ from decide.targeting import (
     compile_conditions,
     number_text,
 )
-from lab.vocabulary import Reason
+from rules.vocabulary import Reason
 
 VECTORS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "decide-vectors.md"
 LAYER_SALT = "4e1a9c7d2b6f8035"
@@ -273,7 +276,7 @@ def test_operator_vector__engine_and_reference_agree_with_the_page(value, operat
 
 
 def test_operator_vectors__cover_every_operator():
-    from decide.targeting import OPERATORS
+    from rules.targeting import OPERATORS
 
     assert {operator for _, operator, _, _ in OPERATOR_VECTORS} == set(OPERATORS)
 

@@ -1,5 +1,5 @@
 """The one syntax of a credential, `<kind>_<12 lowercase hex>_<43 URL-safe base64>`, and the
-constant-time check of its digest (lab/services/credentials.py, docs/decide.md, "Authentication").
+constant-time check of its digest (rules/credentials.py, docs/decide.md "Client keys").
 
 No database: these are the rules every request's credential goes through first.
 """
@@ -11,12 +11,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lab.services.credentials import (
+from rules.credentials import (
     API_TOKEN_KIND,
     CLIENT_KEY_KIND,
-    _new_secret,
     digest,
     matches,
+    new_secret,
     split_prefix,
 )
 
@@ -32,7 +32,7 @@ def test_key_used_below__is_well_formed():
 @given(kind=st.sampled_from([API_TOKEN_KIND, CLIENT_KEY_KIND]), _=st.integers())
 def test_issued_credential__parses_as_its_own_kind_only(kind, _):
     # Given a credential as issued (secrets.token_urlsafe: any of its 64 characters)
-    prefix, secret = _new_secret(kind)
+    prefix, secret = new_secret(kind)
     other = CLIENT_KEY_KIND if kind == API_TOKEN_KIND else API_TOKEN_KIND
     # Then it parses as its own kind, to its prefix, and not as the other kind
     assert split_prefix(secret, kind) == prefix

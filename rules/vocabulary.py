@@ -1,7 +1,7 @@
 """The two vocabularies everything else derives from: an object's status, and why a unit got
 its answer.
 
-Plain Python (no Django), so the pure bucketing engine (decide.engine) uses them as they
+Plain Python (no Django), so the pure bucketing engine (rules.bucketing) uses them as they
 are; lab.models derives its field choices from them, decide's OFREP endpoint maps `Reason`
 onto the protocol's reasons. See docs/decide.md, "What each status means for the answer".
 """

@@ -1,4 +1,4 @@
-"""The bucketing contract of decide/engine.py: reference vectors, invariants and statistics.
+"""The bucketing contract of rules/bucketing.py: reference vectors, invariants and statistics.
 
 The reference vectors are published in docs/decide.md for SDK authors; a change here is a
 breaking change of the public contract.
@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from decide.engine import (
+from rules.bucketing import (
     CompiledExperiment,
     Decision,
     VariantRange,
@@ -25,7 +25,7 @@ from decide.engine import (
     compile_ranges,
     decide_one,
 )
-from lab.vocabulary import Status
+from rules.vocabulary import Status
 
 STATUS_ENABLED, STATUS_DISABLED, STATUS_REMOVED = Status.ENABLED, Status.DISABLED, Status.REMOVED
 

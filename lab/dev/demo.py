@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from lab.dev.seeding import product_seed
 from lab.models import Experiment, Product
 from lab.services.config_version import product_config_changed
 from lab.services.credentials import client_key_create
-from lab.services.seeding import product_seed
 
 DEMO_PRODUCT = "demo-widget"
 DEMO_UNIT = "SN-0001"

@@ -8,7 +8,7 @@ but touches neither the database nor the cache.
 from ninja import NinjaAPI, Schema
 from ninja.security import HttpBearer
 
-from lab.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
+from config.http import ORJSONRenderer, StrictJSONParser, install_error_handlers
 
 
 class AnyBearer(HttpBearer):
