@@ -95,6 +95,9 @@ def test_known_unit_new_experiment__added_to_what_memory_holds(
 ):
     make_experiment(decider.product, "etch")
     decider.decide("SN-1")
+    # Learnt from its own first decision's notification first, so that the wait below is for
+    # the forgetting, not passed before the learning arrives
+    wait_until(lambda: len(memory) == 1)
     make_experiment(decider.product, "bake")  # a new config: the product's units forgotten
     wait_until(lambda: len(memory) == 0)
     assert decider.decide("SN-1", experiments=["etch"])  # read, remembered without bake

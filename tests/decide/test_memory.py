@@ -21,6 +21,7 @@ from decide.memory.listener import parse
 from decide.store import ProductState, Stored, UnitRow
 from lab.models import ClientKey, Unit
 from lab.services.units import unit_set_attributes
+from tests.conftest import requires_postgres
 from tests.decide.conftest import make_experiment, unit_for, wait_until
 
 MIB = 1024 * 1024
@@ -219,6 +220,8 @@ def test_condition_tested__answered_by_the_database_every_time(
 @pg
 def test_memory_budget__setting_bounds_what_a_worker_keeps(settings, decider):
     from decide import memory as decide_memory
+
+    requires_postgres()  # the memory listens for PostgreSQL's notifications
 
     settings.DECIDE_KNOWN_UNITS = True
     settings.DECIDE_KNOWN_UNITS_MAX_MIB = 16 / 1024  # 16 KiB

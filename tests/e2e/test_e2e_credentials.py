@@ -120,7 +120,8 @@ def test_control_character_in_a_key__refused_by_gunicorn_the_same_remembered_or_
     # gunicorn refuses a header holding a control character (RFC 9110) before Lab reads it:
     # a 400 of its own, whatever is remembered.
     key = seeded["client_key"]
-    _remember(server, key)
+    if server.vendor == "postgresql":  # the memory of known units is PostgreSQL only
+        _remember(server, key)
     offset = server.log_path.stat().st_size
     header = {"Authorization": b"Bearer lck_" + _prefix(key) + b"_\x01" + b"x" * 42}
     seen = {
