@@ -1,5 +1,9 @@
 """Per-group moments aggregated in the database, exact to what doubles allow.
 
+Why this module is long: the exact one-pass sums, their cells and the second pass for
+the groups the first cannot keep exact share one set of scaling constants and rounding
+bounds, which are checked together and read best in one place.
+
 A plain ``AVG``/``VAR_POP`` (or ``SUM(x)``, ``SUM(x*x)``) loses digits on the data engineers
 produce: a frequency near 1e9 Hz with a spread of 1e-3 keeps almost none, ten readings of a
 gauge all ``0.1`` get a spread of 1e-17, values beyond 1e154 overflow their squares and values

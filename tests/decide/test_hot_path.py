@@ -1,6 +1,10 @@
 """The decide hot path (decide/hot_path.py): known units answered in front of Django, from
 the worker's memory or from the database's one read.
 
+Why this module is long: it is one differential table, the hot path against Django, and
+each case (memory, the database's read, the 503, the hand-over to Django) is read
+against the same helpers.
+
 Every test sends the same WSGI request twice: through the hot path, and straight to Django's
 handler. The hot path must either answer it itself exactly as Django does (status, headers,
 body), or hand it to Django untouched. PostgreSQL only, committed for real (transactional):

@@ -1,5 +1,5 @@
 """The one syntax of a credential, `<kind>_<12 lowercase hex>_<43 URL-safe base64>`, and the
-constant-time check of its digest (rules/credentials.py, docs/decide.md "Client keys").
+constant-time check of its digest (rules/credentials.py, docs/decide.md, "Authentication").
 
 No database: these are the rules every request's credential goes through first.
 """
