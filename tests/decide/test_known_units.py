@@ -47,6 +47,13 @@ def _hits() -> float:
     return metrics.known_hit._value.get()
 
 
+def _settled(memory) -> None:
+    """Until every notification committed so far is applied: a heartbeat sent after now has
+    been applied, and notifications arrive in commit order."""
+    now = time.monotonic()
+    wait_until(lambda: memory._confirmed_at > now)
+
+
 def _units_forgotten() -> float:
     return metrics.known_invalidated_units._value.get()
 
@@ -94,12 +101,13 @@ def test_known_unit_new_experiment__added_to_what_memory_holds(
     memory, decider, django_assert_num_queries
 ):
     make_experiment(decider.product, "etch")
+    _settled(memory)
     decider.decide("SN-1")
-    # Learnt from its own first decision's notification first, so that the wait below is for
-    # the forgetting, not passed before the learning arrives
-    wait_until(lambda: len(memory) == 1)
+    _settled(memory)  # its first decision learnt from its own notification
+    assert len(memory) == 1
     make_experiment(decider.product, "bake")  # a new config: the product's units forgotten
-    wait_until(lambda: len(memory) == 0)
+    _settled(memory)
+    assert len(memory) == 0
     assert decider.decide("SN-1", experiments=["etch"])  # read, remembered without bake
     assert len(memory) == 1
     added = metrics.known_learnt_added._value.get()
