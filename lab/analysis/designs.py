@@ -48,7 +48,8 @@ def level_rows(design: Design, metric: Metric) -> Rows:
     for j, factor in enumerate(design.factor_list):
         experiments.append(int(factor.experiment_id))
         # Ids from the database, written as integer literals: the select list of ``Rows``
-        # takes no parameters. Integer (not bigint) codes: BIT_OR of INTEGER stays INTEGER.
+        # takes no parameters. A unit has one assignment per experiment, so the factors' bits never
+        # overlap and their SUM is their OR, on PostgreSQL and SQLite alike.
         low, high = int(factor.low_id), int(factor.high_id)
         levels.append(f"WHEN {low} THEN {1 << (2 * j)} WHEN {high} THEN {2 << (2 * j)}")
     code = f"CASE a.variant_id {' '.join(levels)} ELSE 0 END"
@@ -56,7 +57,7 @@ def level_rows(design: Design, metric: Metric) -> Rows:
     return Rows(
         columns="d.code AS k0, m.value AS x, m.in_spec AS in_spec",
         joins=(
-            f"LEFT JOIN (SELECT a.unit_id, BIT_OR({code}) AS code FROM {table(Assignment)} a "
+            f"LEFT JOIN (SELECT a.unit_id, SUM({code}) AS code FROM {table(Assignment)} a "
             f"WHERE a.experiment_id IN ({placeholders}) GROUP BY a.unit_id) d "
             "ON d.unit_id = m.unit_id"
         ),

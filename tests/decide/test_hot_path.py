@@ -24,6 +24,7 @@ from decide import memory as decide_memory
 from decide import metrics
 from decide.hot_path import DecideHotPath
 from lab.services.credentials import client_key_revoke
+from tests.conftest import requires_postgres
 from tests.decide.conftest import make_experiment, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -465,6 +466,7 @@ def _timed_out(*args, **kwargs):
 def test_database_unavailable__the_hot_path_answers_djangos_503_itself(
     stored_unit, decider, settings, monkeypatch, caplog, memory_on, endpoint
 ):
+    requires_postgres()  # the statement timeout and the counted queries are PostgreSQL's
     if memory_on:
         settings.DECIDE_KNOWN_UNITS = True
         decide_memory.reset()
@@ -535,6 +537,7 @@ def test_other_database_error__django_answers_from_the_same_failed_read(
 def test_unit_needing_a_write__read_once_then_stored_by_django(
     stored_unit, decider, settings, django_assert_num_queries, caplog, memory_on, endpoint
 ):
+    requires_postgres()  # the statement timeout and the counted queries are PostgreSQL's
     if memory_on:
         settings.DECIDE_KNOWN_UNITS = True
         decide_memory.reset()
