@@ -15,6 +15,13 @@ serves nobody else, so after a wait that found no primary the worker tries only 
 connection until one succeeds: a long outage answers 503 at once instead of holding every
 worker for the whole bound on every request.
 
+The bound holds for the attempt under way too: psycopg bounds one attempt only by
+`connect_timeout`, which it rounds up to 2 s, and an attempt that reaches a standby being
+promoted on a busy machine was seen to take 1.3–2 s by itself. Each attempt made during the
+wait therefore gives up at the wait's deadline (`_DeadlineConnection`), so a request that
+waited answers within the bound and a fraction of a second, never the bound plus a whole
+attempt.
+
 The bound is counted from the moment the request reached the front, not from the moment a
 connection is wanted: a request that queued behind busy workers (each waiting for a primary)
 has spent part of its client's patience already, and a request that wants a second
@@ -29,6 +36,7 @@ import logging
 import threading
 import time
 
+import psycopg
 from django.db.backends.postgresql import base
 
 logger = logging.getLogger(__name__)
@@ -44,6 +52,49 @@ HOPELESS_SQLSTATE_PREFIXES = ("28", "3D")
 FRONT_CLOCK_TOLERANCE_SECONDS = 60.0
 
 _request = threading.local()
+# The deadline of the connection attempts this thread is making, if they have one.
+_attempt = threading.local()
+
+
+class _DeadlineConnection(psycopg.Connection):
+    """psycopg's connection, whose attempts give up at this thread's attempt deadline.
+
+    psycopg runs one attempt per host as a generator that its wait loop resumes whenever the
+    socket is ready and at least every 0.1 s; the deadline is checked at each resumption.
+    An attempt that gives up is an `OperationalError` like a refused one, so psycopg goes on
+    to the next host (which gives up at once) and Django wraps the last error as usual.
+    """
+
+    @classmethod
+    def _connect_gen(cls, conninfo: str = ""):
+        deadline = getattr(_attempt, "deadline", None)
+        gen = super()._connect_gen(conninfo)
+        if deadline is None:
+            return (yield from gen)
+        try:
+            _check(deadline, gen)
+            wanted = next(gen)
+            while True:
+                ready = yield wanted
+                _check(deadline, gen)
+                wanted = gen.send(ready)
+        except StopIteration as done:
+            return done.value
+
+
+def _check(deadline: float, gen) -> None:
+    if time.monotonic() >= deadline:
+        gen.close()
+        raise psycopg.errors.ConnectionTimeout("the wait for a server that accepts writes ended")
+
+
+class _Driver:
+    """psycopg as Django's backend uses it, with `connect` bounded by the attempt deadline."""
+
+    connect = _DeadlineConnection.connect
+
+    def __getattr__(self, name):
+        return getattr(psycopg, name)
 
 
 def request_started(front_header: str | None = None) -> None:
@@ -78,6 +129,7 @@ def _hopeless(exc: Exception) -> bool:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    Database = _Driver()
     # Per worker process (each has its own wrappers): set when a wait ended without a
     # connection, cleared by the next connection made.
     _gave_up = False
@@ -93,6 +145,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         attempts = 0
         while True:
             attempts += 1
+            _attempt.deadline = deadline
             try:
                 connection = super().get_new_connection(conn_params)
             except base.Database.OperationalError as exc:
@@ -104,6 +157,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
                     raise
                 time.sleep(ATTEMPT_INTERVAL_SECONDS)
                 continue
+            finally:
+                _attempt.deadline = None
             DatabaseWrapper._gave_up = False
             if attempts > 1:
                 logger.warning(

@@ -210,6 +210,43 @@ def test_connect__request_that_queued_the_whole_bound__tries_once_and_the_next_w
             DatabaseWrapper._gave_up = False
 
 
+@pytest.mark.django_db
+def test_connect__attempt_that_hangs__gives_up_at_the_bound_not_at_connect_timeout():
+    requires_postgres()
+    # Given a server that takes connections and never answers (a standby being promoted on a
+    # machine too busy to start its backend), a wait of 0.6 s and a 5 s connect_timeout,
+    # which psycopg would otherwise wait out (and never less than 2 s)
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:
+        database = _wrapper(silent.getsockname()[1], wait_seconds=0.6)
+        assert int(database.settings_dict["OPTIONS"]["connect_timeout"]) >= 2
+        try:
+            # When Lab needs a connection
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                database.ensure_connection()
+            # Then the attempt under way ends with the wait, not 2-5 s later
+            assert time.monotonic() - started < 1.5
+        finally:
+            DatabaseWrapper._gave_up = False
+
+
+@pytest.mark.django_db
+def test_connect__attempt_outside_a_wait__keeps_psycopgs_connect_timeout():
+    requires_postgres()
+    # Given the same silent server and no wait (DATABASE_RECONNECT_WAIT_SECONDS=0)
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:
+        settings = {**connection.settings_dict, "HOST": "127.0.0.1"}
+        settings.update(PORT=str(silent.getsockname()[1]), RECONNECT_WAIT_SECONDS=0)
+        settings["OPTIONS"] = {**settings["OPTIONS"], "connect_timeout": 2}
+        database = DatabaseWrapper(settings, alias="no-wait")
+        # When Lab needs a connection
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            database.ensure_connection()
+        # Then libpq's timeout applies as it always did (no deadline of a wait)
+        assert time.monotonic() - started >= 1.9
+
+
 def test_request_started__front_clock_far_off__the_worker_clock_is_used():
     # Given X-Request-Start values from a clock that disagrees with this host's, or garbage
     for header in (f"t={time.time() + 30:.3f}", f"t={time.time() - 3600:.3f}", "t=soon", ""):
