@@ -56,6 +56,10 @@ def nginx_available() -> bool:
     return front.nginx_binary() is not None
 
 
+# Requests per second per client key at the front during a run: far above any scenario's.
+BENCH_DECIDE_RATE = 1_000_000
+
+
 class Server:
     """One Lab server on a free loopback port: through the production front, or bare."""
 
@@ -113,6 +117,10 @@ class Server:
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "CACHE_KEY_PREFIX": cache_prefix(self.database),
+            # One client key sends everything: the front's per-key limit (docs/operations.md,
+            # "Rate limits") would answer most requests 429. A --server setting can set it.
+            "LAB_DECIDE_RATE": str(BENCH_DECIDE_RATE),
+            "LAB_DECIDE_BURST": str(BENCH_DECIDE_RATE),
             **{
                 # {database}: the run's database name, for a URL through another server
                 # (a PgBouncer in front of the same PostgreSQL).

@@ -198,3 +198,21 @@ def test_rate_limits__from_env__overrides_and_refuses_what_nginx_would_misread()
     for bad in ({"LAB_DECIDE_RATE": "0"}, {"LAB_ADMIN_RATE": "5r/s"}, {"LAB_DECIDE_BURST": "-1"}):
         with pytest.raises(ValueError, match="LAB_"):
             front.RateLimits.from_env(bad)
+
+
+def test_upstream_keepalive__nginx_closes_idle_connections_before_gunicorn_does():
+    # Given the shipped front and gunicorn settings
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    site = front.render_site(
+        listen="127.0.0.1:8000", upstreams=["unix:/x.sock"], max_body_size=LIMIT
+    )
+    upstream = site[site.index("upstream lab_gunicorn") :].split("}", 1)[0]
+    nginx_idle = re.search(r"keepalive_timeout (\d+)s;", upstream)
+    gunicorn = re.search(r"^keepalive = (\d+)$", (root / "gunicorn.conf.py").read_text(), re.M)
+    # Then nginx gives up an idle connection to gunicorn first: a request nginx sends on a
+    # connection gunicorn is closing is reset, and nginx never sends a POST (a decide) again
+    assert nginx_idle and gunicorn
+    assert int(nginx_idle.group(1)) < int(gunicorn.group(1))
