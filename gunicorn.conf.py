@@ -4,8 +4,11 @@ Command-line flags (`-b`, `-w`, ...) and GUNICORN_CMD_ARGS override everything h
 Environment:
   GUNICORN_BIND      address to listen on (default 127.0.0.1:8000; several: comma-separated)
   GUNICORN_WORKERS   worker processes (or WEB_CONCURRENCY; default 2 * CPUs + 1, at most 12)
-  GUNICORN_THREADS   request threads per worker (default 1: one request at a time)
-  GUNICORN_TIMEOUT   seconds before a silent worker is restarted (default 30)
+  GUNICORN_WORKER_CLASS  sync (default) or gthread
+  GUNICORN_THREADS   request threads per worker (default 1: one request at a time; above 1,
+                     gthread workers)
+  GUNICORN_TIMEOUT   seconds before a silent worker is restarted (default 30): with sync
+                     workers also the longest a request may run
   GUNICORN_PRELOAD   load the application once in the master before forking workers
                      (default true; docs/operations.md, "Start-up")
   PROMETHEUS_MULTIPROC_DIR  where workers write metric values; a fresh temporary directory
@@ -30,15 +33,16 @@ workers = int(
     or os.environ.get("WEB_CONCURRENCY")
     or min(2 * multiprocessing.cpu_count() + 1, MAX_DEFAULT_WORKERS)
 )
-# gthread workers with ONE request thread each: like sync workers, a worker serves one
-# request at a time and holds one persistent database connection (CONN_MAX_AGE), but it
-# keeps HTTP/1.1 connections alive between requests (up to `keepalive` seconds idle, in the
-# worker's poller, not in its thread), where the sync worker closes every connection after
-# its response: a client that reuses its connection pays for no new TCP handshake and no
-# new worker accept per request (load_tests/RESULTS.md, "known units in memory, gthread
-# keep-alive", has the figures). GUNICORN_THREADS raises the
-# threads per worker (each then holds its own database connection).
-worker_class = "gthread"
+# sync workers: a worker serves one request at a time, holds one persistent database
+# connection (CONN_MAX_AGE), and accepts a connection only when it is free, so behind nginx
+# (which buffers requests and answers, and keeps the clients' connections alive) every request
+# goes to a free worker. gthread workers (the class before; GUNICORN_WORKER_CLASS=gthread)
+# keep nginx's connections alive instead, and a request nginx sends on a connection whose
+# worker is busy waits behind that worker's request while others are free: through the front
+# on 2 cores, p99 was 2-4x the sync workers' at the same throughput (load_tests/RESULTS.md,
+# "The front's own cost"). GUNICORN_THREADS above 1 makes gunicorn use gthread workers with
+# that many request threads (each then holds its own database connection).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # Import Django, the URLconf and every API module (SciPy included) once, in the master, and
@@ -55,6 +59,8 @@ preload_app = os.environ.get("GUNICORN_PRELOAD", "true").strip().lower() not in 
     "off",
 )
 graceful_timeout = 30
+# Idle seconds a gthread worker keeps a connection open (sync workers close each one after
+# its answer); nginx closes its idle upstream connections sooner (deploy/nginx/lab.conf.template).
 keepalive = 5
 # The request head's limits are the production front's (deploy/nginx/lab.conf.template):
 # nginx refuses a longer request line (414) or header line, or a longer head (431), with a

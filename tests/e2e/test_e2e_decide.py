@@ -74,27 +74,26 @@ def test_e2e__batch_and_bad_requests(server, seeded):
     assert server.get("/readyz").status_code == 200
 
 
-def test_e2e__keep_alive__decisions_on_one_connection(server, seeded):
-    """gunicorn.conf.py's gthread workers keep a client's connection open between requests."""
+def test_e2e__sync_workers__each_answer_closes_its_connection(server, seeded):
+    """gunicorn.conf.py's sync workers serve one connection per request and accept only when
+    free, so nginx's requests always reach a free worker (nginx keeps the clients'
+    connections alive: tests/e2e/test_production_front.py)."""
     import http.client
     import json as json_module
     from urllib.parse import urlsplit
 
     address = urlsplit(server.base_url)
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
     headers = {
         "Authorization": f"Bearer {seeded['client_key']}",
         "Content-Type": "application/json",
     }
-    try:
-        sockets = set()
-        for unit in ("ka-1", "ka-2", "ka-1"):
+    for unit in ("ka-1", "ka-2", "ka-1"):
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+        try:
             connection.request("POST", "/api/v1/decide", json_module.dumps({"unit": unit}), headers)
             response = connection.getresponse()
             assert response.status == 200
             assert json_module.loads(response.read())["unit"] == unit
-            assert response.getheader("Connection", "").lower() != "close"
-            sockets.add(id(connection.sock))
-        assert len(sockets) == 1  # one TCP connection carried the three requests
-    finally:
-        connection.close()
+            assert response.getheader("Connection", "").lower() == "close"
+        finally:
+            connection.close()
