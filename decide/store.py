@@ -307,8 +307,23 @@ def check_client_key(credential: ClientCredential) -> ProductState:
 
 
 @cache
-def _insert_sql_postgres() -> str:
+def _insert_sql_postgres(learn: bool) -> str:
+    """The insert; with `learn`, it also notifies each unit's first assignments to every
+    worker (decide.memory.listener)."""
     n = _names()
+    learnt = f"""
+        , learnt AS (
+            SELECT pg_notify('{KNOWN_UNITS_CHANNEL}', payload)
+            FROM (
+                SELECT '{LEARN_PREFIX}' || %s::text || ':' || units.id || ':'
+                    || CASE WHEN units.created THEN 'n' ELSE 'm' END || ':'
+                    || string_agg(i.{n.a_experiment} || '.' || i.{n.a_variant}, ',')
+                    || ':' || units.ukey AS payload
+                FROM inserted i JOIN units ON units.id = i.{n.a_unit}
+                GROUP BY units.id, units.ukey, units.created
+            ) learn
+            WHERE octet_length(payload) < {MAX_NOTIFY_BYTES}
+        )"""
     return f"""
         WITH new_units AS (
             INSERT INTO {n.unit} ({n.u_product}, {n.u_key}, {n.u_created}, {n.u_attributes})
@@ -334,23 +349,11 @@ def _insert_sql_postgres() -> str:
             ORDER BY units.id, d.experiment_id
             ON CONFLICT ({n.a_experiment}, {n.a_unit}) DO NOTHING
             RETURNING {n.a_unit}, {n.a_experiment}, {n.a_variant}
-        ), learnt AS (
-            SELECT pg_notify('{KNOWN_UNITS_CHANNEL}', payload)
-            FROM (
-                SELECT '{LEARN_PREFIX}' || %s::text || ':' || units.id || ':'
-                    || CASE WHEN units.created THEN 'n' ELSE 'm' END || ':'
-                    || string_agg(i.{n.a_experiment} || '.' || i.{n.a_variant}, ',')
-                    || ':' || units.ukey AS payload
-                FROM inserted i JOIN units ON units.id = i.{n.a_unit}
-                GROUP BY units.id, units.ukey, units.created
-            ) learn
-            WHERE octet_length(payload) < {MAX_NOTIFY_BYTES}
-        )
+        ){learnt if learn else ""}
         SELECT {n.u_id}, {n.u_key}, NULL FROM new_units
         UNION ALL
         SELECT {n.a_unit}, NULL, {n.a_experiment} FROM inserted
-        UNION ALL
-        SELECT NULL, NULL, count(*) FROM learnt
+        {"UNION ALL SELECT NULL, NULL, count(*) FROM learnt" if learn else ""}
     """
 
 
@@ -360,11 +363,11 @@ MAX_NOTIFY_BYTES = 8000
 
 
 @retry_on_deadlock
-def _run_insert_postgres(params: list) -> list[tuple]:
+def _run_insert_postgres(params: list, learn: bool) -> list[tuple]:
     """One statement: idempotent (units upserted, assignments `ON CONFLICT DO NOTHING`), so
     it is simply run again when it loses a deadlock against a bulk forced assignment."""
     with _cursor() as cursor:
-        cursor.execute(_insert_sql_postgres(), params)
+        cursor.execute(_insert_sql_postgres(learn), params if learn else params[:-1])
         return cursor.fetchall()
 
 
@@ -411,7 +414,12 @@ def insert_assignments(
             product_id,
             product_id,
         ]
-        for unit_id, unit_key, experiment_id in _run_insert_postgres(params):
+        # Only a decision of one unit teaches the other workers: a batch's units (up to
+        # 1,000 a call, thousands a second) would each be learnt by every worker, evicting
+        # the units their lines are deciding again (load_tests/RESULTS.md, "Batches do not
+        # teach"): a worker that does not hold a batch's unit reads it on its next decision.
+        learn = len({a.unit_key for a in new}) == 1
+        for unit_id, unit_key, experiment_id in _run_insert_postgres(params, learn):
             if unit_id is None:
                 continue  # the count of units learnt (what makes them be sent)
             if unit_key is not None:

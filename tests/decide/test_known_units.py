@@ -88,6 +88,20 @@ def test_new_unit__learnt_from_what_its_first_decision_stored(
     assert _hits() == hits + 1
 
 
+def test_batch_first_decisions__not_learnt__a_single_first_decision_is(memory, decider):
+    """A batch's units (up to 1,000 a call) are not sent to every worker's memory, where they
+    would evict the units lines are deciding again; one unit's first decision is."""
+    make_experiment(decider.product, "etch")
+    _serve_the_product(decider, memory)
+    learnt = metrics.known_learnt_new._value.get()
+    decider.batch([f"SN-batch-{i}" for i in range(3)])
+    _settled(memory)
+    assert (len(memory), metrics.known_learnt_new._value.get()) == (1, learnt)
+    decider.decide("SN-single")
+    wait_until(lambda: metrics.known_learnt_new._value.get() == learnt + 1)
+    assert len(memory) == 2
+
+
 def _serve_the_product(decider, memory) -> None:
     """Have this worker hold the product's key, as one that has served it does (a first
     decision's read can be overtaken by the setup's notifications and not keep it)."""

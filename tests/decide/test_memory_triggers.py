@@ -41,7 +41,8 @@ def test_decided_from__every_table_in_the_sql_of_decide():
     statements = [
         store._read_sql(postgres, count) for postgres in (True, False) for count in (0, 1, 2)
     ]
-    statements += [store._insert_sql_postgres(), config._load_sql()]
+    statements += [store._insert_sql_postgres(learn) for learn in (True, False)]
+    statements += [config._load_sql()]
     mentioned = set().union(*map(_tables_in, statements))
     # and the tables the rest of decide.store names (the statements built inline)
     names = store._names()
