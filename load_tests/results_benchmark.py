@@ -6,7 +6,8 @@ measurements in under 2 s).
 
 Seeds its own PostgreSQL database (`lab_bench_results` by default, created and migrated by
 the script, dropped at the end unless `--keep`): one experiment with 3 variants, 5 metrics
-with spec limits, `measurements / 5` units each assigned and measured on every metric. The
+(`--metrics N`: the first N) with spec limits, `measurements / N` units each assigned and
+measured on every metric. The
 seed is set-based SQL (INSERT ... SELECT generate_series), a few seconds for 10^6 rows;
 `--reuse` keeps a database seeded earlier with the same size.
 
@@ -95,7 +96,19 @@ def main() -> None:
     parser.add_argument(
         "--covariate", action="store_true", help="also time the report with ?covariate="
     )
+    parser.add_argument(
+        "--metrics",
+        type=int,
+        default=len(METRICS),
+        choices=range(1, len(METRICS) + 1),
+        metavar=f"1..{len(METRICS)}",
+        help="measure each unit on the first N metrics: `measurements / N` units "
+        "(1: one unit per measurement)",
+    )
     args = parser.parse_args()
+    if args.covariate and args.metrics < 2:
+        parser.error("--covariate needs --metrics 2 or more (the covariate and a response)")
+    METRICS[:] = METRICS[: args.metrics]
 
     base_url = os.environ.get("DATABASE_URL", "")
     if not base_url.startswith(("postgres://", "postgresql://")):
