@@ -38,10 +38,10 @@ workers = int(
 # (which buffers requests and answers, and keeps the clients' connections alive) every request
 # goes to a free worker. gthread workers (the class before; GUNICORN_WORKER_CLASS=gthread)
 # keep nginx's connections alive instead, and a request nginx sends on a connection whose
-# worker is busy waits behind that worker's request while others are free: through the front
-# on 2 cores, p99 was 2-4x the sync workers' at the same throughput (load_tests/RESULTS.md,
-# "The front's own cost"). GUNICORN_THREADS above 1 makes gunicorn use gthread workers with
-# that many request threads (each then holds its own database connection).
+# worker is busy waits behind that worker's request while others are free, which shows in the
+# p99 through the front (load_tests/RESULTS.md, "The front's own cost"). GUNICORN_THREADS
+# above 1 makes gunicorn use gthread workers with that many request threads (each then holds
+# its own database connection).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))

@@ -113,8 +113,7 @@ def lot_rows(experiment_id: int, metrics: Sequence[Metric], attribute: str) -> R
     (the unit id when it has no lot). The experiment's units, with their variant and lot, are
     a subquery PostgreSQL merges into the join: the whole join and a partial aggregate then run
     in the parallel workers (a subquery kept apart ends in a gather of its own, and everything
-    above it runs in one process: 3.2–4.2 s against 2.7–3.2 s for 10^6 units in 2,000 lots,
-    load_tests/RESULTS.md, "Lots on a quiet machine")."""
+    above it runs in one process: load_tests/RESULTS.md, "Lots on a quiet machine")."""
     lot_columns, lot_params = lot_columns_sql(attribute, unit_id="a.unit_id")
     return Rows(
         columns="m.metric_id AS metric_key, l.variant_id AS variant_key, m.value AS x, "
