@@ -367,7 +367,7 @@ def _run_insert_postgres(params: list, learn: bool) -> list[tuple]:
     """One statement: idempotent (units upserted, assignments `ON CONFLICT DO NOTHING`), so
     it is simply run again when it loses a deadlock against a bulk forced assignment."""
     with _cursor() as cursor:
-        cursor.execute(_insert_sql_postgres(learn), params if learn else params[:-1])
+        cursor.execute(_insert_sql_postgres(learn), params)
         return cursor.fetchall()
 
 
@@ -412,13 +412,14 @@ def insert_assignments(
             [a.experiment_id for a in ordered],
             [a.variant_id for a in ordered],
             product_id,
-            product_id,
         ]
         # Only a decision of one unit teaches the other workers: a batch's units (up to
         # 1,000 a call, thousands a second) would each be learnt by every worker, evicting
         # the units their lines are deciding again (load_tests/RESULTS.md, "Batches do not
         # teach"): a worker that does not hold a batch's unit reads it on its next decision.
         learn = len({a.unit_key for a in new}) == 1
+        if learn:
+            params.append(product_id)  # the product of the learnt notification
         for unit_id, unit_key, experiment_id in _run_insert_postgres(params, learn):
             if unit_id is None:
                 continue  # the count of units learnt (what makes them be sent)
