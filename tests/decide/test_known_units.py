@@ -62,6 +62,7 @@ def test_known_unit__answered_from_memory_without_a_query(
     memory, decider, django_assert_num_queries
 ):
     make_experiment(decider.product, "etch")
+    _settled(memory)  # the setup's notifications applied: none forgets what is read below
     first = decider.decide("SN-1")  # stores the assignment
     assert decider.decide("SN-1") == first  # read from the database, then remembered
     hits = _hits()
@@ -164,6 +165,7 @@ def test_learnt_message_not_understood__forgets_everything(memory, decider):
 def test_forced_assignment__forgotten_and_answered_as_forced(memory, decider):
     experiment = make_experiment(decider.product, "etch")
     unit = unit_for(experiment, "a")
+    _settled(memory)  # the setup's notifications applied: none forgets what is read below
     decider.decide(unit)
     decider.decide(unit)
     assert len(memory) == 1
