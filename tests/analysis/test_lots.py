@@ -22,7 +22,8 @@ TIGHT = 1e-10
 
 
 def build(plant, units, *, lower=None, upper=None, randomize_by="lot"):
-    """``units``: (lot attribute or None, variant, value, source) per unit."""
+    """``units``: (lot attribute or None, variant, value or None (not measured), source) per
+    unit."""
     plant.experiment("etch", ["a", "b"], randomize_by=randomize_by)
     plant.metric("y", lower_limit=lower, upper_limit=upper)
     created = Unit.objects.bulk_create(
@@ -59,6 +60,7 @@ def build(plant, units, *, lower=None, upper=None, randomize_by="lot"):
             for i, (unit, (_lot, _variant, value, _source)) in enumerate(
                 zip(created, units, strict=True)
             )
+            if value is not None
         ),
         batch_size=500,
     )
@@ -202,6 +204,38 @@ def test_results__lot_split_across_arms_by_forcing__one_cluster_with_both_arms(t
     assert metric["variants"]["a"]["clusters"] == metric["variants"]["b"]["clusters"] == 4
     assert metric["variants"]["b"]["vs_control"]["df"] == 6
     assert_cluster_inference(report, units)
+
+
+EVERY_KIND_OF_LOT = [
+    ("L1", "a", 1.0, "hash"),
+    ("L1", "a", 1.1, "hash"),
+    (42, "a", 1.2, "hash"),
+    ("42", "a", 1.3, "hash"),
+    (42.0, "a", 1.4, "hash"),
+    (None, "a", 1.5, "hash"),
+    (["x"], "b", 1.6, "hash"),
+    ("L2", "b", 1.7, "hash"),
+    ("L3", "b", 1.8, "hash"),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "lots_of_b"),
+    [
+        ([], 2),  # every unit hashed and measured: the counts read from the report's lot cells
+        ([("L4", "b", None, "hash")], 3),  # a unit not measured still counts its lot
+        ([("F", "b", 1.9, "forced")], 2),  # a lot only forced units belong to does not
+    ],
+    ids=["all-measured", "one-unmeasured", "one-forced"],
+)
+def test_results__srm_counts_each_variants_distinct_hashed_lots(tenant, plant, extra, lots_of_b):
+    # Given lots 42, "42" and 42.0 (one lot) and units with no lot (no attribute, a list)
+    build(plant, EVERY_KIND_OF_LOT + extra)
+    # When
+    report = tenant.get(RESULTS).json()
+    # Then a: L1 and 42; b: L2, L3 and a lot only an unmeasured unit has
+    assert report["srm"]["counts"] == {"a": 2, "b": lots_of_b}
+    assert report["units"]["assigned"] == len(EVERY_KIND_OF_LOT) + len(extra)
 
 
 def test_results__whole_lots_forced_no_effect__p_value_not_tiny(tenant, plant):
