@@ -338,6 +338,28 @@ class DesignFactor(models.Model):
         ordering = ["position"]
 
 
+class DesignUnit(models.Model):
+    """A unit's stored levels in a design's factors, as one code (``lab.analysis.designs``,
+    ``level_code``): two bits per factor, bit 2j for level 0 and 2j + 1 for level 1, both
+    clear when the unit has no assignment in factor j or one in neither level.
+
+    On PostgreSQL, triggers on the assignments keep it (migration 0012: every insert, update
+    and delete of an assignment adds its bits and takes away the old ones, whoever writes it:
+    decide, forcing, rebucketing) and creating a design fills it from the assignments that
+    exist; the analysis then reads one row per unit instead of one per unit and factor
+    (docs/designs.md, "Analysis"). SQLite has no such triggers: there the analysis computes
+    the code from the assignments, and these rows are not written."""
+
+    design = models.ForeignKey(Design, on_delete=models.CASCADE, related_name="+", db_index=False)
+    unit = models.ForeignKey(Unit, on_delete=models.CASCADE, related_name="+", db_index=False)
+    code = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["design", "unit"], name="design_unit_unique"),
+        ]
+
+
 class Metric(models.Model):
     product = models.ForeignKey(
         Product, on_delete=models.PROTECT, related_name="metrics", db_index=False

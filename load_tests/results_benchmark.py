@@ -510,7 +510,8 @@ def _print_statistics_state() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT relname, last_analyze, last_autoanalyze FROM pg_stat_user_tables "
-            "WHERE relname IN ('lab_unit', 'lab_assignment', 'lab_measurement') ORDER BY relname"
+            "WHERE relname IN ('lab_unit', 'lab_assignment', 'lab_measurement', 'lab_designunit') "
+            "ORDER BY relname"
         )
         for name, manual, auto in cursor.fetchall():
             state = "never analyzed" if manual is None and auto is None else "analyzed"

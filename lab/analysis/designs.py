@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import statistics
 
+from django.db import connection
 from scipy import stats
 
 from lab.analysis.common import table
 from lab.analysis.moments import grouped_moments
 from lab.analysis.rows import Rows
-from lab.models import Assignment, Design, Metric, Product
+from lab.models import Assignment, Design, DesignUnit, Metric, Product
 from lab.selectors.designs import design_fraction, design_get
 from lab.selectors.metrics import metric_get
 from rules.designs import LETTERS, Fraction, effect_name
@@ -38,12 +39,24 @@ def level_rows(design: Design, metric: Metric) -> Rows:
     """Every measurement of the metric with ``k0`` = the code of its unit's stored levels
     (``level_code``), NULL when the unit has no assignment in any factor.
 
-    One pass over the factors' assignments groups them by unit (each unit's factors OR-ed into
-    one code), and one join brings the code to the unit's measurement. A factor without an
+    On PostgreSQL the code is the unit's row of ``DesignUnit``, which the database keeps
+    (migration 0012): one row per unit to join, where the assignments have one per unit and
+    factor. Elsewhere one pass over the factors' assignments groups them by unit (each
+    unit's factors OR-ed into one code), and one join brings the code to the unit's
+    measurement. A factor without an
     assignment, or whose stored variant is neither level, leaves both of its bits clear, so
     the code is no run's and the unit is excluded. The alternative, one join with the
     assignments per factor, makes the database build and probe one hash table of all the
     measured units per factor."""
+    if connection.vendor == "postgresql":
+        return Rows(
+            columns="d.code AS k0, m.value AS x, m.in_spec AS in_spec",
+            joins=(
+                f"LEFT JOIN {table(DesignUnit)} d ON d.unit_id = m.unit_id AND d.design_id = %s"
+            ),
+            params=(design.id,),
+            metrics=(metric,),
+        )
     levels, experiments = [], []
     for j, factor in enumerate(design.factor_list):
         experiments.append(int(factor.experiment_id))

@@ -5,9 +5,12 @@ variants that are not removed, in no layer and no other design), generates the f
 maximum resolution and minimum aberration (rules.designs) and stores its generators, so the
 runs never change under the design. Removing it frees the factors; stored assignments stay.
 Both change what decide answers, so both bump the product's config version.
+
+On PostgreSQL, creating a design also fills its units' level codes (lab.models.DesignUnit)
+from the assignments its factors have already; triggers keep them from then on.
 """
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from lab.errors import Conflict, Unprocessable
 from lab.models import AuditEvent, Design, DesignFactor, Experiment, Product, Status
@@ -15,6 +18,23 @@ from lab.services.audit import audit_record
 from lab.services.common import apply_changes
 from lab.services.config_version import product_config_changed
 from rules import designs as rules
+
+# A design's level codes from the assignments of its factors (migration 0012 writes the same
+# bits from its triggers). Writers of assignments wait meanwhile: one that wrote before the
+# design's factors were visible to its trigger has committed by then and is counted here; one
+# after it sees them.
+_FILL_CODES = [
+    "LOCK TABLE lab_assignment IN SHARE MODE",
+    """
+    INSERT INTO lab_designunit (design_id, unit_id, code)
+    SELECT f.design_id, r.unit_id, SUM(
+        CASE r.variant_id WHEN f.low_id THEN CAST(1 AS BIGINT) << (2 * f.position)
+        WHEN f.high_id THEN CAST(2 AS BIGINT) << (2 * f.position) ELSE 0 END)
+    FROM lab_assignment r JOIN lab_designfactor f ON f.experiment_id = r.experiment_id
+    WHERE f.design_id = %s
+    GROUP BY f.design_id, r.unit_id
+    """,
+]
 
 
 def _factor_levels(experiment: Experiment) -> tuple:
@@ -103,6 +123,10 @@ def design_create(
                 DesignFactor(design=design, experiment=e, position=i, low=low, high=high)
                 for i, (e, (low, high)) in enumerate(zip(experiments, levels, strict=True))
             )
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(_FILL_CODES[0])
+                    cursor.execute(_FILL_CODES[1], [design.id])
             audit_record(
                 product=product,
                 actor=actor,

@@ -9,7 +9,8 @@ from django.db import connection, transaction
 from django.test import Client
 from scipy import stats
 
-from lab.models import Assignment, Design, Variant
+from lab.analysis.designs import level_code
+from lab.models import Assignment, Design, DesignUnit, Variant
 from lab.services.config_version import product_config_changed
 from lab.services.designs import design_create, design_remove
 from rules.designs import Fraction, run_of
@@ -70,6 +71,13 @@ def test_decide__2000_units_under_2_7_4__fill_the_runs_and_store_their_levels(de
     assert len(stored) == 7 * 2000
     for unit, experiment, variant_key, source in stored:
         assert variant_key == expected_levels(screen, unit)[experiment] and source == "hash"
+    if connection.vendor == "postgresql":
+        # and the database kept each unit's code of those levels (lab.models.DesignUnit)
+        codes = DesignUnit.objects.filter(design=screen).values_list("unit__key", "code")
+        assert dict(codes) == {
+            unit: level_code([int(expected_levels(screen, unit)[f] == "high") for f in FACTORS])
+            for unit in units
+        }
 
 
 def test_decide__weights_and_coverage_of_factors__are_ignored(decider, screen):
