@@ -6,8 +6,10 @@ writers racing each other — every unit's stored code equals the code of its as
 
 import random
 import threading
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from lab.analysis.designs import level_code
@@ -171,3 +173,22 @@ def test_codes__concurrent_writers_of_the_same_units__stay_exact(tenant, plant):
     # Then no update was lost to a race: every code is its unit's assignments'
     assert [e for e in errors if "deadlock" not in str(e)] == []
     assert_codes_kept(design)
+
+
+def test_rebuild_design_codes__restores_codes_written_behind_the_triggers_back(tenant, plant):
+    # Given a design whose codes went wrong behind the triggers' back (here: overwritten)
+    for key in FACTORS:
+        plant.experiment(key, ["low", "high"])
+    design = make_design(tenant, plant)
+    plant.units([{"a": "high", "b": "low", "c": "high"}, {"a": "low"}, {}])
+    out = StringIO()
+    if connection.vendor != "postgresql":
+        call_command("rebuild_design_codes", stdout=out)
+        assert "Nothing to rebuild" in out.getvalue()
+        return
+    DesignUnit.objects.filter(design=design).update(code=0)
+    # When the operator rebuilds them
+    call_command("rebuild_design_codes", stdout=out)
+    # Then every code is its unit's assignments' again
+    assert_codes_kept(design)
+    assert "of 2 units in 1 designs" in out.getvalue()
