@@ -6,6 +6,7 @@ writers racing each other — every unit's stored code equals the code of its as
 
 import random
 import threading
+import time
 from io import StringIO
 
 import pytest
@@ -173,6 +174,60 @@ def test_codes__concurrent_writers_of_the_same_units__stay_exact(tenant, plant):
     # Then no update was lost to a race: every code is its unit's assignments'
     assert [e for e in errors if "deadlock" not in str(e)] == []
     assert_codes_kept(design)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_design_created_while_assignments_are_written__no_unit_missed(tenant, plant):
+    requires_postgres()
+    # Given the factors' experiments, and a writer storing units in them all the while
+    for key in FACTORS:
+        plant.experiment(key, ["low", "high"])
+    levels = [[plant.variants[(f, "low")].id, plant.variants[(f, "high")].id] for f in FACTORS]
+    experiments = [plant.experiments[f].id for f in FACTORS]
+    product_id = plant.product.id
+    done, errors, written = threading.Event(), [], [0]
+
+    def writer():
+        rng = random.Random(7)
+        try:
+            while not done.is_set():
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "WITH u AS (INSERT INTO lab_unit (product_id, key, created_at, attributes) "
+                        "VALUES (%s, %s, now(), '{}') RETURNING id) "
+                        "INSERT INTO lab_assignment (experiment_id, unit_id, variant_id, source, "
+                        "created_at, updated_at) "
+                        "SELECT e, u.id, v, 'hash', now(), now() FROM u, "
+                        "unnest(%s::bigint[], %s::bigint[]) AS d(e, v)",
+                        [
+                            product_id,
+                            f"W-{written[0]}",
+                            experiments,
+                            [rng.choice(pair) for pair in levels],
+                        ],
+                    )
+                written[0] += 1
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        wait_until = time.monotonic() + 5
+        while written[0] < 50 and time.monotonic() < wait_until:
+            time.sleep(0.01)
+        # When the design is created meanwhile
+        design = make_design(tenant, plant)
+        time.sleep(0.2)  # and the writer goes on after it
+    finally:
+        done.set()
+        thread.join()
+    # Then every unit, stored before, during or after, has the code of its assignments
+    assert errors == [] and written[0] > 50
+    assert_codes_kept(design)
+    assert len(stored_codes(design)) == written[0]
 
 
 def test_rebuild_design_codes__restores_codes_written_behind_the_triggers_back(tenant, plant):
