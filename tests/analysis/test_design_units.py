@@ -230,6 +230,27 @@ def test_design_created_while_assignments_are_written__no_unit_missed(tenant, pl
     assert len(stored_codes(design)) == written[0]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_migration__fills_the_codes_of_designs_that_exist(tenant, plant):
+    requires_postgres()
+    # Given a design with units, in a database migrated back to before the codes existed
+    for key in FACTORS:
+        plant.experiment(key, ["low", "high"])
+    design = make_design(tenant, plant)
+    plant.units([{"a": "high", "b": "low", "c": "high"}, {"a": "low", "c": "low"}, {"b": "high"}])
+    expected = codes_of_assignments(design)
+    try:
+        call_command("migrate", "lab", "0011", verbosity=0)
+    finally:
+        # When it is migrated forward again
+        call_command("migrate", "lab", verbosity=0)
+    # Then the migration filled the design's codes from the assignments
+    assert stored_codes(design) == expected and len(expected) == 3
+    # and the triggers keep them from then on
+    plant.units([{"a": "low", "b": "low", "c": "high"}])
+    assert_codes_kept(design)
+
+
 def test_rebuild_design_codes__restores_codes_written_behind_the_triggers_back(tenant, plant):
     # Given a design whose codes went wrong behind the triggers' back (here: overwritten)
     for key in FACTORS:
