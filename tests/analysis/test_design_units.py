@@ -47,6 +47,16 @@ def assert_codes_kept(design: Design) -> None:
     assert {u: c for u, c in stored.items() if c or u in expected} == expected
 
 
+def make_factors(plant, keys=FACTORS) -> None:
+    for key in keys:
+        plant.experiment(key, ["low", "high"])
+
+
+def factors_and_design(tenant, plant) -> Design:
+    make_factors(plant)
+    return make_design(tenant, plant)
+
+
 def make_design(tenant, plant, factors=FACTORS, key="d"):
     response = tenant.post(DESIGNS, {"key": key, "factors": factors, "runs": 4})
     assert response.status_code == 201, response.content
@@ -56,8 +66,7 @@ def make_design(tenant, plant, factors=FACTORS, key="d"):
 def test_codes__follow_inserts_forcing_updates_and_deletes(tenant, plant):
     requires_postgres()
     # Given a 2^(3-1) design, an experiment that is no factor, and a third variant of c
-    for key in [*FACTORS, "other"]:
-        plant.experiment(key, ["low", "high"])
+    make_factors(plant, [*FACTORS, "other"])
     design = make_design(tenant, plant)
     plant.variants[("c", "old")] = Variant.objects.create(
         experiment=plant.experiments["c"], key="old"
@@ -100,8 +109,7 @@ def test_codes__follow_inserts_forcing_updates_and_deletes(tenant, plant):
 def test_design_created_over_existing_assignments__starts_from_their_codes(tenant, plant):
     # Given units assigned and measured before the design exists, two in each run of the
     # fraction the design will have
-    for key in FACTORS:
-        plant.experiment(key, ["low", "high"])
+    make_factors(plant)
     plant.metric("y")
     runs = minimum_aberration(len(FACTORS), 4).runs_table
     values = [1.0, 2.0, 5.0, 6.0, 3.0, 4.0, 7.0, 9.0]
@@ -138,9 +146,7 @@ def test_design_created_over_existing_assignments__starts_from_their_codes(tenan
 def test_codes__concurrent_writers_of_the_same_units__stay_exact(tenant, plant):
     requires_postgres()
     # Given a design and 40 units assigned in every factor
-    for key in FACTORS:
-        plant.experiment(key, ["low", "high"])
-    design = make_design(tenant, plant)
+    design = factors_and_design(tenant, plant)
     plant.units([dict.fromkeys(FACTORS, "low") for _ in range(40)])
     unit_ids = list(
         Assignment.objects.filter(experiment=plant.experiments["a"]).values_list(
@@ -180,8 +186,7 @@ def test_codes__concurrent_writers_of_the_same_units__stay_exact(tenant, plant):
 def test_design_created_while_assignments_are_written__no_unit_missed(tenant, plant):
     requires_postgres()
     # Given the factors' experiments, and a writer storing units in them all the while
-    for key in FACTORS:
-        plant.experiment(key, ["low", "high"])
+    make_factors(plant)
     levels = [[plant.variants[(f, "low")].id, plant.variants[(f, "high")].id] for f in FACTORS]
     experiments = [plant.experiments[f].id for f in FACTORS]
     product_id = plant.product.id
@@ -234,9 +239,7 @@ def test_design_created_while_assignments_are_written__no_unit_missed(tenant, pl
 def test_migration__fills_the_codes_of_designs_that_exist(tenant, plant):
     requires_postgres()
     # Given a design with units, in a database migrated back to before the codes existed
-    for key in FACTORS:
-        plant.experiment(key, ["low", "high"])
-    design = make_design(tenant, plant)
+    design = factors_and_design(tenant, plant)
     plant.units([{"a": "high", "b": "low", "c": "high"}, {"a": "low", "c": "low"}, {"b": "high"}])
     expected = codes_of_assignments(design)
     try:
@@ -253,9 +256,7 @@ def test_migration__fills_the_codes_of_designs_that_exist(tenant, plant):
 
 def test_rebuild_design_codes__restores_codes_written_behind_the_triggers_back(tenant, plant):
     # Given a design whose codes went wrong behind the triggers' back (here: overwritten)
-    for key in FACTORS:
-        plant.experiment(key, ["low", "high"])
-    design = make_design(tenant, plant)
+    design = factors_and_design(tenant, plant)
     plant.units([{"a": "high", "b": "low", "c": "high"}, {"a": "low"}, {}])
     out = StringIO()
     if connection.vendor != "postgresql":
