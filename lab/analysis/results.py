@@ -102,12 +102,16 @@ def experiment_results(
     by_metric: dict[int, dict[int, stats.Summary]] = {}
     for (metric_id, variant_id), summary in summaries.items():
         by_metric.setdefault(metric_id, {})[variant_id] = summary
-    # The most units measured on one metric (a unit has one measurement per metric).
-    covered = max(
-        (sum(s.n for s in by_variant.values()) for by_variant in by_metric.values()), default=0
-    )
+    # The metric measured on the most units, and how many (a unit has one measurement per
+    # metric).
+    totals = {m: sum(s.n for s in by_variant.values()) for m, by_variant in by_metric.items()}
+    widest = max(totals, key=totals.__getitem__, default=None)
     report["srm"], report["units"] = _srm_and_units(
-        experiment, live, [metric.id for metric in metrics], covered, moments
+        experiment,
+        live,
+        [metric.id for metric in metrics],
+        totals.get(widest, 0),
+        {v: moments[(widest, v)] for v in by_metric[widest]} if widest is not None else {},
     )
     fits = None
     if covariate_metric is not None:
@@ -146,13 +150,14 @@ def _srm_and_units(
     live: list[Variant],
     metric_ids: list[int],
     covered: int,
-    moments: dict[tuple[int, int], Moments],
+    widest: dict[int, Moments],
 ) -> tuple[dict, dict]:
     """The sample-ratio check over hash-bucketed units only (a forced unit is an operator's
     choice, not evidence about the split), and how many units were eligible, assigned and
     measured. Two aggregate queries; one when ``covered`` (the most assigned units measured
     on one metric) shows that every assigned unit is measured. By lot, a third counts the
-    distinct lots unless the report's lot cells (``moments``) already hold them."""
+    distinct lots, unless every unit is hashed and measured: then the lot cells of that
+    metric's moments (``widest``, per variant id) hold every assigned unit's lot."""
     hashed_by_id: dict[int, int] = {}
     assigned = eligible = 0
     rows = (
@@ -188,8 +193,12 @@ def _srm_and_units(
         measured = 0
     if experiment.randomize_by:
         # A lot is one draw: the check counts each variant's distinct hashed lots.
-        hashed_by_id = _lots_of_cells(moments, assigned) if eligible == assigned else None
-        if hashed_by_id is None:
+        if eligible == covered == assigned:
+            hashed_by_id = {
+                variant_id: sum(1 for label, _solo in m.cells if label is not None)
+                for variant_id, m in widest.items()
+            }
+        else:
             hashed_by_id = clusters.lot_counts(
                 experiment.id, experiment.randomize_by, list(HASHED_SOURCES)
             )
@@ -198,22 +207,6 @@ def _srm_and_units(
         weights={variant.key: variant.weight for variant in live},
     )
     return srm, {"eligible": eligible, "assigned": assigned, "measured": measured}
-
-
-def _lots_of_cells(moments: dict[tuple[int, int], Moments], assigned: int) -> dict[int, int] | None:
-    """Per variant id, its distinct lots, read from the lot cells of a metric measured on
-    every one of the ``assigned`` units (a unit has one assignment and one measurement per
-    metric, so that metric's cells are every assigned unit's lot); None when no metric is."""
-    by_metric: dict[int, dict[int, Moments]] = {}
-    for (metric_id, variant_id), m in moments.items():
-        by_metric.setdefault(metric_id, {})[variant_id] = m
-    for by_variant in by_metric.values():
-        if sum(m.n for m in by_variant.values()) == assigned:
-            return {
-                variant_id: sum(1 for label, _solo in m.cells if label is not None)
-                for variant_id, m in by_variant.items()
-            }
-    return None
 
 
 def _moments(experiment: Experiment, metrics: list[Metric]) -> dict[tuple[int, int], Moments]:

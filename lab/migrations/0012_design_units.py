@@ -90,7 +90,7 @@ FORWARD = [
     FOR EACH STATEMENT EXECUTE FUNCTION lab_design_units_deleted()
     """,
     # The designs that exist: their codes from the assignments, writers of assignments held
-    # off meanwhile (their triggers above see the new function only once this commits).
+    # off until this commits (a write after it goes through the triggers above).
     "LOCK TABLE lab_assignment IN SHARE MODE",
     f"""
     INSERT INTO lab_designunit (design_id, unit_id, code)

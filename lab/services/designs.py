@@ -12,29 +12,45 @@ from the assignments its factors have already; triggers keep them from then on.
 
 from django.db import IntegrityError, connection, transaction
 
+from lab.db import table
 from lab.errors import Conflict, Unprocessable
-from lab.models import AuditEvent, Design, DesignFactor, Experiment, Product, Status
+from lab.models import (
+    Assignment,
+    AuditEvent,
+    Design,
+    DesignFactor,
+    DesignUnit,
+    Experiment,
+    Product,
+    Status,
+)
 from lab.services.audit import audit_record
 from lab.services.common import apply_changes
 from lab.services.config_version import product_config_changed
 from rules import designs as rules
 
-# A design's level codes from the assignments of its factors (migration 0012 writes the same
-# bits from its triggers). Writers of assignments wait meanwhile: one that wrote before the
-# design's factors were visible to its trigger has committed by then and is counted here; one
-# after it sees them.
-_FILL_CODES = [
-    "LOCK TABLE lab_assignment IN SHARE MODE",
-    """
-    INSERT INTO lab_designunit (design_id, unit_id, code)
-    SELECT f.design_id, r.unit_id, SUM(
-        CASE r.variant_id WHEN f.low_id THEN CAST(1 AS BIGINT) << (2 * f.position)
-        WHEN f.high_id THEN CAST(2 AS BIGINT) << (2 * f.position) ELSE 0 END)
-    FROM lab_assignment r JOIN lab_designfactor f ON f.experiment_id = r.experiment_id
-    WHERE f.design_id = %s
-    GROUP BY f.design_id, r.unit_id
-    """,
-]
+
+def _fill_codes(cursor, design_id: int) -> int:
+    """Write a design's level codes from the assignments of its factors (the bits migration
+    0012's triggers write); the number of units. Writers of assignments are held off until
+    the transaction commits: one that wrote before the design's factors were visible to its
+    trigger has committed by then and is counted here; one after it sees them and adds its
+    own bits."""
+    cursor.execute(f"LOCK TABLE {table(Assignment)} IN SHARE MODE")
+    cursor.execute(
+        f"""
+        INSERT INTO {table(DesignUnit)} (design_id, unit_id, code)
+        SELECT f.design_id, r.unit_id, SUM(
+            CASE r.variant_id WHEN f.low_id THEN CAST(1 AS BIGINT) << (2 * f.position)
+            WHEN f.high_id THEN CAST(2 AS BIGINT) << (2 * f.position) ELSE 0 END)
+        FROM {table(Assignment)} r
+        JOIN {table(DesignFactor)} f ON f.experiment_id = r.experiment_id
+        WHERE f.design_id = %s
+        GROUP BY f.design_id, r.unit_id
+        """,
+        [design_id],
+    )
+    return cursor.rowcount
 
 
 def _factor_levels(experiment: Experiment) -> tuple:
@@ -125,8 +141,7 @@ def design_create(
             )
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
-                    cursor.execute(_FILL_CODES[0])
-                    cursor.execute(_FILL_CODES[1], [design.id])
+                    _fill_codes(cursor, design.id)
             audit_record(
                 product=product,
                 actor=actor,
@@ -172,10 +187,9 @@ def design_codes_rebuild() -> tuple[int, int]:
         return 0, 0
     written = 0
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_FILL_CODES[0])
-        cursor.execute("DELETE FROM lab_designunit")
+        cursor.execute(f"LOCK TABLE {table(Assignment)} IN SHARE MODE")
+        cursor.execute(f"DELETE FROM {table(DesignUnit)}")
         designs = list(Design.objects.order_by("id").values_list("id", flat=True))
         for design_id in designs:
-            cursor.execute(_FILL_CODES[1], [design_id])
-            written += cursor.rowcount
+            written += _fill_codes(cursor, design_id)
     return len(designs), written
