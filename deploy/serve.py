@@ -106,11 +106,23 @@ def setup_django() -> None:
     django.setup()
 
 
+# How long the start waits for a database server that answers. A request's wait
+# (DATABASE_RECONNECT_WAIT_SECONDS, 3 s) also bounds the attempt in progress, and a server
+# busy with other work can take longer than that to answer at all, even to say that the
+# database does not exist; a start can afford to wait longer than a request.
+STARTUP_DATABASE_WAIT_SECONDS = 10.0
+
+
 def check_database() -> None:
     from django.conf import settings
     from django.db import OperationalError, connection
 
     database = settings.DATABASES["default"]
+    if "RECONNECT_WAIT_SECONDS" in connection.settings_dict:
+        connection.settings_dict["RECONNECT_WAIT_SECONDS"] = max(
+            float(connection.settings_dict["RECONNECT_WAIT_SECONDS"] or 0),
+            STARTUP_DATABASE_WAIT_SECONDS,
+        )
     try:
         connection.ensure_connection()
     except OperationalError as exc:

@@ -33,6 +33,7 @@ connection has the whole bound, as before.
 """
 
 import logging
+import re
 import threading
 import time
 
@@ -45,11 +46,21 @@ logger = logging.getLogger(__name__)
 ATTEMPT_INTERVAL_SECONDS = 0.1
 # Errors no wait cures: wrong credentials (class 28) and a database that does not exist.
 HOPELESS_SQLSTATE_PREFIXES = ("28", "3D")
+# libpq gives a failed connection no SQLSTATE (psycopg's `sqlstate` is None), only the
+# server's message: these are the FATAL messages of those classes, as PostgreSQL words them
+# in English (a server with other lc_messages is waited for the whole bound, as before).
+HOPELESS_MESSAGES = (
+    re.compile(r'FATAL:  (?:database|role) ".*" does not exist'),
+    re.compile(r"FATAL:  (?:password|\w+) authentication failed"),
+    re.compile(r"FATAL:  (?:no pg_hba\.conf entry|pg_hba\.conf rejects)"),
+)
 
 
 # A front's start time further back than this (or ahead of this host's clock) is taken for
 # a clock that disagrees with this host's, and ignored: the worker's own time is used.
 FRONT_CLOCK_TOLERANCE_SECONDS = 60.0
+
+WAIT_ENDED = "the wait for a server that accepts writes ended"
 
 _request = threading.local()
 # The deadline of the connection attempts this thread is making, if they have one.
@@ -85,7 +96,7 @@ class _DeadlineConnection(psycopg.Connection):
 def _check(deadline: float, gen) -> None:
     if time.monotonic() >= deadline:
         gen.close()
-        raise psycopg.errors.ConnectionTimeout("the wait for a server that accepts writes ended")
+        raise psycopg.errors.ConnectionTimeout(WAIT_ENDED)
 
 
 class _Driver:
@@ -125,7 +136,9 @@ def _wait_deadline(bound: float) -> float:
 
 def _hopeless(exc: Exception) -> bool:
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    return sqlstate.startswith(HOPELESS_SQLSTATE_PREFIXES)
+    if sqlstate.startswith(HOPELESS_SQLSTATE_PREFIXES):
+        return True
+    return any(pattern.search(str(exc)) for pattern in HOPELESS_MESSAGES)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -143,6 +156,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         deadline = _wait_deadline(bound)
         started = time.monotonic()
         attempts = 0
+        previous = None
         while True:
             attempts += 1
             _attempt.deadline = deadline
@@ -154,7 +168,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
                     # request whose time was spent before it asked (queued) learnt nothing.
                     if attempts > 1 and not _hopeless(exc):
                         DatabaseWrapper._gave_up = True
+                    if previous is not None and str(exc) == WAIT_ENDED:
+                        # The deadline cut the last attempt short: the one before it says
+                        # what the server (or its absence) answered.
+                        reason = str(previous).strip().splitlines()[0]
+                        raise psycopg.OperationalError(f"{exc}; before it: {reason}") from exc
                     raise
+                previous = exc
                 time.sleep(ATTEMPT_INTERVAL_SECONDS)
                 continue
             finally:

@@ -1,5 +1,6 @@
 """Lab's settings take libpq's multi-host DATABASE_URL of the Patroni cluster (deploy/ha)."""
 
+import concurrent.futures
 import contextlib
 import os
 import socket
@@ -223,6 +224,53 @@ def test_connect__attempt_that_hangs__gives_up_at_the_bound_not_at_connect_timeo
         # When Lab needs a connection, then the attempt under way ends with the wait, not
         # 2-5 s later (the fixture forgets the worker's "gave up" afterwards)
         assert _seconds_to_fail(database) < 1.5
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("what", ["database", "role"])
+def test_connect__database_or_role_missing__fails_at_once_with_the_servers_reason(what):
+    requires_postgres()
+    # Given a server that answers, a wait of 3 s, and a database (or a role) it does not have
+    database = _wrapper(int(connection.settings_dict["PORT"]), wait_seconds=3.0)
+    key = "NAME" if what == "database" else "USER"
+    database.settings_dict[key] = f"lab_missing_{os.getpid()}"
+    started = time.monotonic()
+    # When Lab needs a connection
+    with pytest.raises(OperationalError) as failed:
+        database.ensure_connection()
+    # Then no wait cures it: the server's own reason comes back at once, and the worker's
+    # next request still waits for a primary if it must
+    assert time.monotonic() - started < 1.5
+    assert f'{what} "lab_missing_{os.getpid()}" does not exist' in str(failed.value)
+    assert DatabaseWrapper._gave_up is False
+
+
+@pytest.mark.django_db
+def test_connect__wait_ends_during_an_attempt__says_what_the_attempts_before_it_met():
+    requires_postgres()
+    # Given a port that refuses for a while and then hangs (a server starting on a machine
+    # too busy to answer), and a wait of 1 s
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:
+        port = silent.getsockname()[1]
+        silent.close()
+        database = _wrapper(port, wait_seconds=1.0)
+
+        def hang_after(seconds):
+            time.sleep(seconds)
+            return socket.create_server(("127.0.0.1", port), backlog=64)
+
+        opener = concurrent.futures.ThreadPoolExecutor(1)
+        hanging = opener.submit(hang_after, 0.5)
+        try:
+            # When Lab needs a connection
+            with pytest.raises(OperationalError) as failed:
+                database.ensure_connection()
+        finally:
+            hanging.result().close()
+            opener.shutdown()
+    # Then the error says the wait ended, and what the attempts before the last one met
+    assert "the wait for a server that accepts writes ended; before it:" in str(failed.value)
+    assert "refused" in str(failed.value)
 
 
 @pytest.mark.django_db

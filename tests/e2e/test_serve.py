@@ -4,12 +4,14 @@ What it prints can be pasted the moment it appears; a busy port or a missing Pos
 database stops it before it prints any key, with a message that says what to do.
 """
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -175,6 +177,77 @@ def test_make_serve__postgres_database_missing__says_how_to_create_it(tmp_path):
     host, pg_port = parts.hostname, parts.port or 5432
     assert f"createdb -h {host} -p {pg_port}" in output and missing in output, output
     assert "Client key" not in output
+
+
+class SlowRelay:
+    """A TCP relay to PostgreSQL that holds the client's first bytes for `delay` seconds:
+    a server too busy to answer within a request's wait (DATABASE_RECONNECT_WAIT_SECONDS)."""
+
+    def __init__(self, target: tuple[str, int], delay: float):
+        self.target, self.delay = target, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        time.sleep(self.delay)
+        with client, socket.create_connection(self.target) as server:
+            threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
+            self._pipe(client, server)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_make_serve__busy_postgres_database_missing__waits_for_its_answer(tmp_path):
+    """A server that takes longer than a request's 3-s wait to answer still gets asked to
+    the end at the start: the message is the createdb one, not "cannot connect"."""
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith(("postgres://", "postgresql://")):
+        from tests.conftest import requires_postgres
+
+        requires_postgres()
+    parts = urlsplit(base)
+    relay = SlowRelay((parts.hostname, parts.port or 5432), delay=3.5)
+    try:
+        missing = f"lab_missing_{os.getpid()}"
+        netloc = parts.netloc.rsplit("@", 1)
+        netloc[-1] = f"127.0.0.1:{relay.port}"
+        env = serve_env(urlunsplit(parts._replace(netloc="@".join(netloc), path=f"/{missing}")))
+
+        completed = subprocess.run(
+            [sys.executable, "deploy/serve.py", "--bind", f"127.0.0.1:{free_port()}", "--demo"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        relay.close()
+
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    assert f"createdb -h 127.0.0.1 -p {relay.port}" in output and missing in output, output
 
 
 def serve_on(bind: str, env: dict[str, str], log: Path) -> subprocess.Popen:
