@@ -1,4 +1,4 @@
-"""Known-unit decide answered in front of Django, from the worker's memory or the database.
+"""Decide answered in front of Django, from the worker's memory or the database.
 
 `POST /api/v1/decide` for a unit whose decision is a read (decide.memory.policy: every answer a
 stored assignment or a null the config alone decides) is answered by this WSGI callable, which
@@ -12,17 +12,21 @@ decide.decisions for the answer — and skips only their plumbing: the middlewar
 resolution, ninja's parameter models and rendering (where most of a known unit's CPU time
 went, as the profiles in load_tests/RESULTS.md show).
 
+A decision that stores (a first one, a condition, a rebucketing) is made here too, by
+decide.decisions.decide from what the read returned, as the view calls it.
+
 A database unavailable or too slow (an OperationalError: a statement timeout, a lost
 connection) is answered here as Django answers it: 503, `Retry-After`, the same body, metrics
-and log lines, without asking the database a second time.
+and log lines, without asking the database a second time. A store that fails otherwise goes
+to Django from the start (it reads again; a stored first assignment is read back).
 
-Everything else goes to Django unchanged, its body handed back as it was read: a decision that
-would store something or tests a condition, a key the database refuses (Django gives the
-401), another database error (Django gives its 500), a body or key that is not plainly good
+Everything else goes to Django unchanged, its body handed back as it was read: a key the
+database refuses (Django gives the 401), another database error on the read (Django gives its
+500), a body or key that is not plainly good
 (Django gives the 4xx), a request with an `Origin` (CORS), a Host not allowed, a plain-HTTP
 request when SECURE_SSL_REDIRECT is on. So it can answer less than Django, never otherwise.
 What was read for a decision handed on goes with it (decide.decisions.Handed, in the WSGI
-environ): Django decides from it and stores the writes, without reading the unit again.
+environ): Django answers the read's error without reading the unit again.
 It mirrors the middleware list of config/settings.py (MIRRORED_MIDDLEWARE) and stays off under any
 other, and with DECIDE_HOT_PATH=false. See docs/decide.md, "The hot path".
 """
@@ -243,15 +247,24 @@ class DecideHotPath:
             decided = decisions.decide_if_read(
                 credential, unit, experiments=experiments, step=step, attributes=attributes
             )
+            stored = isinstance(decided, decisions.Handed) and decided.error is None
+            if stored:
+                # A decision that stores (a first one, a condition, a rebucketing): made
+                # here as the view makes it, from what was read.
+                decided = _decide_and_store(
+                    decided, unit, experiments=experiments, step=step, attributes=attributes
+                )
+                if decided is None:
+                    return None
             if isinstance(decided, decisions.Handed):
                 if not isinstance(decided.error, OperationalError):
-                    # Django answers it from what was read: a write, a 401, a 500.
+                    # Django answers it from what was read: a 401, a 500.
                     environ[decisions.HANDED_ENVIRON_KEY] = decided
                     return None
                 # The database is unavailable or too slow: Django's 503, without asking
                 # it again (a second statement timeout).
-                if memory.known_units() is not None:
-                    metrics.known_miss.inc()
+                if not stored and memory.known_units() is not None:
+                    metrics.known_miss.inc()  # (`decide` counted it for a decision that stores)
                 unavailable = decided.error
                 status, content = 503, UNAVAILABLE_BODY
                 logger_http.warning("database unavailable: %s", unavailable)
@@ -277,6 +290,29 @@ class DecideHotPath:
                 "%s: %s", response.reason_phrase, request.path, response=response, request=request
             )
         return status, headers, content
+
+
+def _decide_and_store(
+    handed: decisions.Handed, unit: str, *, experiments, step, attributes
+) -> decisions.Decided | decisions.Handed | None:
+    """`decisions.decide` as the view calls it, with the read handed over. A database
+    unavailable or too slow comes back as a Handed with its error (the 503 answered here);
+    any other failure returns None, and Django decides the request again from the start
+    (the store is idempotent: what this attempt stored is read back as the answer)."""
+    try:
+        return decisions.decide(
+            handed.credential,
+            (unit,),
+            experiments=experiments,
+            step=step,
+            attributes=attributes,
+            handed=handed,
+        )
+    except OperationalError as error:
+        return handed._replace(error=error)
+    except Exception:
+        logger.info("decide hot path: a decision that stores failed; Django decides it again")
+        return None
 
 
 def _middleware_headers(path: str, secure: bool, status: int) -> list[tuple[str, str]]:

@@ -183,8 +183,6 @@ def _forged(secret: str) -> str:
 @pytest.mark.parametrize(
     ("body", "request_args", "status"),
     [
-        # a unit never decided: its first decision is stored (the body reached Django)
-        ({"unit": "SN-NEW"}, {}, "200 OK"),
         ({"unit": "SN-1"}, {"raw": b'{"unit": "SN-1", "unit": "SN-2"}'}, "400 Bad Request"),
         ({"unit": "SN-1"}, {"raw": b'{"unit": '}, "400 Bad Request"),
         (
@@ -203,7 +201,6 @@ def _forged(secret: str) -> str:
         ({"unit": "SN-1"}, {"QUERY_STRING": "x=1", "PATH_INFO": "/api/v1/decide/"}, None),
     ],
     ids=[
-        "new-unit",
         "duplicate-key",
         "not-json",
         "nested-too-deeply",
@@ -232,9 +229,7 @@ def test_anything_else__handed_to_django_untouched(
     assert recorder.calls == 1
     if status is not None:
         assert hot[0] == status, hot
-    if body == {"unit": "SN-NEW"}:
-        assert set(json.loads(hot[2])["variants"]) == {"etch", "anneal", "dope"}
-    # Django answers the same again (same request id; a new unit is now stored: a read)
+    # Django answers the same again (same request id)
     django = _call(WSGIHandler(), _environ(body, **args))
     assert (hot[0], hot[2]) == (django[0], django[2])
     assert hot[1] == django[1]
@@ -391,14 +386,94 @@ def test_memory_off__unit_without_a_row_and_nothing_to_store__answered(stored_un
     assert not decider.product.units.filter(key="SN-NEVER").exists()
 
 
-def test_memory_off__unit_needing_a_write__handed_to_django_which_stores_it(stored_unit, decider):
+def test_memory_off__unit_needing_a_write__stored_by_the_hot_path(stored_unit, decider):
     make_experiment(decider.product, "bake")
     recorder = _Recorder()
     hot = _call(DecideHotPath(recorder), _environ({"unit": stored_unit}, secret=decider.secret))
-    assert recorder.calls == 1
+    assert recorder.calls == 0
     assert hot[0] == "200 OK"
     assert json.loads(hot[2])["variants"]["bake"] in {"a", "b"}
     assert decider.product.units.get(key=stored_unit).assignments.count() == 4
+    # Django, asked the same now, reads what the hot path stored: the same answer
+    assert hot == _call(WSGIHandler(), _environ({"unit": stored_unit}, secret=decider.secret))
+
+
+def test_new_unit__stored_by_the_hot_path_exactly_as_django_answers(known_unit, decider):
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ({"unit": "SN-NEW"}, secret=decider.secret))
+    assert recorder.calls == 0
+    assert hot[0] == "200 OK"
+    unit = decider.product.units.get(key="SN-NEW")
+    stored = {a.experiment.key: a.variant.key for a in unit.assignments.all()}
+    assert json.loads(hot[2])["variants"] == stored
+    assert set(stored) == {"etch", "anneal", "dope"}
+    assert hot == _call(WSGIHandler(), _environ({"unit": "SN-NEW"}, secret=decider.secret))
+
+
+@pytest.mark.parametrize("endpoint", ["decide", "ofrep"])
+def test_store_failing_otherwise__django_decides_again_and_answers(
+    stored_unit, decider, monkeypatch, caplog, endpoint
+):
+    """A store that fails with anything but an unavailable database (here a defect on the
+    first attempt only) goes to Django from the start: its answer, the stored decision."""
+    from decide import store
+
+    real = store.insert_assignments
+    attempts = []
+
+    def fails_once(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ProgrammingError("relation does not exist")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("decide.store.insert_assignments", fails_once)
+    if endpoint == "decide":
+        body, args = {"unit": "SN-9"}, {"secret": decider.secret}
+    else:
+        args = _flag("etch", "SN-9", secret=decider.secret)
+        body = args.pop("body")
+    recorder = _Recorder()
+    with caplog.at_level(logging.INFO, logger="decide.hot_path"):
+        hot = _call(DecideHotPath(recorder), _environ(body, **args))
+    assert (recorder.calls, len(attempts)) == (1, 2)
+    assert hot[0] == "200 OK"
+    assert "Django decides it again" in caplog.text
+    unit = decider.product.units.get(key="SN-9")
+    stored = {a.experiment.key: a.variant.key for a in unit.assignments.all()}
+    answered = json.loads(hot[2])
+    if endpoint == "decide":
+        assert answered["variants"] == stored
+    else:
+        assert answered["variant"] == stored["etch"]
+
+
+@pytest.mark.parametrize("memory_on", [False, True], ids=["memory-off", "memory-on"])
+def test_store_timing_out__the_hot_path_answers_djangos_503_itself(
+    stored_unit, decider, settings, monkeypatch, caplog, memory_on
+):
+    requires_postgres()
+    if memory_on:
+        settings.DECIDE_KNOWN_UNITS = True
+        decide_memory.reset()
+        started = decide_memory.known_units()
+        wait_until(lambda: started._listening and started._ready)
+    monkeypatch.setattr("decide.store.insert_assignments", _timed_out)
+    recorder = _Recorder()
+    hot, hot_metrics, hot_logs = _observed(
+        DecideHotPath(recorder), _environ({"unit": "SN-2"}, secret=decider.secret), caplog
+    )
+    django, django_metrics, django_logs = _observed(
+        WSGIHandler(), _environ({"unit": "SN-3"}, secret=decider.secret), caplog
+    )
+    decide_memory.reset()
+    assert recorder.calls == 0
+    assert hot[0] == "503 Service Unavailable"
+    assert (hot[0], hot[1][:-1], hot[2]) == (django[0], django[1][:-1], django[2])
+    assert hot_metrics == django_metrics
+    assert hot_metrics[-1] == (1 if memory_on else 0)  # one miss of the memory, not two
+    assert hot_logs == django_logs
+    assert not decider.product.units.filter(key__in=["SN-2", "SN-3"]).exists()
 
 
 @pytest.mark.parametrize("secret", ["revoked", "forged"])
@@ -534,7 +609,7 @@ def test_other_database_error__django_answers_from_the_same_failed_read(
 
 @pytest.mark.parametrize("memory_on", [False, True], ids=["memory-off", "memory-on"])
 @pytest.mark.parametrize("endpoint", ["decide", "ofrep"])
-def test_unit_needing_a_write__read_once_then_stored_by_django(
+def test_unit_needing_a_write__read_once_then_stored_by_the_hot_path(
     stored_unit, decider, settings, django_assert_num_queries, caplog, memory_on, endpoint
 ):
     requires_postgres()  # the statement timeout and the counted queries are PostgreSQL's
@@ -555,7 +630,7 @@ def test_unit_needing_a_write__read_once_then_stored_by_django(
         hot, hot_metrics, hot_logs = _observed(
             DecideHotPath(recorder), _environ(body, **args), caplog, endpoint
         )
-    assert recorder.calls == 1
+    assert recorder.calls == 0
     # The same first decision of a twin unit, by Django alone: the same answer, counted and
     # logged the same way.
     with django_assert_num_queries(2):
@@ -684,10 +759,23 @@ def test_ofrep_flag__context_attributes__same_answer_as_django(stored_unit, deci
     assert hot == django
 
 
+def test_ofrep_flag__new_unit__stored_by_the_hot_path_exactly_as_django_answers(
+    stored_unit, decider
+):
+    args = _flag("etch", "SN-NEW", secret=decider.secret)
+    body = args.pop("body")
+    recorder = _Recorder()
+    hot = _call(DecideHotPath(recorder), _environ(body, **args))
+    assert recorder.calls == 0
+    assert hot[0] == "200 OK"
+    stored = decider.product.units.get(key="SN-NEW").assignments.get()
+    assert json.loads(hot[2])["variant"] == stored.variant.key
+    assert hot == _call(WSGIHandler(), _environ(body, **args))
+
+
 @pytest.mark.parametrize(
     ("flag", "unit", "request_args", "status"),
     [
-        ("etch", "SN-NEW", {}, "200 OK"),
         ("etch", "SN-1", {"secret": "forged"}, "401 Unauthorized"),
         ("etch", "SN-1", {"secret": None}, "401 Unauthorized"),
         ("etch", "SN-1", {"raw": b'{"context": {}}'}, "400 Bad Request"),
@@ -698,7 +786,6 @@ def test_ofrep_flag__context_attributes__same_answer_as_django(stored_unit, deci
         ("etch", "SN-1", {"HTTP_ORIGIN": "https://app.example"}, "200 OK"),
     ],
     ids=[
-        "new-unit",
         "forged-secret",
         "no-key",
         "no-targeting-key",
