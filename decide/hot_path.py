@@ -310,8 +310,11 @@ def _decide_and_store(
         )
     except OperationalError as error:
         return handed._replace(error=error)
-    except Exception:
-        logger.info("decide hot path: a decision that stores failed; Django decides it again")
+    except Exception as error:
+        # Django, deciding it again, logs a defect's traceback with its 500 if it meets it too.
+        logger.warning(
+            "decide hot path: a decision that stores failed (%r); Django decides it again", error
+        )
         return None
 
 
