@@ -230,17 +230,17 @@ def test_connect__attempt_that_hangs__gives_up_at_the_bound_not_at_connect_timeo
 @pytest.mark.parametrize("what", ["database", "role"])
 def test_connect__database_or_role_missing__fails_at_once_with_the_servers_reason(what):
     requires_postgres()
-    # Given a server that answers, a wait of 3 s, and a database (or a role) it does not have
-    database = _wrapper(int(connection.settings_dict["PORT"]), wait_seconds=3.0)
+    # Given a server that answers, a wait of 10 s, and a database (or a role) it does not have
+    database = _wrapper(int(connection.settings_dict["PORT"]), wait_seconds=10.0)
     key = "NAME" if what == "database" else "USER"
     database.settings_dict[key] = f"lab_missing_{os.getpid()}"
     started = time.monotonic()
     # When Lab needs a connection
     with pytest.raises(OperationalError) as failed:
         database.ensure_connection()
-    # Then no wait cures it: the server's own reason comes back at once, and the worker's
-    # next request still waits for a primary if it must
-    assert time.monotonic() - started < 1.5
+    # Then no wait cures it: the server's own reason comes back at once (well within the
+    # wait, on a busy machine too), and the worker's next request still waits for a primary
+    assert time.monotonic() - started < 5
     assert f'{what} "lab_missing_{os.getpid()}" does not exist' in str(failed.value)
     assert DatabaseWrapper._gave_up is False
 

@@ -129,6 +129,31 @@ def test_make_serve__printed_curls__answer_the_moment_they_appear(tmp_path):
     wait_until(lambda: not any(map(pid_alive, started)), 30, "gunicorn to stop")
 
 
+def serve_refused(env: dict[str, str], port: int | None = None) -> str:
+    """Run deploy/serve.py --demo expecting it to refuse to start: what it printed."""
+    completed = subprocess.run(
+        [sys.executable, "deploy/serve.py", "--bind", f"127.0.0.1:{port or free_port()}", "--demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    return output
+
+
+def postgres_url() -> str:
+    """The suite's PostgreSQL server (DATABASE_URL), or skip (a failure under CI)."""
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith(("postgres://", "postgresql://")):
+        from tests.conftest import requires_postgres
+
+        requires_postgres()
+    return base
+
+
 def test_make_serve__port_busy__fails_fast_before_printing_a_key(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -136,16 +161,7 @@ def test_make_serve__port_busy__fails_fast_before_printing_a_key(tmp_path):
         port = taken.getsockname()[1]
         env = serve_env(f"sqlite:///{tmp_path / 'lab.sqlite3'}")
         started = time.monotonic()
-        completed = subprocess.run(
-            [sys.executable, "deploy/serve.py", "--bind", f"127.0.0.1:{port}", "--demo"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 1, output
+        output = serve_refused(env, port)
     assert f"Cannot listen on 127.0.0.1:{port}" in output
     assert "Client key" not in output and "Admin API token" not in output
     assert not (tmp_path / "lab.sqlite3").exists()  # nothing was written either
@@ -153,27 +169,9 @@ def test_make_serve__port_busy__fails_fast_before_printing_a_key(tmp_path):
 
 
 def test_make_serve__postgres_database_missing__says_how_to_create_it(tmp_path):
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith(("postgres://", "postgresql://")):
-        from tests.conftest import requires_postgres
-
-        requires_postgres()
-    parts = urlsplit(base)
+    parts = urlsplit(postgres_url())
     missing = f"lab_missing_{os.getpid()}"
-    env = serve_env(urlunsplit(parts._replace(path=f"/{missing}")))
-    port = free_port()
-
-    completed = subprocess.run(
-        [sys.executable, "deploy/serve.py", "--bind", f"127.0.0.1:{port}", "--demo"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 1, output
+    output = serve_refused(serve_env(urlunsplit(parts._replace(path=f"/{missing}"))))
     host, pg_port = parts.hostname, parts.port or 5432
     assert f"createdb -h {host} -p {pg_port}" in output and missing in output, output
     assert "Client key" not in output
@@ -221,32 +219,17 @@ class SlowRelay:
 def test_make_serve__busy_postgres_database_missing__waits_for_its_answer(tmp_path):
     """A server that takes longer than a request's 3-s wait to answer still gets asked to
     the end at the start: the message is the createdb one, not "cannot connect"."""
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith(("postgres://", "postgresql://")):
-        from tests.conftest import requires_postgres
-
-        requires_postgres()
-    parts = urlsplit(base)
+    parts = urlsplit(postgres_url())
     relay = SlowRelay((parts.hostname, parts.port or 5432), delay=3.5)
     try:
         missing = f"lab_missing_{os.getpid()}"
         netloc = parts.netloc.rsplit("@", 1)
         netloc[-1] = f"127.0.0.1:{relay.port}"
-        env = serve_env(urlunsplit(parts._replace(netloc="@".join(netloc), path=f"/{missing}")))
-
-        completed = subprocess.run(
-            [sys.executable, "deploy/serve.py", "--bind", f"127.0.0.1:{free_port()}", "--demo"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
+        output = serve_refused(
+            serve_env(urlunsplit(parts._replace(netloc="@".join(netloc), path=f"/{missing}")))
         )
     finally:
         relay.close()
-
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 1, output
     assert f"createdb -h 127.0.0.1 -p {relay.port}" in output and missing in output, output
 
 
