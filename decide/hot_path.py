@@ -247,8 +247,8 @@ class DecideHotPath:
             decided = decisions.decide_if_read(
                 credential, unit, experiments=experiments, step=step, attributes=attributes
             )
-            stored = isinstance(decided, decisions.Handed) and decided.error is None
-            if stored:
+            storing = isinstance(decided, decisions.Handed) and decided.error is None
+            if storing:
                 # A decision that stores (a first one, a condition, a rebucketing): made
                 # here as the view makes it, from what was read.
                 decided = _decide_and_store(
@@ -263,7 +263,7 @@ class DecideHotPath:
                     return None
                 # The database is unavailable or too slow: Django's 503, without asking
                 # it again (a second statement timeout).
-                if not stored and memory.known_units() is not None:
+                if not storing and memory.known_units() is not None:
                     metrics.known_miss.inc()  # (`decide` counted it for a decision that stores)
                 unavailable = decided.error
                 status, content = 503, UNAVAILABLE_BODY

@@ -51,7 +51,7 @@ HOPELESS_SQLSTATE_PREFIXES = ("28", "3D")
 # in English (a server with other lc_messages is waited for the whole bound, as before).
 HOPELESS_MESSAGES = (
     re.compile(r'FATAL:  (?:database|role) ".*" does not exist'),
-    re.compile(r"FATAL:  (?:password|\w+) authentication failed"),
+    re.compile(r"FATAL:  \w+ authentication failed"),
     re.compile(r"FATAL:  (?:no pg_hba\.conf entry|pg_hba\.conf rejects)"),
 )
 

@@ -248,19 +248,19 @@ def test_connect__database_or_role_missing__fails_at_once_with_the_servers_reaso
 @pytest.mark.django_db
 def test_connect__wait_ends_during_an_attempt__says_what_the_attempts_before_it_met():
     requires_postgres()
-    # Given a port that refuses for a while and then hangs (a server starting on a machine
-    # too busy to answer), and a wait of 1 s
+    # Given a port that refuses for a moment and then hangs (a server starting on a machine
+    # too busy to answer), and a wait of 3 s (the port opens well within it, busy or not)
     with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:
         port = silent.getsockname()[1]
         silent.close()
-        database = _wrapper(port, wait_seconds=1.0)
+        database = _wrapper(port, wait_seconds=3.0)
 
         def hang_after(seconds):
             time.sleep(seconds)
             return socket.create_server(("127.0.0.1", port), backlog=64)
 
         opener = concurrent.futures.ThreadPoolExecutor(1)
-        hanging = opener.submit(hang_after, 0.5)
+        hanging = opener.submit(hang_after, 0.3)
         try:
             # When Lab needs a connection
             with pytest.raises(OperationalError) as failed:

@@ -178,11 +178,14 @@ def test_make_serve__postgres_database_missing__says_how_to_create_it(tmp_path):
 
 
 class SlowRelay:
-    """A TCP relay to PostgreSQL that holds the client's first bytes for `delay` seconds:
-    a server too busy to answer within a request's wait (DATABASE_RECONNECT_WAIT_SECONDS)."""
+    """A TCP relay to PostgreSQL that holds its first connection's bytes for `delay` seconds:
+    a server too busy to answer within a request's wait (DATABASE_RECONNECT_WAIT_SECONDS).
+    Later connections go through at once, so that psycopg's own connect_timeout, should a
+    busy machine make the first attempt outlast it, is not met again by the next one."""
 
     def __init__(self, target: tuple[str, int], delay: float):
-        self.target, self.delay = target, delay
+        self.target = target
+        self.delays = [delay]
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -196,7 +199,8 @@ class SlowRelay:
             threading.Thread(target=self._relay, args=(client,), daemon=True).start()
 
     def _relay(self, client: socket.socket) -> None:
-        time.sleep(self.delay)
+        with contextlib.suppress(IndexError):
+            time.sleep(self.delays.pop())
         with client, socket.create_connection(self.target) as server:
             threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
             self._pipe(client, server)
