@@ -1,10 +1,14 @@
-"""A no-op django-ninja endpoint: the ceiling the decide benchmark is compared against.
+"""What the decide benchmark compares decide against, mounted only when
+LAB_BENCHMARK_ENDPOINTS is on (never in the public URL space by default):
 
-Mounted only when LAB_BENCHMARK_ENDPOINTS is on (never in the public URL space by default).
-It goes through the same middleware, renderer, parser and a bearer-auth check as decide,
-but touches neither the database nor the cache.
+- `POST /bench/noop`, a no-op django-ninja endpoint: the same middleware, renderer, parser
+  and a bearer-auth check as decide's view, but neither the database nor the cache;
+- `POST /bench/floor`, the front's floor: a constant answer given by a WSGI callable in front
+  of everything else of Lab (`FrontFloor`), so what it costs is nginx, gunicorn and the
+  request's bytes: no decide path through the same front can be faster.
 """
 
+import orjson
 from ninja import NinjaAPI, Schema
 from ninja.security import HttpBearer
 
@@ -35,3 +39,31 @@ install_error_handlers(api)
 @api.post("/noop")
 def noop(request, body: NoopIn):
     return {"unit": body.unit, "variants": {}}
+
+
+FLOOR_PATH = "/bench/floor"
+# The size of a known unit's answer (three experiments), so the bytes on the wire match.
+FLOOR_BODY = orjson.dumps(
+    {"unit": "bench-000000000", "variants": {"exp-a": "a1", "exp-b": "b1", "exp-c": "c1"}}
+)
+_FLOOR_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Content-Length", str(len(FLOOR_BODY))),
+]
+
+
+class FrontFloor:
+    """WSGI: `POST /bench/floor` read and answered with FLOOR_BODY; everything else to
+    `application`."""
+
+    def __init__(self, application):
+        self.application = application
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == FLOOR_PATH and environ.get("REQUEST_METHOD") == "POST":
+            length = environ.get("CONTENT_LENGTH") or ""
+            if length.isdigit():
+                environ["wsgi.input"].read(int(length))
+            start_response("200 OK", list(_FLOOR_HEADERS))
+            return [FLOOR_BODY]
+        return self.application(environ, start_response)

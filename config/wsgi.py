@@ -23,3 +23,9 @@ django_application = get_wsgi_application()
 from decide.hot_path import DecideHotPath  # noqa: E402 (needs the settings loaded above)
 
 application = DecideHotPath(django_application)
+
+if settings.LAB_BENCHMARK_ENDPOINTS:
+    # The front's floor, before every other piece of Lab (config/bench.py).
+    from config.bench import FrontFloor
+
+    application = FrontFloor(application)

@@ -82,6 +82,7 @@ def scenarios() -> dict[str, Scenario]:
         return "/api/v1/decide", unit_body(known())
 
     return {
+        "floor": lambda i: ("/bench/floor", unit_body(known())),
         "noop": lambda i: ("/bench/noop", unit_body(known())),
         "warm": known_decide,
         "known": known_decide,

@@ -135,6 +135,16 @@ def _throughput_lines(label: str, rows: dict, peer_rows: dict) -> list[str]:
             f"Known-unit decide (warm) vs the no-op ceiling: "
             f"**{_span(warm['ratio_to_ceiling'], 2)}×** (target ≥ 0.5×)."
         )
+    if "floor" in rows:
+        floors = [
+            f"{name} {_span(rows[name]['ratio_to_floor'], 2)}×"
+            for name in ("noop", "warm", "cold", "line", "new", "ofrep")
+            if "ratio_to_floor" in rows.get(name, {})
+        ]
+        lines.append(
+            "Against the front's floor (nginx and gunicorn answering a constant, no Lab code; "
+            "no decide path through this front is faster): " + ", ".join(floors) + "."
+        )
     for name in ("warm", "cold", "line"):
         if rows.get(name, {}).get("memory_hit_ratio", {}).get("n"):
             lines.append(
@@ -143,7 +153,7 @@ def _throughput_lines(label: str, rows: dict, peer_rows: dict) -> list[str]:
             )
     versus = [
         f"{name} **{_span(rows[name]['ratio_to_peer'], 2)}×**"
-        for name in ("warm", "cold", "line", "new", "ofrep")
+        for name in ("floor", "warm", "cold", "line", "new", "ofrep")
         if "ratio_to_peer" in rows.get(name, {})
     ]
     if versus:

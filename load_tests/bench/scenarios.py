@@ -51,6 +51,10 @@ PEER_SCENARIO = Scenario(
 )
 
 SCENARIOS = {
+    "floor": Scenario(
+        "floor", "front floor (constant answer, no Lab code)", "floor.lua",
+        probe_path="/bench/floor",
+    ),
     "noop": Scenario("noop", "no-op ceiling", "noop.lua", probe_path="/bench/noop"),
     "warm": Scenario(
         "warm", "decide, known unit: warm (every unit repeated)", "decide_known.lua",

@@ -48,6 +48,7 @@ def summarize_main(main: dict) -> dict:
         rows = {}
         # The peer's ratio to the ceiling is to the first Lab server's no-op of the same round.
         ceiling = by_scenario.get("noop", first_lab.get("noop", []))
+        floor = by_scenario.get("floor", [])
         single_new = by_scenario.get("new", [])
         for name, runs in by_scenario.items():
             row = {
@@ -77,6 +78,10 @@ def summarize_main(main: dict) -> dict:
             if ceiling:
                 row["ratio_to_ceiling"] = spread(
                     [r["rps"] / c["rps"] for r, c in zip(runs, ceiling, strict=False)]
+                )
+            if floor and name != "batch":
+                row["ratio_to_floor"] = spread(
+                    [r["rps"] / f["rps"] for r, f in zip(runs, floor, strict=False)]
                 )
             # Each round's own figure, in round order, so the spread is there to read.
             row["rounds"] = [r["rps"] for r in runs]

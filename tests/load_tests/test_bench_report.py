@@ -142,6 +142,32 @@ def test_markdown__three_shapes__each_round_and_spread_against_unleash():
     assert "cold draws from 200,000 others" in text
 
 
+def test_markdown__front_floor__ratios_of_the_same_rounds():
+    # Given the front's floor measured in the same rounds as decide and the peer
+    main = {
+        "runs": {
+            "default": {
+                "floor": [_run(2000), _run(1000), _run(2000)],
+                "noop": [_run(1000), _run(500), _run(1000)],
+                "warm": [_run(1200), _run(700), _run(1400)],
+            },
+            "unleash": {"unleash": [_run(800), _run(500), _run(1000)]},
+        }
+    }
+    # When summarized and rendered
+    summary = stats.summarize_main(main)
+    text = report.render_markdown(_report(main))
+    # Then each shape's ratio to the floor is taken round by round
+    warm = summary["default"]["warm"]["ratio_to_floor"]
+    assert (warm["median"], warm["min"], warm["max"]) == pytest.approx((0.7, 0.6, 0.7))
+    # And the floor is set against Unleash like a shape, and decide against the floor
+    assert "floor **2.00 (2.00–2.50)×**" in text
+    assert (
+        "no decide path through this front is faster): "
+        "noop 0.50 (0.50–0.50)×, warm 0.70 (0.60–0.70)×."
+    ) in text
+
+
 def test_args__peer_default_auto_no_peer_off():
     assert cli.parse_args([]).peer is None
     assert cli.parse_args(["--no-peer"]).peer is False
@@ -152,7 +178,9 @@ def test_args__peer_default_auto_no_peer_off():
 def test_args__shapes__measured_by_default_and_known_still_names_warm():
     # Given no scenario chosen, the three shapes are measured, cold over 200,000 units
     args = cli.parse_args([])
-    assert args.scenario_list == ["noop", "warm", "cold", "line", "new", "batch", "ofrep"]
+    assert args.scenario_list == [
+        "floor", "noop", "warm", "cold", "line", "new", "batch", "ofrep"
+    ]  # fmt: skip
     assert args.cold_units == 200_000
     # And the commands of earlier runs (RESULTS.md) still run: known is the warm shape
     old = cli.parse_args(["--scenarios", "noop,known", "--profile-scenario", "known"])
