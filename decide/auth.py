@@ -46,6 +46,26 @@ def parse_client_key(token: str) -> ClientCredential | None:
     return ClientCredential(prefix, token) if prefix else None
 
 
+def bearer_credential(meta) -> ClientCredential | None:
+    """What `ClientKeyAuth` reads from a request, read from its WSGI environ (`request.META`)
+    without building Django's `request.headers`: the credential of an `Authorization: Bearer`
+    header, or None (ninja's HttpBearer: the scheme case-insensitive, the token everything
+    after its first space)."""
+    value = meta.get("HTTP_AUTHORIZATION")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != ClientKeyAuth.openapi_scheme:
+        return None
+    return parse_client_key(token)
+
+
+def api_key_credential(meta) -> ClientCredential | None:
+    """What `ClientKeyHeader` reads, from the WSGI environ: the credential of `X-API-Key`."""
+    key = meta.get("HTTP_X_API_KEY")
+    return parse_client_key(key) if key else None
+
+
 class ClientKeyAuth(HttpBearer):
     """`Authorization: Bearer lck_<prefix>_<secret>`."""
 

@@ -7,7 +7,8 @@ wraps Django's, with what the whole stack would answer: the same body, status an
 access log line. The decision comes from the worker's memory of known units, or else from the
 one read `decide` makes (decide.store.read_units), remembered as `decide` remembers it. It
 reuses the pieces the stack is made of — Django's request object for the Host and the body,
-the JSON parser of config.http, the `DecideIn` schema, decide.auth's `ClientKeyAuth`,
+the JSON parser of config.http, the `DecideIn` schema's fields (validated once,
+decide.schemas.DecideInBody), decide.auth's reading of the client key from the environ,
 decide.decisions for the answer — and skips only their plumbing: the middleware chain, URL
 resolution, ninja's parameter models and rendering (where most of a known unit's CPU time
 went, as the profiles in load_tests/RESULTS.md show).
@@ -53,8 +54,8 @@ from config.http import logger as logger_http
 from config.logging import request_id_var
 from config.middleware import log_access, request_id_of
 from decide import decisions, memory, metrics, ofrep
-from decide.auth import ClientKeyAuth, ClientKeyHeader
-from decide.schemas import DecideIn
+from decide.auth import api_key_credential, bearer_credential
+from decide.schemas import DecideInBody
 from lab.errors import ApplicationError
 from rules.keys import is_valid_key
 from rules.vocabulary import Reason
@@ -75,10 +76,6 @@ MIRRORED_MIDDLEWARE = (
 )
 # OFREP's single-flag evaluation: this prefix and the flag's key (ninja's `{key}`: no slash).
 OFREP_FLAG_PREFIX = "/ofrep/v1/evaluate/flags/"
-# decide's own reading of the credential (ninja's HttpBearer, then decide.auth); OFREP also
-# takes X-API-Key, tried second as its router does.
-_client_key = ClientKeyAuth()
-_api_key_header = ClientKeyHeader()
 
 _STATUS_LINES = {200: "200 OK", 404: "404 Not Found", 503: "503 Service Unavailable"}
 # config.http's answer to a database unavailable or too slow (its OperationalError handler).
@@ -138,12 +135,14 @@ class DecideHotPath:
             return None
         if "HTTP_AUTHORIZATION" not in environ and not (ofrep and "HTTP_X_API_KEY" in environ):
             return None
-        request = WSGIRequest(environ)
-        credential = _client_key(request)
+        # decide's reading of the credential (decide.auth.ClientKeyAuth); OFREP also takes
+        # X-API-Key, tried second as its router does.
+        credential = bearer_credential(environ)
         if credential is None and ofrep:
-            credential = _api_key_header(request)
+            credential = api_key_credential(environ)
         if credential is None:
             return None
+        request = WSGIRequest(environ)
         try:
             request.get_host()
         except DisallowedHost:
@@ -166,7 +165,7 @@ class DecideHotPath:
             return None
         request, credential = prepared
         try:
-            payload = DecideIn.model_validate(parse_json_body(request))
+            payload = DecideInBody.model_validate(parse_json_body(request))
         except (ApplicationError, ValidationError):
             return None
 

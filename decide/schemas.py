@@ -6,7 +6,7 @@ The hot path renders its answers straight to JSON; these response schemas docume
 from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator
 
 from lab.errors import PayloadTooLarge
 from lab.schema_types import Attributes, InputSchema, Key, UnitKey
@@ -55,6 +55,31 @@ ATTRIBUTES_HELP = (
 class DecideIn(DecideFilters):
     unit: DocumentedUnitKey
     attributes: Attributes | None = Field(None, description=ATTRIBUTES_HELP)
+
+
+def validation_twin(schema: type[InputSchema]) -> type[BaseModel]:
+    """A plain pydantic model with `schema`'s fields and configuration: it accepts and refuses
+    the same bodies and makes the same values, without the wrapping validator of ninja's
+    Schema (which, for a schema that forbids unknown fields, validates every body twice, the
+    second time through an adapter for Django objects). For a body already parsed from JSON,
+    where nothing is a Django object. Only for schemas whose checks are all in their fields'
+    types (a validator method would not be carried over)."""
+    decorators = schema.__pydantic_decorators__
+    own = [
+        name
+        for kind in ("validators", "field_validators", "root_validators", "model_validators")
+        for name in getattr(decorators, kind)
+        if name != "_run_root_validator"
+    ]
+    if own or decorators.field_serializers or decorators.model_serializers:
+        raise TypeError(f"{schema.__name__} has validators of its own: {own}")
+    config = {k: v for k, v in schema.model_config.items() if k != "from_attributes"}
+    fields = {name: (field.annotation, field) for name, field in schema.model_fields.items()}
+    return create_model(f"{schema.__name__}Body", __config__=ConfigDict(**config), **fields)
+
+
+# decide's body as the hot path validates it (decide/hot_path.py): DecideIn, validated once.
+DecideInBody = validation_twin(DecideIn)
 
 
 class BatchUnit(InputSchema):
