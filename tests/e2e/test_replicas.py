@@ -368,10 +368,14 @@ def test_replicas__one_killed_under_load__no_answered_assignment_lost_survivor_a
     assert not missing, f"{len(missing)} answered units not stored, e.g. {missing[:5]}"
     for unit, body in answered.items():
         assert stored[unit] == {k: v for k, v in body.items() if v is not None}, unit
-    # And only the requests in flight on the killed replica failed (502 from the balancer)
+    # And only the requests in flight on the killed replica failed: a 502 from the balancer,
+    # or, for a worker killed between writing its answer's head and its body, an answer cut
+    # short (nginx has passed the head on; the client sees the connection end): at most one
+    # per worker of the killed replica
     failed = [(n, status) for n, _unit, status, _body in results if status != 200]
     assert len(failed) <= 8 * 2, failed
-    assert all(status == 502 for _n, status in failed), failed
+    assert all(status in (502, -1) for _n, status in failed), failed
+    assert sum(status == -1 for _n, status in failed) <= WORKERS_PER_REPLICA, failed
     # And the survivor kept answering: everything after the first seconds past the kill
     later = sorted(results)[killed_at + 50 :]
     assert later and all(status == 200 for _n, _unit, status, _body in later)
