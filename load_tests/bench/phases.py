@@ -75,6 +75,11 @@ def phase_main(servers: list[Server], scenarios: list[Scenario], args, peer=None
     for round_number in range(args.rounds):
         order = plan if round_number % 2 == 0 else list(reversed(plan))
         for server, scenario in order:
+            if scenario is warm and args.known_warmup > 0:
+                # The shapes run since the last warm run (cold, line, new, batch) pushed warm
+                # units out of the workers' bounded memory: fill it again, so that the warm
+                # shape is what it says (every unit repeated, held by every worker).
+                warm_known_units(server, warm, args)
             run_wrk(server, scenario, args.warmup, args)
             before = memory_lookups(server) if scenario.known_shape else None
             result = run_wrk(server, scenario, args.duration, args)
