@@ -47,10 +47,11 @@ def parse_client_key(token: str) -> ClientCredential | None:
 
 
 def bearer_credential(meta) -> ClientCredential | None:
-    """What `ClientKeyAuth` reads from a request, read from its WSGI environ (`request.META`)
-    without building Django's `request.headers`: the credential of an `Authorization: Bearer`
-    header, or None (ninja's HttpBearer: the scheme case-insensitive, the token everything
-    after its first space)."""
+    """The credential of an `Authorization: Bearer` header, read from a request's WSGI environ
+    (`request.META`), or None: ninja's HttpBearer reading (the scheme case-insensitive, the
+    token everything after its first space) without building Django's `request.headers`
+    from every header. decide's view and OFREP's router (`ClientKeyAuth`) and the hot path
+    (decide/hot_path.py, which has no request object yet) read the key with it."""
     value = meta.get("HTTP_AUTHORIZATION")
     if not value:
         return None
@@ -61,13 +62,17 @@ def bearer_credential(meta) -> ClientCredential | None:
 
 
 def api_key_credential(meta) -> ClientCredential | None:
-    """What `ClientKeyHeader` reads, from the WSGI environ: the credential of `X-API-Key`."""
+    """The credential of `X-API-Key`, read from the WSGI environ (`ClientKeyHeader`, the hot
+    path)."""
     key = meta.get("HTTP_X_API_KEY")
     return parse_client_key(key) if key else None
 
 
 class ClientKeyAuth(HttpBearer):
     """`Authorization: Bearer lck_<prefix>_<secret>`."""
+
+    def __call__(self, request) -> ClientCredential | None:
+        return bearer_credential(request.META)
 
     def authenticate(self, request, token: str) -> ClientCredential | None:
         return parse_client_key(token)
@@ -77,6 +82,9 @@ class ClientKeyHeader(APIKeyHeader):
     """`X-API-Key: lck_<prefix>_<secret>`, the other scheme OFREP providers send."""
 
     param_name = "X-API-Key"
+
+    def __call__(self, request) -> ClientCredential | None:
+        return api_key_credential(request.META)
 
     def authenticate(self, request, key: str | None) -> ClientCredential | None:
         return parse_client_key(key) if key else None

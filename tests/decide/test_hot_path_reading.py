@@ -1,14 +1,16 @@
-"""The hot path reads a request as decide's view reads it, with cheaper pieces
-(decide/hot_path.py): the client key straight from the WSGI environ instead of ninja's
-HttpBearer over `request.headers`, and decide's body validated once by a plain pydantic twin
-of DecideIn (decide.schemas.validation_twin) instead of ninja's Schema. Each is checked
-against the piece it stands for, on any input: a difference would let the hot path answer
-where Django refuses, or the reverse."""
+"""Cheaper pieces standing for ninja's, checked against ninja's own on any input: the client
+key read straight from the WSGI environ (decide.auth, for decide's view, OFREP's router and
+the hot path) instead of ninja's HttpBearer and APIKeyHeader over `request.headers`, and
+decide's body validated once by a plain pydantic twin of DecideIn (decide.schemas
+.validation_twin, the hot path) instead of ninja's Schema. A difference would refuse a key
+ninja accepts, or let the hot path answer where Django refuses."""
 
 import pytest
 from django.http import HttpRequest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from ninja.security import HttpBearer
+from ninja.security.apikey import APIKeyBase
 from pydantic import ValidationError
 
 from decide.auth import ClientKeyAuth, ClientKeyHeader, api_key_credential, bearer_credential
@@ -43,7 +45,8 @@ def _request(meta: dict) -> HttpRequest:
 @example(value="Bearer")
 def test_bearer_credential__same_as_client_key_auth(value):
     meta = {"HTTP_AUTHORIZATION": value}
-    assert bearer_credential(meta) == ClientKeyAuth()(_request(dict(meta)))
+    ninja = HttpBearer.__call__(ClientKeyAuth(), _request(dict(meta)))
+    assert bearer_credential(meta) == ClientKeyAuth()(_request(dict(meta))) == ninja
 
 
 @settings(max_examples=200, deadline=None)
@@ -52,12 +55,13 @@ def test_bearer_credential__same_as_client_key_auth(value):
 @example(value="")
 def test_api_key_credential__same_as_client_key_header(value):
     meta = {"HTTP_X_API_KEY": value}
-    assert api_key_credential(meta) == ClientKeyHeader()(_request(dict(meta)))
+    ninja = APIKeyBase.__call__(ClientKeyHeader(), _request(dict(meta)))
+    assert api_key_credential(meta) == ClientKeyHeader()(_request(dict(meta))) == ninja
 
 
 def test_credentials__absent_header__none_like_ninja():
-    assert bearer_credential({}) is None is ClientKeyAuth()(_request({}))
-    assert api_key_credential({}) is None is ClientKeyHeader()(_request({}))
+    assert bearer_credential({}) is None is HttpBearer.__call__(ClientKeyAuth(), _request({}))
+    assert api_key_credential({}) is None is APIKeyBase.__call__(ClientKeyHeader(), _request({}))
     assert bearer_credential({"HTTP_AUTHORIZATION": f"Bearer {KEY}"}).secret == KEY
 
 
