@@ -69,16 +69,13 @@ def phase_main(servers: list[Server], scenarios: list[Scenario], args, peer=None
         runs[peer.label] = {PEER_SCENARIO.name: []}
         plan.append((peer, PEER_SCENARIO))
     warm = next((s for s in available if s.name == "warm"), None)
-    if warm is not None and args.known_warmup > 0:
-        for server in servers:
-            warm_known_units(server, warm, args)
     for round_number in range(args.rounds):
         order = plan if round_number % 2 == 0 else list(reversed(plan))
         for server, scenario in order:
             if scenario is warm and args.known_warmup > 0:
-                # The shapes run since the last warm run (cold, line, new, batch) pushed warm
-                # units out of the workers' bounded memory: fill it again, so that the warm
-                # shape is what it says (every unit repeated, held by every worker).
+                # Fill the workers' memory first, and again in every round: the shapes run
+                # since the last warm run (cold, line, new, batch) pushed warm units out of
+                # it, and the warm shape is every unit repeated, held by every worker.
                 warm_known_units(server, warm, args)
             run_wrk(server, scenario, args.warmup, args)
             before = memory_lookups(server) if scenario.known_shape else None
