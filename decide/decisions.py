@@ -48,6 +48,8 @@ class Decided(NamedTuple):
     config: ProductConfig
     # unit key -> experiment key -> answer; experiments in the order they were selected.
     answers: dict[str, dict[str, Answer]]
+    # What memory answered it from (a single unit's decision from memory), else None.
+    remembered: memory.Known | None = None
 
 
 class _Write(NamedTuple):
@@ -253,7 +255,7 @@ def _from_memory(
         return None
     if not policy.answerable(plan):
         return None
-    return Decided(config, _answers(plan, {}))
+    return Decided(config, _answers(plan, {}), remembered)
 
 
 def _plan(

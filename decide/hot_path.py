@@ -13,6 +13,11 @@ decide.decisions for the answer — and skips only their plumbing: the middlewar
 resolution, ninja's parameter models and rendering (where most of a known unit's CPU time
 went, as the profiles in load_tests/RESULTS.md show).
 
+The same request again (byte for byte: key, Host, scheme, Content-Type, body) is answered
+from the answer kept with the memory entries it was made from, while they are still the ones
+held and memory is fresh (decide.memory.entries.Answer): nothing of it is parsed or planned
+again.
+
 A decision that stores (a first one, a condition, a rebucketing) is made here too, by
 decide.decisions.decide from what the read returned, as the view calls it.
 
@@ -34,8 +39,10 @@ other, and with DECIDE_HOT_PATH=false. See docs/decide.md, "The hot path".
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import os
 import time
 
 import orjson
@@ -55,6 +62,7 @@ from config.logging import request_id_var
 from config.middleware import log_access, request_id_of
 from decide import decisions, memory, metrics, ofrep
 from decide.auth import api_key_credential, bearer_credential
+from decide.memory.entries import Answer, answer_size
 from decide.schemas import DecideInBody
 from lab.errors import ApplicationError
 from rules.keys import is_valid_key
@@ -80,6 +88,22 @@ OFREP_FLAG_PREFIX = "/ofrep/v1/evaluate/flags/"
 _STATUS_LINES = {200: "200 OK", 404: "404 Not Found", 503: "503 Service Unavailable"}
 # config.http's answer to a database unavailable or too slow (its OperationalError handler).
 UNAVAILABLE_BODY = orjson.dumps({"detail": UNAVAILABLE_DETAIL})
+# What an answer depends on besides the body, the path and the client key: the Host check
+# and is_secure() (Django's get_host, and the security headers), the Content-Type check.
+_ANSWER_ENVIRON = (
+    "SCRIPT_NAME",
+    "CONTENT_TYPE",
+    "HTTP_HOST",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "wsgi.url_scheme",
+)
+# The key of the digest a kept answer is found by (decide.memory.entries.Answer): the
+# request's key is in what is digested, so the digest is keyed, and this one never leaves
+# the process tree.
+_DIGEST_KEY = os.urandom(32)
 
 
 class DecideHotPath:
@@ -93,6 +117,8 @@ class DecideHotPath:
         if settings.DECIDE_HOT_PATH and not self.enabled:
             logger.warning("decide hot path off: MIDDLEWARE is not the one it mirrors")
         self.max_body = min(MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY_BYTES)
+        proxy_ssl = settings.SECURE_PROXY_SSL_HEADER
+        self._answer_environ = _ANSWER_ENVIRON + ((proxy_ssl[0],) if proxy_ssl else ())
         # The headers the middleware adds to an answer, per endpoint, for a plain and a
         # secure request.
         self._headers = {
@@ -128,13 +154,35 @@ class DecideHotPath:
                     return [body]
         return self.application(environ, start_response)
 
-    def _request(self, environ, *, ofrep: bool):
-        """Django's request, the credential and the body, when plainly good, else None."""
+    def _read(self, environ, *, ofrep: bool) -> bytes | None:
+        """The body, when its length and the presence of a key make it a candidate."""
         length = environ.get("CONTENT_LENGTH") or ""
         if not length.isdigit() or not 0 < int(length) <= self.max_body:
             return None
         if "HTTP_AUTHORIZATION" not in environ and not (ofrep and "HTTP_X_API_KEY" in environ):
             return None
+        body = environ["wsgi.input"].read(int(length))
+        # Whoever answers next reads the body again.
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body
+
+    def _digest(self, environ, body: bytes) -> bytes:
+        """What a kept answer is found by: a keyed digest of everything the answer depends
+        on — path, client key, Host, scheme, Content-Type and body — each length-prefixed."""
+        parts = [
+            environ.get("PATH_INFO", ""),
+            environ.get("HTTP_AUTHORIZATION", ""),
+            environ.get("HTTP_X_API_KEY", ""),
+            *(str(environ.get(name, "")) for name in self._answer_environ),
+        ]
+        head = "".join(f"{len(part)}:{part}" for part in parts)
+        digest = hashlib.blake2b(key=_DIGEST_KEY, digest_size=16)
+        digest.update(head.encode("utf-8", "surrogatepass"))
+        digest.update(body)
+        return digest.digest()
+
+    def _request(self, environ, *, ofrep: bool):
+        """Django's request and the credential, when plainly good, else None."""
         # decide's reading of the credential (decide.auth.ClientKeyAuth); OFREP also takes
         # X-API-Key, tried second as its router does.
         credential = bearer_credential(environ)
@@ -157,9 +205,36 @@ class DecideHotPath:
         environ["wsgi.input"] = io.BytesIO(body)
         return request, credential
 
+    def _answer_kept(self, environ, body: bytes, endpoint: str, started: float):
+        """The answer kept for this very request (decide.memory.entries.Answer) if memory
+        still answers it so, with its metrics and log line; else (None, digest)."""
+        known = memory.known_units()
+        if known is None:
+            return None, None
+        digest = self._digest(environ, body)
+        kept = known.answer(digest)
+        if kept is None:
+            return None, digest
+        request_id = request_id_of(environ.get("HTTP_X_REQUEST_ID", ""))
+        token = request_id_var.set(request_id)
+        try:
+            metrics.known_hit.inc()
+            metrics.record(endpoint, kept.status, started)
+            log_access("POST", kept.path, kept.status, started)
+        finally:
+            request_id_var.reset(token)
+        headers = [*kept.headers, ("X-Request-ID", request_id)]
+        return (kept.status, headers, kept.content), digest
+
     def _decide(self, environ) -> tuple[int, list[tuple[str, str]], bytes] | None:
         """`POST /api/v1/decide` from memory or the one read, or None for Django."""
         started = time.perf_counter()
+        body = self._read(environ, ofrep=False)
+        if body is None:
+            return None
+        kept, digest = self._answer_kept(environ, body, "decide", started)
+        if kept is not None:
+            return kept
         prepared = self._request(environ, ofrep=False)
         if prepared is None:
             return None
@@ -185,6 +260,7 @@ class DecideHotPath:
             step=payload.step,
             attributes={payload.unit: payload.attributes} if payload.attributes else None,
             answer=answer,
+            digest=digest,
         )
 
     def _ofrep_flag(self, environ) -> tuple[int, list[tuple[str, str]], bytes] | None:
@@ -194,6 +270,12 @@ class DecideHotPath:
         flag = environ["PATH_INFO"][len(OFREP_FLAG_PREFIX) :]
         if "/" in flag or not is_valid_key(flag):
             return None
+        body = self._read(environ, ofrep=True)
+        if body is None:
+            return None
+        kept, digest = self._answer_kept(environ, body, "ofrep", started)
+        if kept is not None:
+            return kept
         prepared = self._request(environ, ofrep=True)
         if prepared is None:
             return None
@@ -220,6 +302,7 @@ class DecideHotPath:
             step=None,
             attributes={unit: attributes},
             answer=answer,
+            digest=digest,
         )
 
     def _respond(
@@ -235,6 +318,7 @@ class DecideHotPath:
         step,
         attributes,
         answer,
+        digest: bytes | None,
     ) -> tuple[int, list[tuple[str, str]], bytes] | None:
         request_id = request_id_of(environ.get("HTTP_X_REQUEST_ID", ""))
         token = request_id_var.set(request_id)
@@ -279,8 +363,27 @@ class DecideHotPath:
         headers = [
             *self._headers[path, request.is_secure(), status],
             ("Content-Length", str(len(content))),
-            ("X-Request-ID", request_id),
         ]
+        if unavailable is None and digest is not None and _keepable(decided):
+            # Answered from memory: the same request is answered again from this answer
+            # while memory still holds what it was made from (decide.memory.entries.Answer).
+            remembered = decided.remembered
+            key_entry, unit_entry = remembered.key_entry, remembered.unit_entry
+            memory.known_units().put_answer(
+                digest,
+                Answer(
+                    prefix=credential.prefix,
+                    key=key_entry,
+                    where=(key_entry.state.product_id, unit),
+                    unit=unit_entry,
+                    status=status,
+                    headers=tuple(headers),
+                    content=content,
+                    path=request.path,
+                    size=answer_size(content),
+                ),
+            )
+        headers.append(("X-Request-ID", request_id))
         if unavailable is not None:
             # What Django logs of a 5xx after its middleware (django.request).
             response = HttpResponse(content, status=status)
@@ -289,6 +392,24 @@ class DecideHotPath:
                 "%s: %s", response.reason_phrase, request.path, response=response, request=request
             )
         return status, headers, content
+
+
+def _keepable(decided) -> bool:
+    """Whether an answer can be kept for the same request (decide.memory.entries.Answer):
+    one made from memory's entries, by no experiment with a schedule (whose answer changes
+    with the time, not with anything memory is told)."""
+    if not isinstance(decided, decisions.Decided) or decided.remembered is None:
+        return False
+    remembered = decided.remembered
+    if remembered.key_entry is None or remembered.unit_entry is None:
+        return False
+    by_key = decided.config.by_key
+    for answers in decided.answers.values():
+        for experiment_key in answers:
+            experiment = by_key.get(experiment_key)
+            if experiment is not None and experiment.schedule is not None:
+                return False
+    return True
 
 
 def _decide_and_store(

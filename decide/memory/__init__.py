@@ -17,7 +17,8 @@ returned that an answer needs, and answers them again from memory, under five ru
 3. **It is bounded in bytes.** Entries keep only what an answer needs (never the unit's stored
    attributes, never the client key itself: its SHA-256 digest), their sizes are estimated
    conservatively, and the least recently used go first beyond DECIDE_KNOWN_UNITS_MAX_MIB or
-   DECIDE_KNOWN_UNITS_MAX units (decide.memory.entries).
+   DECIDE_KNOWN_UNITS_MAX units (decide.memory.entries). Answers kept for repeated requests
+   (decide.hot_path) count in the same budget, and go first.
 4. **One product's writes never empty another product's memory.** Product-scoped changes
    notify `p:<product id>` and forget that product's entries only.
 5. **Anything that replaces data beneath it empties it within the same bound**: a restore, a
@@ -91,12 +92,25 @@ def known_units() -> KnownUnits | None:
 
 
 def enabled() -> bool:
-    return settings.DECIDE_KNOWN_UNITS and connection.vendor == "postgresql"
+    return settings.DECIDE_KNOWN_UNITS and _vendor() == "postgresql"
+
+
+_default_vendor: str | None = None
+
+
+def _vendor() -> str:
+    """The default database's vendor, read once (Django's connection proxy costs a few
+    microseconds a lookup, on every decision)."""
+    global _default_vendor
+    if _default_vendor is None:
+        _default_vendor = connection.vendor
+    return _default_vendor
 
 
 def reset() -> None:
     """Stop and drop this process's memory (tests, settings changes)."""
-    global _known
+    global _known, _default_vendor
+    _default_vendor = None
     with _known_lock:
         if _known is not None:
             _known.stop()

@@ -11,6 +11,14 @@ Two kinds of entry, in one order of use:
   never needs them (decide.memory.policy). Put from a read, or learnt from what another
   decision stored (`learn`: only in a product whose key entry is held).
 
+A third kind rides on those two: `Answer`, a request answered from them, by a digest of what
+the request sent (decide.hot_path): the same request is answered again with the same bytes
+while the key entry and the unit entry it was answered from are still the ones held, without
+parsing, validating or planning it again. It holds the answer and those two entries (never
+the request, nor its key: only a keyed digest of them), at most ANSWERS_PER_UNIT per unit,
+dropped with its unit entry, and counts in the same byte budget, where answers go before any
+entry.
+
 Each entry's size is estimated when it is put, conservatively (an upper bound of what Python
 allocates for it and for its places in the indexes, checked by tests/decide/test_memory.py
 with tracemalloc), and the total is kept under a byte budget as well as a count of units.
@@ -51,6 +59,16 @@ _SHA256_BYTES = 32
 _NO_DIGEST = bytes(_SHA256_BYTES)
 
 
+# Answers kept per unit entry (different experiments, attributes or hosts sent for one unit):
+# a caller varying its request cannot fill the memory with one unit's answers.
+ANSWERS_PER_UNIT = 4
+# Fixed bytes per answer beyond its content (sys.getsizeof): the Answer object, its digest,
+# its slots in the answers' order and in its unit's list; the entries and headers it refers
+# to are counted where they are held. Measured with tracemalloc at about 330, rounded up;
+# the test of the estimate fails if it ever falls short.
+_ANSWER_FIXED_BYTES = 512
+
+
 def key_digest(secret: str) -> bytes:
     """The SHA-256 digest of a client key, as rules.credentials.digest stores it (in
     bytes: compared with hmac.compare_digest, never as text)."""
@@ -71,6 +89,26 @@ class UnitEntry:
     row: UnitRow  # id and stored assignments; raw_attributes is ATTRIBUTES_NOT_KEPT
     expires: float  # time.monotonic() past which it is not served
     size: int  # estimated bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A request answered from `key` and `unit` (the entries held under `prefix` and
+    `where` when it was answered): valid while both are still the ones held."""
+
+    prefix: str
+    key: KeyEntry
+    where: tuple[int, str]
+    unit: UnitEntry
+    status: int
+    headers: tuple[tuple[str, str], ...]  # all but X-Request-ID
+    content: bytes
+    path: str
+    size: int
+
+
+def answer_size(content: bytes) -> int:
+    return _ANSWER_FIXED_BYTES + sys.getsizeof(content)
 
 
 def unit_entry_size(unit_key: str, assignments: dict) -> int:
@@ -107,6 +145,9 @@ class Entries:
         self._by_product: dict[int, set[str | tuple[int, str]]] = {}
         self._by_unit_id: dict[int, tuple[int, str]] = {}
         self._keys_of_product: dict[int, int] = {}  # product id -> key entries held
+        # request digest -> Answer, oldest first; (product id, unit key) -> its digests.
+        self._answers: OrderedDict[bytes, Answer] = OrderedDict()
+        self._answers_of: dict[tuple[int, str], list[bytes]] = {}
 
     def __len__(self) -> int:
         return self.units
@@ -138,6 +179,27 @@ class Entries:
 
     def holds(self, key: KeyEntry, unit_key: str) -> bool:
         return (key.state.product_id, unit_key) in self._lru
+
+    def answer(self, digest: bytes) -> Answer | None:
+        """The answer kept for a request's digest, if the entries it was answered from are
+        still the ones held (touched, as a lookup of them would)."""
+        answer = self._answers.get(digest)
+        if answer is None:
+            return None
+        if self._lru.get(answer.prefix) is not answer.key or (
+            self._lru.get(answer.where) is not answer.unit
+        ):
+            return None
+        self._touch(answer.prefix)
+        self._touch(answer.where)
+        return answer
+
+    def holds_answer(self, digest: bytes) -> bool:
+        return digest in self._answers
+
+    @property
+    def answers(self) -> int:
+        return len(self._answers)
 
     def _touch(self, where) -> None:
         try:
@@ -225,6 +287,35 @@ class Entries:
         self._evict_beyond_limits()
         return True
 
+    def put_answer(self, digest: bytes, answer: Answer) -> None:
+        """Keep an answer made from entries held now (else nothing: it could never be
+        served), at most ANSWERS_PER_UNIT per unit (its oldest goes), within the limits."""
+        if self._lru.get(answer.prefix) is not answer.key or (
+            self._lru.get(answer.where) is not answer.unit
+        ):
+            return
+        if answer.size > self.max_bytes:
+            return
+        self._drop_answer(digest)
+        digests = self._answers_of.setdefault(answer.where, [])
+        if len(digests) >= ANSWERS_PER_UNIT:
+            self._drop_answer(digests[0])
+        self._answers[digest] = answer
+        digests.append(digest)
+        self.bytes += answer.size
+        self._evict_beyond_limits()
+
+    def _drop_answer(self, digest: bytes) -> None:
+        answer = self._answers.pop(digest, None)
+        if answer is None:
+            return
+        self.bytes -= answer.size
+        digests = self._answers_of.get(answer.where)
+        if digests is not None:
+            digests.remove(digest)
+            if not digests:
+                del self._answers_of[answer.where]
+
     def _set(self, where, entry, product_id: int) -> None:
         old = self._lru.pop(where, None)
         if old is not None:
@@ -238,6 +329,9 @@ class Entries:
         self._by_product.setdefault(product_id, set()).add(where)
 
     def _evict_beyond_limits(self) -> None:
+        # Answers first: each is only a shortcut to what the entries answer anyway.
+        while self._answers and self.bytes > self.max_bytes:
+            self._drop_answer(next(iter(self._answers)))
         while self._lru and (self.bytes > self.max_bytes or self.units > self.max_units):
             limit = "bytes" if self.bytes > self.max_bytes else "entries"
             where, entry = self._lru.popitem(last=False)
@@ -260,6 +354,8 @@ class Entries:
         self._by_product.clear()
         self._by_unit_id.clear()
         self._keys_of_product.clear()
+        self._answers.clear()
+        self._answers_of.clear()
         self.bytes = self.units = 0
 
     def _forget(self, where) -> None:
@@ -272,6 +368,8 @@ class Entries:
         self.bytes -= entry.size
         if isinstance(entry, UnitEntry):
             self.units -= 1
+            for digest in list(self._answers_of.get(where, ())):
+                self._drop_answer(digest)
             if self._by_unit_id.get(entry.row.unit_id) == where:
                 del self._by_unit_id[entry.row.unit_id]
             product_id = entry.product_id

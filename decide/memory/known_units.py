@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from decide import metrics
 from decide.auth import ClientCredential
-from decide.memory.entries import Entries
+from decide.memory.entries import Answer, Entries, KeyEntry, UnitEntry
 from decide.memory.listener import (
     STALENESS_BOUND_SECONDS,
     Forget,
@@ -31,11 +31,27 @@ from rules.vocabulary import Reason
 CATCH_UP_SECONDS = 0.005
 
 
+# This process's id, kept current across forks (os.getpid() is a system call, and start()
+# runs on every decision).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class Known(NamedTuple):
-    """What memory says of a unit: its key's product state and its stored assignments."""
+    """What memory says of a unit: its key's product state and its stored assignments, and
+    the entries they come from (what an answer made from them is kept with)."""
 
     state: ProductState
     unit: UnitRow
+    key_entry: KeyEntry | None = None
+    unit_entry: UnitEntry | None = None
 
 
 class KnownUnits:
@@ -62,7 +78,7 @@ class KnownUnits:
 
     def start(self) -> None:
         """Start the listener in this process (after a fork, again: threads do not follow)."""
-        pid = os.getpid()
+        pid = _pid
         if self._pid == pid and self._listener is not None:
             return
         with self._cond:
@@ -102,7 +118,29 @@ class KnownUnits:
         entry = self.entries.unit(key, unit_key)
         if entry is None or entry.expires < time.monotonic():
             return None
-        return Known(key.state, entry.row)
+        return Known(key.state, entry.row, key, entry)
+
+    def answer(self, digest: bytes) -> Answer | None:
+        """The answer kept for this digest of a request (decide.hot_path), under the rules
+        that serve the entries it was made from: served only while memory is fresh, the
+        key entry and the unit entry still the ones held, and the unit's not expired. The
+        request's key is part of the digest: only the key that was admitted when the
+        answer was made finds it."""
+        if not self.entries.holds_answer(digest) or not self._fresh():
+            return None
+        # Looked up after catching up: what was applied meanwhile may have replaced them.
+        answer = self.entries.answer(digest)
+        if answer is None or answer.unit.expires < time.monotonic():
+            return None
+        return answer
+
+    def put_answer(self, digest: bytes, answer: Answer) -> None:
+        """Keep an answer made from memory (`Known`'s entries), unless they are no longer
+        the ones held."""
+        with self._cond:
+            if not self._listening or not self._ready or self._draining:
+                return
+            self.entries.put_answer(digest, answer)
 
     def put(
         self,

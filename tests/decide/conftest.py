@@ -146,3 +146,20 @@ def unit_for(experiment: Experiment, variant_key: str | None, prefix: str = "SN"
         if (chosen.key if chosen else None) == variant_key:
             return unit
     raise AssertionError(f"no unit hashes to {variant_key!r}")
+
+
+@pytest.fixture
+def known_unit(memory, decider):
+    """A unit with stored assignments in three experiments, remembered by this worker."""
+    for key in ("etch", "anneal", "dope"):
+        make_experiment(decider.product, key)
+    decider.decide("SN-1")  # stores
+
+    def read_and_remembered() -> bool:
+        # On a busy machine a read can come while the listener has not yet applied the
+        # store's notification; an entry read then is not kept: read again.
+        decider.decide("SN-1")
+        return len(memory) == 1
+
+    wait_until(read_and_remembered)
+    return "SN-1"

@@ -95,23 +95,6 @@ def _both(body, **request) -> tuple[tuple, tuple, _Recorder]:
     return hot, django, recorder
 
 
-@pytest.fixture
-def known_unit(memory, decider):
-    """A unit with stored assignments in three experiments, remembered by this worker."""
-    for key in ("etch", "anneal", "dope"):
-        make_experiment(decider.product, key)
-    decider.decide("SN-1")  # stores
-
-    def read_and_remembered() -> bool:
-        # On a busy machine a read can come while the listener has not yet applied the
-        # store's notification; an entry read then is not kept: read again.
-        decider.decide("SN-1")
-        return len(memory) == 1
-
-    wait_until(read_and_remembered)
-    return "SN-1"
-
-
 def test_known_unit__answered_in_front_of_django_exactly_as_django_answers(
     known_unit, decider, django_assert_num_queries
 ):
