@@ -161,7 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=120.0,
         help="at most this many seconds of known-unit load on each server before the first "
-        "round, until its workers answer 95%% of it from memory (decide.memory)",
+        "round, until its workers answer 99%% of it from memory (decide.memory)",
     )
     parser.add_argument(
         "--peer-warmup", type=float, default=15.0, help="seconds of load before Unleash's rounds"
