@@ -27,7 +27,6 @@ from load_tests.bench.scenarios import PEER_SCENARIO, SCENARIOS, Scenario
 from load_tests.bench.servers import Server
 from load_tests.bench.stats import linear_fit, spread
 
-
 # The warm shape is measured once the workers answer this share of it from memory: what a
 # unit repeated all the time finds in steady state. (At 0.95 a twentieth of the decisions read
 # the database, each costing several times an answer from memory, and the warm figure
