@@ -297,11 +297,11 @@ class Entries:
         if answer.size > self.max_bytes:
             return
         self._drop_answer(digest)
-        digests = self._answers_of.setdefault(answer.where, [])
-        if len(digests) >= ANSWERS_PER_UNIT:
-            self._drop_answer(digests[0])
+        held = self._answers_of.get(answer.where, ())
+        if len(held) >= ANSWERS_PER_UNIT:
+            self._drop_answer(held[0])
         self._answers[digest] = answer
-        digests.append(digest)
+        self._answers_of.setdefault(answer.where, []).append(digest)
         self.bytes += answer.size
         self._evict_beyond_limits()
 
