@@ -23,7 +23,7 @@ from functools import cache
 from typing import NamedTuple
 
 import orjson
-from django.db import OperationalError, connection
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
 from django.utils import timezone
 
 from decide.auth import ClientCredential, InvalidClientKey
@@ -174,6 +174,14 @@ def _is_postgres() -> bool:
 PREPARE_THRESHOLD = 2
 
 
+def _prepared(raw) -> None:
+    """DATABASE_PREPARE_THRESHOLD reaches the connection through OPTIONS; None there turns
+    preparing off (transaction pooling on PgBouncer < 1.21, docs/scaling.md §4)."""
+    threshold = connection.settings_dict["OPTIONS"].get("prepare_threshold", PREPARE_THRESHOLD)
+    if raw.prepare_threshold != threshold:
+        raw.prepare_threshold = threshold
+
+
 def _cursor():
     """A cursor for the hot path's statements, wrapped by Django like connection.cursor()'s
     (errors mapped, queries counted and logged in DEBUG)."""
@@ -183,13 +191,47 @@ def _cursor():
 
     connection.ensure_connection()
     raw = connection.connection
-    # DATABASE_PREPARE_THRESHOLD reaches the connection through OPTIONS; None there turns
-    # preparing off (transaction pooling on PgBouncer < 1.21, docs/scaling.md §4).
-    threshold = connection.settings_dict["OPTIONS"].get("prepare_threshold", PREPARE_THRESHOLD)
-    if raw.prepare_threshold != threshold:
-        raw.prepare_threshold = threshold
+    _prepared(raw)
     with connection.wrap_database_errors:
         return connection._prepare_cursor(psycopg.Cursor(raw))
+
+
+def _rows(sql: str, params: list) -> list[tuple]:
+    """The rows of one of the hot path's statements (`sql` with %s placeholders).
+
+    On PostgreSQL, outside a transaction and with queries not being recorded (DEBUG, a test
+    counting them), it runs on psycopg's raw cursor with the statement's $n form: the same
+    prepared statement, errors mapped by Django as its cursors' are, without the wrappers
+    around them (Django's cursor wrapper, psycopg's query conversion: about a third of the
+    read's CPU in the worker, load_tests/RESULTS.md, "The database path, unwrapped").
+    Otherwise through `_cursor()`, counted and logged as every query is."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql" or db.queries_logged or db.in_atomic_block:
+        with _cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    import psycopg
+
+    db.ensure_connection()
+    raw = db.connection
+    # One cursor kept per connection (a new one per statement cost a fifth of it).
+    cursor = getattr(db, "_lab_hot_cursor", None)
+    if cursor is None or cursor.connection is not raw or cursor.closed:
+        _prepared(raw)
+        cursor = db._lab_hot_cursor = psycopg.RawCursor(raw)
+    with db.wrap_database_errors:
+        cursor.execute(_numbered(sql), params)
+        return cursor.fetchall()
+
+
+@cache
+def _numbered(sql: str) -> str:
+    """`sql` with its %s placeholders numbered as PostgreSQL's ($1, $2, ...): psycopg's
+    RawCursor sends it as it is, with nothing to convert."""
+    if "%%" in sql or "%(" in sql:
+        raise ValueError("the hot path's statements hold only plain %s placeholders")
+    parts = sql.split("%s")
+    return parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1))
 
 
 def _placeholders(count: int) -> str:
@@ -283,17 +325,13 @@ def _read_rows(sql: str, params: list) -> list[tuple]:
     so running it again is safe. Any other failure, or one inside a transaction, is raised."""
     kept = connection.connection is not None
     try:
-        with _cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
+        return _rows(sql, params)
     except OperationalError:
         if not kept or connection.in_atomic_block or connection.is_usable():
             raise
     logger.warning("decide: the kept database connection was closed by the server; reconnecting")
     connection.close()
-    with _cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    return _rows(sql, params)
 
 
 def check_client_key(credential: ClientCredential) -> ProductState:
@@ -317,7 +355,10 @@ def _insert_sql_postgres(learn: bool) -> str:
             FROM (
                 SELECT '{LEARN_PREFIX}' || %s::text || ':' || units.id || ':'
                     || CASE WHEN units.created THEN 'n' ELSE 'm' END || ':'
-                    || string_agg(i.{n.a_experiment} || '.' || i.{n.a_variant}, ',')
+                    || string_agg(
+                        i.{n.a_experiment} || '.' || i.{n.a_variant}, ','
+                        ORDER BY i.{n.a_experiment}
+                    )
                     || ':' || units.ukey AS payload
                 FROM inserted i JOIN units ON units.id = i.{n.a_unit}
                 GROUP BY units.id, units.ukey, units.created
@@ -327,21 +368,21 @@ def _insert_sql_postgres(learn: bool) -> str:
     return f"""
         WITH new_units AS (
             INSERT INTO {n.unit} ({n.u_product}, {n.u_key}, {n.u_created}, {n.u_attributes})
-            SELECT %s, k, %s, attributes::jsonb
-            FROM unnest(%s::text[], %s::text[]) AS n(k, attributes)
+            SELECT %s, fresh.k, %s, fresh.a
+            FROM json_to_recordset(%s::json) AS fresh(k text, a jsonb)
             ON CONFLICT ({n.u_product}, {n.u_key}) DO UPDATE SET {n.u_key} = EXCLUDED.{n.u_key}
             RETURNING {n.u_id}, {n.u_key}, xmax = 0 AS created
         ), units AS (
             SELECT {n.u_id} AS id, {n.u_key} AS ukey, created FROM new_units
             UNION ALL
-            SELECT id, ukey, false FROM unnest(%s::bigint[], %s::text[]) AS known(id, ukey)
+            SELECT id, ukey, false FROM json_to_recordset(%s::json) AS known(id bigint, ukey text)
         ), inserted AS (
             INSERT INTO {n.assignment}
                 ({n.a_experiment}, {n.a_unit}, {n.a_variant}, {n.a_source},
                  {n.a_created}, {n.a_updated})
             SELECT d.experiment_id, units.id, d.variant_id, '{Reason.HASH}', %s, %s
-            FROM unnest(%s::text[], %s::bigint[], %s::bigint[])
-                AS d(ukey, experiment_id, variant_id)
+            FROM json_to_recordset(%s::json)
+                AS d(ukey text, experiment_id bigint, variant_id bigint)
             JOIN units ON units.ukey = d.ukey
             JOIN {n.variant} v
                 ON v.{n.v_id} = d.variant_id AND v.{n.v_experiment} = d.experiment_id
@@ -366,9 +407,7 @@ MAX_NOTIFY_BYTES = 8000
 def _run_insert_postgres(params: list, learn: bool) -> list[tuple]:
     """One statement: idempotent (units upserted, assignments `ON CONFLICT DO NOTHING`), so
     it is simply run again when it loses a deadlock against a bulk forced assignment."""
-    with _cursor() as cursor:
-        cursor.execute(_insert_sql_postgres(learn), params)
-        return cursor.fetchall()
+    return _rows(_insert_sql_postgres(learn), params)
 
 
 def insert_assignments(
@@ -391,26 +430,29 @@ def insert_assignments(
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     missing = sorted({a.unit_key for a in new if a.unit_key not in known_units})
     new_unit_attributes = new_unit_attributes or {}
-    missing_attributes = [
-        orjson.dumps(new_unit_attributes.get(key) or {}).decode() for key in missing
-    ]
     ordered = sorted(new)
     unit_ids = {key: known_units[key] for key in {a.unit_key for a in new} if key in known_units}
     inserted: set[tuple[int, int]] = set()
     if _is_postgres():
-        known = [(key, unit_id) for key, unit_id in unit_ids.items()]
+        # The rows as JSON documents, one per set (json_to_recordset): one string each to
+        # send, where arrays cost psycopg a dumper per array and a look at every element.
         params = [
             product_id,
             now,
-            missing,
-            missing_attributes,
-            [unit_id for _, unit_id in known],
-            [key for key, _ in known],
+            _json([{"k": key, "a": new_unit_attributes.get(key) or {}} for key in missing]),
+            _json([{"id": unit_id, "ukey": key} for key, unit_id in unit_ids.items()]),
             now,
             now,
-            [a.unit_key for a in ordered],
-            [a.experiment_id for a in ordered],
-            [a.variant_id for a in ordered],
+            _json(
+                [
+                    {
+                        "ukey": a.unit_key,
+                        "experiment_id": a.experiment_id,
+                        "variant_id": a.variant_id,
+                    }
+                    for a in ordered
+                ]
+            ),
             product_id,
         ]
         # Only a decision of one unit teaches the other workers: a batch's units (up to
@@ -429,6 +471,9 @@ def insert_assignments(
                 inserted.add((unit_id, experiment_id))
         return unit_ids, inserted
 
+    missing_attributes = [
+        orjson.dumps(new_unit_attributes.get(key) or {}).decode() for key in missing
+    ]
     n = _names()
     with connection.cursor() as cursor:
         with_attributes = list(zip(missing, missing_attributes, strict=True))
@@ -528,6 +573,10 @@ def read_assignments(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
             for unit_id, experiment_id, variant_id, variant_key, source in cursor.fetchall()
             if (unit_id, experiment_id) in pairs
         }
+
+
+def _json(rows: list) -> str:
+    return orjson.dumps(rows).decode()
 
 
 def _chunks(items: Sequence, size: int):

@@ -13,14 +13,15 @@ from tests.conftest import requires_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The hot path's cursor runs one statement three times, then says the connection's
-# threshold and how many statements the server holds prepared for this session.
+# The hot path runs one statement three times (as it runs its own, DEBUG off), then says
+# the connection's threshold and how many statements the server holds prepared for this
+# session.
 PROBE = (
     "import django; django.setup(); from django.db import connection; from decide import store; "
-    "cursor = store._cursor(); "
-    "[cursor.execute('SELECT 1 WHERE 1 = %s', [1]) for _ in range(3)]; "
-    "cursor.execute('SELECT count(*) FROM pg_prepared_statements'); "
-    "print(connection.connection.prepare_threshold, cursor.fetchone()[0])"
+    "assert not connection.queries_logged; "
+    "[store._rows('SELECT 1 WHERE 1 = %s', [1]) for _ in range(3)]; "
+    "prepared = store._rows('SELECT count(*) FROM pg_prepared_statements', []); "
+    "print(connection.connection.prepare_threshold, prepared[0][0])"
 )
 
 
