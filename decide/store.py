@@ -202,9 +202,9 @@ def _rows(sql: str, params: list) -> list[tuple]:
     On PostgreSQL, outside a transaction and with queries not being recorded (DEBUG, a test
     counting them), it runs on psycopg's raw cursor with the statement's $n form: the same
     prepared statement, errors mapped by Django as its cursors' are, without the wrappers
-    around them (Django's cursor wrapper, psycopg's query conversion: about a third of the
-    read's CPU in the worker, load_tests/RESULTS.md, "The database path, unwrapped").
-    Otherwise through `_cursor()`, counted and logged as every query is."""
+    around them (Django's cursor wrapper, psycopg's query conversion, a cursor per statement:
+    about half of the read's CPU in the worker, load_tests/RESULTS.md, "The database path,
+    unwrapped"). Otherwise through `_cursor()`, counted and logged as every query is."""
     db = connections[DEFAULT_DB_ALIAS]
     if db.vendor != "postgresql" or db.queries_logged or db.in_atomic_block:
         with _cursor() as cursor:
