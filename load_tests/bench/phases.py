@@ -35,7 +35,8 @@ WARM_HIT_RATIO = 0.99
 
 
 def warm_known_units(server: Server, warm: Scenario, args: argparse.Namespace) -> None:
-    """The warm shape until the workers answer nearly all of it from memory (decide.memory).
+    """A filled shape (warm, OFREP) until the workers answer nearly all of it from memory
+    (decide.memory).
 
     A worker remembers the units it has decided: with random units, every worker must have
     decided every known unit once, which takes a while (the peer is warmed too, for its JIT).
@@ -49,7 +50,7 @@ def warm_known_units(server: Server, warm: Scenario, args: argparse.Namespace) -
         run_wrk(server, warm, seconds, args)
         spent += seconds
         ratio = memory_hit_ratio(before, memory_lookups(server))
-        log(f"warming {server.label} on known units: {spent:.0f} s, from memory {ratio or 0:.1%}")
+        log(f"warming {server.label} on {warm.name}: {spent:.0f} s, from memory {ratio or 0:.1%}")
         if not ratio or ratio >= WARM_HIT_RATIO:
             return
 
@@ -74,15 +75,17 @@ def phase_main(servers: list[Server], scenarios: list[Scenario], args, peer=None
             raise RuntimeError(f"the peer does not answer as seeded: {problem}")
         runs[peer.label] = {PEER_SCENARIO.name: []}
         plan.append((peer, PEER_SCENARIO))
-    warm = next((s for s in available if s.name == "warm"), None)
     for round_number in range(args.rounds):
         order = plan if round_number % 2 == 0 else list(reversed(plan))
         for server, scenario in order:
-            if scenario is warm and args.known_warmup > 0:
+            if scenario.filled and args.known_warmup > 0:
                 # Fill the workers' memory first, and again in every round: the shapes run
-                # since the last warm run (cold, line, new, batch) pushed warm units out of
-                # it, and the warm shape is every unit repeated, held by every worker.
-                warm_known_units(server, warm, args)
+                # since the last filled run (cold, line, new, batch) pushed its units out of
+                # it, and a filled shape is its units repeated, held by every worker. Without
+                # this OFREP measured the fill or the memory depending on what ran before it
+                # (1,550-2,350 req/s in rounds after the line and new shapes, 3,560-3,790
+                # right after its own run of the round before).
+                warm_known_units(server, scenario, args)
             run_wrk(server, scenario, args.warmup, args)
             before = memory_lookups(server) if scenario.known_shape else None
             result = run_wrk(server, scenario, args.duration, args)

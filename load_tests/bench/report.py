@@ -145,7 +145,7 @@ def _throughput_lines(label: str, rows: dict, peer_rows: dict) -> list[str]:
             "Against the front's floor (nginx and gunicorn answering a constant, no Lab code; "
             "no decide path through this front is faster): " + ", ".join(floors) + "."
         )
-    for name in ("warm", "cold", "line"):
+    for name in ("warm", "cold", "line", "ofrep"):
         if rows.get(name, {}).get("memory_hit_ratio", {}).get("n"):
             lines.append(
                 f"Decisions answered from the workers' memory (decide.memory), {name}: "

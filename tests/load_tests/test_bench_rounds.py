@@ -60,3 +60,18 @@ def test_rounds__warm_memory_filled_again_before_warm_in_every_round(monkeypatch
 def test_rounds__known_warmup_off__no_refill(monkeypatch):
     calls, _ = _main(monkeypatch, _args(known_warmup=0), ["warm", "cold"])
     assert ("run", "warm", 5.0) not in calls
+
+
+def test_rounds__ofrep_filled_like_warm_and_the_other_shapes_not(monkeypatch):
+    # Given OFREP after the shapes that push its units out of memory (line, new)
+    calls, result = _main(monkeypatch, _args(), ["line", "new", "ofrep"])
+    runs = [(name, seconds) for _, name, seconds in calls]
+    # Then every OFREP run is preceded by a fill slice of OFREP itself, in every round
+    ofrep_measured = [i for i, call in enumerate(runs) if call == ("ofrep", 2.0)]
+    assert len(ofrep_measured) == 3
+    for index in ofrep_measured:
+        assert runs[index - 2 : index] == [("ofrep", 5.0), ("ofrep", 1.0)]
+    # and its share answered from memory is reported, as for the known-unit shapes
+    assert all("memory_hit_ratio" in run for run in result["runs"]["default"]["ofrep"])
+    # while the line and new shapes are measured as they come, never filled
+    assert ("line", 5.0) not in runs and ("new", 5.0) not in runs
