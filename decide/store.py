@@ -199,14 +199,16 @@ def _cursor():
 def _rows(sql: str, params: list) -> list[tuple]:
     """The rows of one of the hot path's statements (`sql` with %s placeholders).
 
-    On PostgreSQL, outside a transaction and with queries not being recorded (DEBUG, a test
-    counting them), it runs on psycopg's raw cursor with the statement's $n form: the same
-    prepared statement, errors mapped by Django as its cursors' are, without the wrappers
-    around them (Django's cursor wrapper, psycopg's query conversion, a cursor per statement:
-    about half of the read's CPU in the worker, load_tests/RESULTS.md, "The database path,
-    unwrapped"). Otherwise through `_cursor()`, counted and logged as every query is."""
+    On PostgreSQL, outside a transaction, with queries not being recorded (DEBUG, a test
+    counting them) and no execute wrapper installed (connection.execute_wrapper: a probe of
+    the plans, an instrumentation), it runs on psycopg's raw cursor with the statement's $n
+    form: the same prepared statement, errors mapped by Django as its cursors' are, without
+    the wrappers around them (Django's cursor wrapper, psycopg's query conversion, a cursor
+    per statement: about half of the read's CPU in the worker, load_tests/RESULTS.md, "The
+    database path, unwrapped"). Otherwise through `_cursor()`, counted, logged and wrapped as
+    every query is."""
     db = connections[DEFAULT_DB_ALIAS]
-    if db.vendor != "postgresql" or db.queries_logged or db.in_atomic_block:
+    if db.vendor != "postgresql" or db.queries_logged or db.in_atomic_block or db.execute_wrappers:
         with _cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()

@@ -172,3 +172,21 @@ def _conninfo() -> dict:
     for unused in ("cursor_factory", "context", "prepare_threshold"):
         params.pop(unused, None)
     return params
+
+
+def test_rows__an_execute_wrapper_installed__sees_the_statement(decider, settings):
+    requires_postgres()
+    settings.DEBUG = False
+    credential = _credential(decider)
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    # Given an execute wrapper (a plan probe, an instrumentation) on the connection
+    with connection.execute_wrapper(wrapper):
+        store.read_units(credential, ["SN-1"])
+    # Then the hot path's statement goes through Django's cursor, and the wrapper sees it
+    assert len(seen) == 1 and '"lab_assignment"' in seen[0]
+    assert _kept_cursor() is None
