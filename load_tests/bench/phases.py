@@ -34,7 +34,7 @@ from load_tests.bench.stats import linear_fit, spread
 WARM_HIT_RATIO = 0.99
 
 
-def warm_known_units(server: Server, warm: Scenario, args: argparse.Namespace) -> None:
+def warm_known_units(server: Server, scenario: Scenario, args: argparse.Namespace) -> None:
     """A filled shape (warm, OFREP) until the workers answer nearly all of it from memory
     (decide.memory).
 
@@ -47,10 +47,13 @@ def warm_known_units(server: Server, warm: Scenario, args: argparse.Namespace) -
     while spent < args.known_warmup:
         seconds = min(5.0, args.known_warmup - spent)
         before = memory_lookups(server)
-        run_wrk(server, warm, seconds, args)
+        run_wrk(server, scenario, seconds, args)
         spent += seconds
         ratio = memory_hit_ratio(before, memory_lookups(server))
-        log(f"warming {server.label} on {warm.name}: {spent:.0f} s, from memory {ratio or 0:.1%}")
+        log(
+            f"warming {server.label} on {scenario.name}: {spent:.0f} s, "
+            f"from memory {ratio or 0:.1%}"
+        )
         if not ratio or ratio >= WARM_HIT_RATIO:
             return
 
@@ -83,7 +86,7 @@ def phase_main(servers: list[Server], scenarios: list[Scenario], args, peer=None
                 # since the last filled run (cold, line, new, batch) pushed its units out of
                 # it, and a filled shape is its units repeated, held by every worker. Without
                 # this OFREP measured the fill or the memory depending on what ran before it
-                # (1,550-2,350 req/s in rounds after the line and new shapes, 3,560-3,790
+                # (2,250-2,350 req/s in rounds after the line and new shapes, 3,560-3,790
                 # right after its own run of the round before).
                 warm_known_units(server, scenario, args)
             run_wrk(server, scenario, args.warmup, args)

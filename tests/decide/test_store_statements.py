@@ -157,7 +157,9 @@ def test_read__kept_connection_ended_by_the_server__read_again_on_a_new_one(
     ended = connection.connection.info.backend_pid
     # Given the server ends the kept connection (a restart, a switchover)
     with psycopg.connect(**_conninfo(), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [ended])
+        # With a timeout it returns once the session is gone, not when it is signalled: a
+        # busy machine could otherwise run the next read on it first.
+        other.execute("SELECT pg_terminate_backend(%s, 10000)", [ended])
     # When the next read runs
     with caplog.at_level(logging.WARNING, logger="decide.store"):
         state, _ = store.read_units(credential, ["SN-1"])

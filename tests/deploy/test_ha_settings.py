@@ -324,7 +324,9 @@ def test_decide_read__kept_connection_ended_by_the_server__read_again_on_a_new_o
         store.check_client_key(credential)
     old_pid = connection.connection.info.backend_pid
     with psycopg.connect(**connection.get_connection_params() | {"autocommit": True}) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+        # With a timeout it returns once the session is gone, not when it is signalled: a
+        # busy machine could otherwise run the next read on it first.
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", [old_pid])
     # When decide reads on it
     # Then the read runs on a new connection (the key is unknown: its answer, not a 503)
     with pytest.raises(InvalidClientKey):
