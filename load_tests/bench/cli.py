@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        default="floor,noop,warm,cold,line,new,batch,ofrep",
+        default="floor,floor_read,noop,warm,cold,line,new,batch,ofrep",
         help="main-phase scenarios (known = warm, the name of earlier runs)",
     )
     parser.add_argument(

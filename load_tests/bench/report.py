@@ -138,7 +138,7 @@ def _throughput_lines(label: str, rows: dict, peer_rows: dict) -> list[str]:
     if "floor" in rows:
         floors = [
             f"{name} {_span(rows[name]['ratio_to_floor'], 2)}×"
-            for name in ("noop", "warm", "cold", "line", "new", "ofrep")
+            for name in ("floor_read", "noop", "warm", "cold", "line", "new", "ofrep")
             if "ratio_to_floor" in rows.get(name, {})
         ]
         lines.append(
@@ -153,7 +153,7 @@ def _throughput_lines(label: str, rows: dict, peer_rows: dict) -> list[str]:
             )
     versus = [
         f"{name} **{_span(rows[name]['ratio_to_peer'], 2)}×**"
-        for name in ("floor", "warm", "cold", "line", "new", "ofrep")
+        for name in ("floor", "floor_read", "warm", "cold", "line", "new", "ofrep")
         if "ratio_to_peer" in rows.get(name, {})
     ]
     if versus:

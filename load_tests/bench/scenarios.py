@@ -59,6 +59,10 @@ SCENARIOS = {
         "floor", "front floor (constant answer, no Lab code)", "floor.lua",
         probe_path="/bench/floor",
     ),
+    "floor_read": Scenario(
+        "floor_read", "front floor with one database round trip (no Lab code)",
+        "floor_read.lua", probe_path="/bench/floor-read",
+    ),
     "noop": Scenario("noop", "no-op ceiling", "noop.lua", probe_path="/bench/noop"),
     "warm": Scenario(
         "warm", "decide, known unit: warm (every unit repeated)", "decide_known.lua",

@@ -179,7 +179,7 @@ def test_args__shapes__measured_by_default_and_known_still_names_warm():
     # Given no scenario chosen, the three shapes are measured, cold over 200,000 units
     args = cli.parse_args([])
     assert args.scenario_list == [
-        "floor", "noop", "warm", "cold", "line", "new", "batch", "ofrep"
+        "floor", "floor_read", "noop", "warm", "cold", "line", "new", "batch", "ofrep"
     ]  # fmt: skip
     assert args.cold_units == 200_000
     # And the commands of earlier runs (RESULTS.md) still run: known is the warm shape

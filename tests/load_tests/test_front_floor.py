@@ -4,6 +4,7 @@ the rest of Lab, for the benchmark's `floor` scenario; every other request goes 
 import io
 
 import orjson
+import pytest
 
 from config.bench import FLOOR_BODY, FrontFloor
 
@@ -43,3 +44,37 @@ def test_floor__other_paths_and_methods__go_to_lab():
     for method, path in (("POST", "/api/v1/decide"), ("GET", "/bench/floor")):
         answered, content, _ = _call(FrontFloor(_lab), method, path)
         assert (answered["status"], content) == ("404 Not Found", b'{"detail": "lab"}')
+
+
+@pytest.mark.django_db
+def test_floor_read__one_statement_on_the_hot_path_cursor_then_the_constant(
+    django_assert_num_queries,
+):
+    # Recorded here (a test counting queries goes through Django's cursor): exactly one
+    # statement, the floor's, carrying the body's start.
+    with django_assert_num_queries(1) as captured:
+        answered, content, stream = _call(
+            FrontFloor(_lab), "POST", "/bench/floor-read", b'{"unit":"u-1"}'
+        )
+    assert answered["status"] == "200 OK"
+    assert content == FLOOR_BODY
+    assert stream.read() == b""
+    assert captured.captured_queries[0]["sql"].startswith("SELECT")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_floor_read__on_postgresql__reads_on_the_hot_path_cursor():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the hot path's own cursor is PostgreSQL's")
+    answered, content, _ = _call(FrontFloor(_lab), "POST", "/bench/floor-read", b'{"unit":"u"}')
+    assert (answered["status"], content) == ("200 OK", FLOOR_BODY)
+    kept = connection._lab_hot_cursor
+    assert kept.connection is connection.connection
+    assert kept.fetchall() == []  # its one statement's row already read
+
+
+def test_floor_read__a_get__goes_to_lab():
+    answered, content, _ = _call(FrontFloor(_lab), "GET", "/bench/floor-read")
+    assert (answered["status"], content) == ("404 Not Found", b'{"detail": "lab"}')
