@@ -148,6 +148,23 @@ def unit_for(experiment: Experiment, variant_key: str | None, prefix: str = "SN"
     raise AssertionError(f"no unit hashes to {variant_key!r}")
 
 
+def remember(memory, decider, unit_key: str, **decide) -> dict:
+    """Decide `unit_key` until this worker's memory answers for it; its last answer. A read
+    that overlaps the listener's applying a notification (a heartbeat, most often: 20 a second)
+    is rightly not kept, so one decision cannot be relied on to be remembered."""
+    from decide.auth import parse_client_key
+
+    credential = parse_client_key(decider.secret)
+    answered: dict = {}
+
+    def remembered() -> bool:
+        answered.update(decider.decide(unit_key, **decide))
+        return memory.get(credential, unit_key) is not None
+
+    wait_until(remembered)
+    return answered
+
+
 @pytest.fixture
 def known_unit(memory, decider):
     """A unit with stored assignments in three experiments, remembered by this worker."""

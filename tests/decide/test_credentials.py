@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from decide.hot_path import DecideHotPath
 from tests.contract.ofrep_schema import problems
-from tests.decide.conftest import make_experiment
+from tests.decide.conftest import make_experiment, remember
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,7 +106,7 @@ def remembered(memory, decider):
     """A unit this worker remembers (its assignments stored, then read) under the key."""
     make_experiment(decider.product, "etch")
     decider.decide(UNIT)  # stores
-    decider.decide(UNIT)  # read, remembered
+    remember(memory, decider, UNIT)  # read, remembered
     assert len(memory) == 1
     return decider
 

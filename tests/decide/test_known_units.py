@@ -25,7 +25,7 @@ from lab.services.assignments import assignment_force
 from lab.services.credentials import client_key_revoke
 from lab.services.units import unit_set_attributes
 from tests.conftest import requires_postgres
-from tests.decide.conftest import make_experiment, unit_for, wait_until
+from tests.decide.conftest import make_experiment, remember, unit_for, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,7 +123,7 @@ def test_known_unit_new_experiment__added_to_what_memory_holds(
     make_experiment(decider.product, "bake")  # a new config: the product's units forgotten
     _settled(memory)
     assert len(memory) == 0
-    assert decider.decide("SN-1", experiments=["etch"])  # read, remembered without bake
+    assert remember(memory, decider, "SN-1", experiments=["etch"])  # read, without bake
     assert len(memory) == 1
     added = metrics.known_learnt_added._value.get()
     first = decider.decide("SN-1", experiments=["bake"])  # stores bake's assignment
@@ -167,7 +167,7 @@ def test_forced_assignment__forgotten_and_answered_as_forced(memory, decider):
     unit = unit_for(experiment, "a")
     _settled(memory)  # the setup's notifications applied: none forgets what is read below
     decider.decide(unit)
-    decider.decide(unit)
+    remember(memory, decider, unit)
     assert len(memory) == 1
     before = _units_forgotten()
     assignment_force(experiment=experiment, unit_key=unit, variant_key="b", actor="test")
@@ -259,7 +259,7 @@ def test_read_while_a_notification_is_applied__not_kept(memory, decider):
 def test_malformed_notification__forgets_everything(memory, decider):
     make_experiment(decider.product, "etch")
     decider.decide("SN-1")
-    decider.decide("SN-1")
+    remember(memory, decider, "SN-1")
     assert len(memory) == 1
     memory.apply(["u:12,not-a-number"])
     assert len(memory) == 0

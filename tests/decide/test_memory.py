@@ -22,7 +22,7 @@ from decide.store import ProductState, Stored, UnitRow
 from lab.models import ClientKey, Unit
 from lab.services.units import unit_set_attributes
 from tests.conftest import requires_postgres
-from tests.decide.conftest import make_experiment, unit_for, wait_until
+from tests.decide.conftest import make_experiment, remember, unit_for, wait_until
 
 MIB = 1024 * 1024
 
@@ -170,23 +170,29 @@ def test_notifications__what_they_forget(payloads, expected):
 pg = pytest.mark.django_db(transaction=True)
 
 
-def _remember(decider, unit: str) -> None:
+def _decide_twice(decider, unit: str) -> None:
+    """What remembers a unit when memory may keep it: stored, then read."""
     decider.decide(unit)
     decider.decide(unit)
+
+
+def _remember(memory, decider, unit: str) -> None:
+    decider.decide(unit)
+    remember(memory, decider, unit)
 
 
 @pg
 def test_unit_with_maximal_attributes__remembered_in_a_few_hundred_bytes(memory, decider):
     # Given a unit that stores the most attributes a client may send (50 x 100 x 256)
     make_experiment(decider.product, "etch")
-    _remember(decider, "SN-1")
+    _remember(memory, decider, "SN-1")
     assert len(memory) == 1
     unit = Unit.objects.get(key="SN-1")
     attributes = {f"a{n}": [f"{n:03d}{i:03d}" + "x" * 250 for i in range(100)] for n in range(50)}
     unit_set_attributes(unit=unit, attributes=attributes)
     wait_until(lambda: len(memory) == 0)
     # When it is decided again and remembered
-    decider.decide("SN-1")
+    remember(memory, decider, "SN-1")
     assert len(memory) == 1
     # Then what memory holds for it is small: the attributes are not kept
     assert memory.bytes < 4096, memory.bytes
@@ -245,7 +251,7 @@ def test_memory_budget__setting_bounds_what_a_worker_keeps(settings, decider):
 @pg
 def test_memory_keeps_the_digest_the_database_holds_not_the_key(memory, decider):
     make_experiment(decider.product, "etch")
-    _remember(decider, "SN-1")
+    _remember(memory, decider, "SN-1")
     stored = ClientKey.objects.get(product=decider.product).digest
     kept = [entry for entry in memory.entries._lru.values() if isinstance(entry, KeyEntry)]
     assert [entry.digest for entry in kept] == [bytes.fromhex(stored)]
@@ -256,7 +262,7 @@ def test_memory_keeps_the_digest_the_database_holds_not_the_key(memory, decider)
 def test_wrong_secret__same_path_whether_or_not_the_unit_is_remembered(memory, decider):
     # Given a remembered unit, and a key with the right prefix and a wrong secret
     make_experiment(decider.product, "etch")
-    _remember(decider, "SN-1")
+    _remember(memory, decider, "SN-1")
     right = parse_client_key(decider.secret)
     forged = parse_client_key(f"lck_{right.prefix}_{'x' * 43}")
     looked_up: list[str] = []
@@ -294,8 +300,8 @@ def test_product_write__other_products_memory_kept(memory, decider):
     )
     experiment = make_experiment(decider.product, "etch")
     make_experiment(other_product, "etch")
-    _remember(decider, "SN-1")
-    _remember(other, "SN-1")
+    _remember(memory, decider, "SN-1")
+    _remember(memory, other, "SN-1")
     assert len(memory) == 2
     forgotten = metrics.known_invalidated_products._value.get()
     # When the first product's experiment changes
@@ -354,7 +360,7 @@ def test_write_no_trigger_sees__memory_emptied_within_the_bound(memory, decider,
     # Given a remembered unit
     experiment = make_experiment(decider.product, "etch")
     unit = unit_for(experiment, "a")
-    _remember(decider, unit)
+    _remember(memory, decider, unit)
     assert len(memory) == 1
     changes = _identity_changes()
     # When its assignment is changed where no trigger sees it
@@ -375,20 +381,20 @@ def test_table_without_its_trigger__nothing_remembered_until_it_is_back(memory, 
         cursor.execute("ALTER TABLE lab_unit DISABLE TRIGGER USER")
     try:
         wait_until(lambda: not memory._ready, timeout=2)
-        _remember(decider, unit)
+        _decide_twice(decider, unit)
         assert len(memory) == 0
     finally:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE lab_unit ENABLE TRIGGER USER")
     wait_until(lambda: memory._ready, timeout=2)
-    _remember(decider, unit)
+    _remember(memory, decider, unit)
     assert len(memory) == 1
 
 
 @pg
 def test_truncate__memory_emptied(memory, decider):
     experiment = make_experiment(decider.product, "etch")
-    _remember(decider, unit_for(experiment, "a"))
+    _remember(memory, decider, unit_for(experiment, "a"))
     assert len(memory) == 1
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE lab_assignment")
