@@ -7,9 +7,10 @@ LAB_BENCHMARK_ENDPOINTS is on (never in the public URL space by default):
   of everything else of Lab (`FrontFloor`), so what it costs is nginx, gunicorn and the
   request's bytes: no decide path through the same front can be faster;
 - `POST /bench/floor-read`, the floor with one database round trip: the same constant,
-  answered after one prepared statement (`SELECT $1::integer`) on the cursor decide's hot path reads
-  with (decide.store), so what it costs is the front and a round trip to PostgreSQL: no
-  decision that reads the database (a unit no worker's memory holds) can be faster.
+  answered after one prepared statement (`SELECT CAST($1 AS INTEGER)`) on the cursor
+  decide's hot path reads with (decide.store), so what it costs is the front and a round trip
+  to PostgreSQL: no decision that reads the database (a unit no worker's memory holds) can be
+  faster.
 """
 
 import orjson
@@ -51,7 +52,7 @@ FLOOR_READ_PATH = "/bench/floor-read"
 # One round trip, the least a decision that reads the database sends: a prepared statement
 # with a parameter (the body's length: any body is a good one) on decide's hot-path cursor,
 # its answer read and dropped.
-FLOOR_READ_SQL = "SELECT %s::integer"
+FLOOR_READ_SQL = "SELECT CAST(%s AS INTEGER)"
 # The size of a known unit's answer (three experiments), so the bytes on the wire match.
 FLOOR_BODY = orjson.dumps(
     {"unit": "bench-000000000", "variants": {"exp-a": "a1", "exp-b": "b1", "exp-c": "c1"}}
